@@ -1,0 +1,216 @@
+"""Frozen dataclass configs for ReNoise inversion and the probe, with presets and JSON round trip.
+
+Presets (SPEC.md sections 2 and 5):
+  - `mofc`: reproduces the released "Memories of Forgotten Concepts" code: 50 DDIM steps, K=5
+    renoise iterations, averaging window (0, 5) for t < 250 and (8, 10) otherwise (unreachable
+    with K=5, so 37 of 50 steps neither average nor regularise), noise regularisation with
+    lambda_kl=0.065 and lambda_ac=20, VAE posterior *sample*, conditional eps without CFG,
+    Gaussian squared-W2 distance, 8-bit quantised PSNR. About 350 UNet evaluations per image.
+  - `fast`: for in-training use. 10 DDIM steps, K=1 with a reachable window (0, 2) on every step
+    (so every step averages and regularises), otherwise as `mofc`. 2 UNet calls per inversion
+    step (the first at batch 2 for the KL target) + 10 for reconstruction = 30 evaluations per
+    image, about 12x fewer than `mofc`. Its agreement with `mofc` in ranking checkpoints is
+    measured in the small world (issue 3), not assumed.
+  - `ddim`: plain DDIM inversion (K=0, no averaging, no regularisation), 50 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InputError
+
+Z0Mode = Literal["sample", "mean"]
+DistanceKind = Literal["mofc", "w1"]
+ResizePolicy = Literal["error", "resize", "center_crop"]
+PresetName = Literal["mofc", "fast", "ddim", "custom"]
+
+
+def _require(condition: bool, name: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise InputError(f"config field {name!r}: got {value!r}, expected {expected}")
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    """Noise regularisation of ReNoise (SPEC 2.5): PatchKL pull toward eps_opt + autocorrelation.
+
+    Each call runs `num_reg_steps` outer steps; each outer step does one clipped KL gradient
+    step and `num_ac_rolls` autocorrelation steps of size lambda_ac / num_ac_rolls.
+    """
+
+    enabled: bool = True
+    lambda_kl: float = 0.065
+    lambda_ac: float = 20.0
+    num_reg_steps: int = 4
+    num_ac_rolls: int = 5
+    kl_grad_clip: float = 100.0
+    patch_size: int = 4
+
+    def __post_init__(self) -> None:
+        _require(self.lambda_kl >= 0, "lambda_kl", self.lambda_kl, "a number >= 0")
+        _require(self.lambda_ac >= 0, "lambda_ac", self.lambda_ac, "a number >= 0")
+        _require(self.num_reg_steps >= 0, "num_reg_steps", self.num_reg_steps, "an int >= 0")
+        _require(self.num_ac_rolls >= 1, "num_ac_rolls", self.num_ac_rolls, "an int >= 1")
+        _require(self.kl_grad_clip > 0, "kl_grad_clip", self.kl_grad_clip, "a number > 0")
+        _require(self.patch_size >= 2, "patch_size", self.patch_size, "an int >= 2")
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """ReNoise inversion (SPEC 2). K=0 with regularisation off is plain DDIM inversion.
+
+    Args:
+        num_steps: DDIM steps; timesteps come from the model's scheduler config.
+        renoise_steps: K; each step evaluates the UNet K+1 times (k = 0..K).
+        early_window: averaging window [start, stop) for steps with t < window_split_timestep.
+        late_window: averaging window for the other steps.
+        guidance_scale: 1.0 means the conditional eps only (no CFG); w > 1 uses
+            eps_u + w (eps_c - eps_u) during inversion and for eps_opt.
+        z0_mode: VAE posterior `sample` (mofc) or `mean`.
+    """
+
+    num_steps: int = 50
+    renoise_steps: int = 5
+    early_window: tuple[int, int] = (0, 5)
+    late_window: tuple[int, int] = (8, 10)
+    window_split_timestep: int = 250
+    guidance_scale: float = 1.0
+    z0_mode: Z0Mode = "sample"
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.num_steps >= 1, "num_steps", self.num_steps, "an int >= 1")
+        _require(self.renoise_steps >= 0, "renoise_steps", self.renoise_steps, "an int >= 0")
+        for name in ("early_window", "late_window"):
+            window = tuple(getattr(self, name))
+            _require(
+                len(window) == 2 and 0 <= window[0] <= window[1],
+                name,
+                window,
+                "(start, stop) with 0 <= start <= stop",
+            )
+            object.__setattr__(self, name, (int(window[0]), int(window[1])))
+        _require(self.guidance_scale >= 1.0, "guidance_scale", self.guidance_scale, ">= 1.0 (1.0 = no CFG)")
+        _require(self.z0_mode in ("sample", "mean"), "z0_mode", self.z0_mode, "'sample' or 'mean'")
+        if isinstance(self.regularization, dict):
+            object.__setattr__(self, "regularization", RegularizationConfig(**self.regularization))
+
+    def window_for(self, timestep: int) -> tuple[int, int]:
+        """The averaging window for one inversion timestep (SPEC 2.4)."""
+        return self.early_window if timestep < self.window_split_timestep else self.late_window
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Everything `probe` needs besides the model and the images.
+
+    Args:
+        preset: name of the preset this config came from ("custom" once edited by hand).
+        inversion: the ReNoise settings.
+        distance: "mofc" (Gaussian squared W2, as the released code) or "w1" (empirical EMD).
+        n_normal: size of the N set of N(0, I) draws that d_N compares against.
+        seed: fixes every random draw (VAE sample, roll offsets, N set, bootstrap).
+        bootstrap_samples / confidence: the d_N interval (0 samples disables it).
+        quantize_psnr: round both images to 8 bits before the MSE (mofc).
+        batch_size: images per chunk; None picks automatically. A CUDA OOM halves it and retries.
+        resize: what to do with images whose size is not the model's resolution.
+        keep_seeds / keep_reconstructions: return the z_T tensors / decoded images.
+        progress: tqdm progress bars.
+        check_finite: raise NonFiniteError at the first NaN/Inf (image, timestep).
+    """
+
+    preset: PresetName = "mofc"
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    distance: DistanceKind = "mofc"
+    n_normal: int = 50
+    seed: int = 0
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    quantize_psnr: bool = True
+    batch_size: int | None = None
+    resize: ResizePolicy = "resize"
+    keep_seeds: bool = False
+    keep_reconstructions: bool = False
+    progress: bool = True
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inversion, dict):
+            object.__setattr__(self, "inversion", InversionConfig(**self.inversion))
+        _require(self.preset in ("mofc", "fast", "ddim", "custom"), "preset", self.preset, "mofc|fast|ddim|custom")
+        _require(self.distance in ("mofc", "w1"), "distance", self.distance, "'mofc' or 'w1'")
+        _require(self.n_normal >= 2, "n_normal", self.n_normal, "an int >= 2")
+        _require(self.bootstrap_samples >= 0, "bootstrap_samples", self.bootstrap_samples, "an int >= 0")
+        _require(0.0 < self.confidence < 1.0, "confidence", self.confidence, "a number in (0, 1)")
+        _require(
+            self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size, "None or an int >= 1"
+        )
+        _require(self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ProbeConfig":
+        """A preset's config; keyword overrides replace top-level fields (preset becomes "custom"
+        when an override touches the science, i.e. anything but bookkeeping fields)."""
+        if name not in PRESETS:
+            raise InputError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+        base = PRESETS[name]
+        if not overrides:
+            return base
+        bookkeeping = {"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
+                       "bootstrap_samples", "confidence", "n_normal", "resize"}
+        preset = name if set(overrides) <= bookkeeping else "custom"
+        return dataclasses.replace(base, preset=overrides.pop("preset", preset), **overrides)
+
+    def replace(self, **changes: Any) -> "ProbeConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProbeConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"ProbeConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("inversion"), dict):
+            inv = dict(data["inversion"])
+            for key in ("early_window", "late_window"):
+                if key in inv:
+                    inv[key] = tuple(inv[key])
+            if isinstance(inv.get("regularization"), dict):
+                inv["regularization"] = RegularizationConfig(**inv["regularization"])
+            data["inversion"] = InversionConfig(**inv)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProbeConfig":
+        return cls.from_dict(json.loads(text))
+
+
+PRESETS: dict[str, ProbeConfig] = {
+    "mofc": ProbeConfig(preset="mofc"),
+    "fast": ProbeConfig(
+        preset="fast",
+        inversion=InversionConfig(num_steps=10, renoise_steps=1, early_window=(0, 2), late_window=(0, 2)),
+    ),
+    "ddim": ProbeConfig(
+        preset="ddim",
+        inversion=InversionConfig(
+            num_steps=50, renoise_steps=0, early_window=(0, 0), late_window=(0, 0),
+            regularization=RegularizationConfig(enabled=False),
+        ),
+    ),
+}

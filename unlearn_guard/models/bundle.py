@@ -1,0 +1,204 @@
+"""`DiffusionModel`: the parts of a latent text-to-image model that probing needs, in one object.
+
+It holds unet, vae, text_encoder, tokenizer and the scheduler *config* (the schedule is always
+taken from it, SPEC 1), and offers the four computations the probe is made of: encode prompts,
+encode images to z0, predict noise, decode latents. The UNet may be a plain
+`UNet2DConditionModel`, one with peft adapters injected (`unet.add_adapter`), or a
+`peft.PeftModel` wrapping one: the in-training case works as is.
+
+Shapes: images (B, 3, H, W) in [-1, 1]; latents (B, C, H/f, W/f) with f the VAE factor (8 for
+SD); prompt embeddings (B, L, D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ModelError
+
+
+def unwrap_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """The `UNet2DConditionModel` under a peft wrapper (or the module itself)."""
+    get_base = getattr(unet, "get_base_model", None)
+    return get_base() if callable(get_base) else unet
+
+
+def _module_device_dtype(module: torch.nn.Module, name: str) -> tuple[torch.device, torch.dtype]:
+    params = [p for p in module.parameters()]
+    if not params:
+        raise ModelError(f"{name} has no parameters; expected a trained torch module")
+    devices = {p.device for p in params}
+    if len(devices) > 1:
+        raise ModelError(f"{name} is split across devices {sorted(map(str, devices))}; move it to one device")
+    # Adapter weights (LoRA) are often kept in fp32 beside a bf16 base: take the dominant dtype.
+    counts: dict[torch.dtype, int] = {}
+    for p in params:
+        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return params[0].device, max(counts, key=counts.get)
+
+
+@dataclass
+class DiffusionModel:
+    """unet + vae + text_encoder + tokenizer + scheduler_config, checked for consistency.
+
+    Build it with `DiffusionModel.from_pipeline(pipe)`, `DiffusionModel.from_components(...)`,
+    or `unlearn_guard.models.load_model(...)` for hub ids, local folders and erased weights.
+    """
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    source: str = "components"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scheduler_config = dict(self.scheduler_config)
+        self.check()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipeline(cls, pipe: Any, source: str | None = None) -> "DiffusionModel":
+        """From a diffusers `StableDiffusionPipeline` (or any pipeline with the same parts)."""
+        missing = [n for n in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if getattr(pipe, n, None) is None]
+        if missing:
+            raise ModelError(f"pipeline {type(pipe).__name__} lacks {missing}; expected a Stable Diffusion pipeline")
+        return cls(
+            unet=pipe.unet,
+            vae=pipe.vae,
+            text_encoder=pipe.text_encoder,
+            tokenizer=pipe.tokenizer,
+            scheduler_config=dict(pipe.scheduler.config),
+            source=source or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        unet: torch.nn.Module,
+        vae: torch.nn.Module,
+        text_encoder: torch.nn.Module,
+        tokenizer: Any,
+        scheduler: Any = None,
+        scheduler_config: dict[str, Any] | None = None,
+        source: str = "components",
+    ) -> "DiffusionModel":
+        """From loose parts; give either a scheduler object or its config dict."""
+        if scheduler_config is None:
+            if scheduler is None:
+                raise ModelError("from_components needs `scheduler` or `scheduler_config` (the noise schedule)")
+            scheduler_config = dict(scheduler.config)
+        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, source=source)
+
+    # ------------------------------------------------------------------ checks and properties
+    def check(self) -> None:
+        """Raise ModelError when parts disagree on device or dtype, or the UNet/VAE don't fit."""
+        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        found = {name: _module_device_dtype(module, name) for name, module in parts.items()}
+        devices = {name: dev for name, (dev, _) in found.items()}
+        if len(set(devices.values())) > 1:
+            raise ModelError(
+                "model parts are on different devices: "
+                + ", ".join(f"{n}={d}" for n, d in devices.items())
+                + "; move them with model.to(device)"
+            )
+        dtypes = {name: dt for name, (_, dt) in found.items()}
+        if len(set(dtypes.values())) > 1:
+            raise ModelError(
+                "model parts have different dtypes: "
+                + ", ".join(f"{n}={d}" for n, d in dtypes.items())
+                + "; cast them with model.to(dtype=...)"
+            )
+        unet_cfg, vae_cfg = unwrap_unet(self.unet).config, self.vae.config
+        if unet_cfg.in_channels != vae_cfg.latent_channels:
+            raise ModelError(
+                f"unet.in_channels={unet_cfg.in_channels} but vae.latent_channels={vae_cfg.latent_channels}"
+            )
+        if "num_train_timesteps" not in self.scheduler_config:
+            raise ModelError("scheduler_config lacks 'num_train_timesteps'; pass the model's scheduler config")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _module_device_dtype(self.unet, "unet")[1]
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def resolution(self) -> int:
+        """The image side the UNet was built for (sample_size * VAE factor): 512 for SD 1.4."""
+        return int(unwrap_unet(self.unet).config.sample_size) * self.vae_scale_factor
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DiffusionModel":
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype)
+        self.check()
+        return self
+
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        return (self.unet, self.vae, self.text_encoder)
+
+    # ------------------------------------------------------------------ computations
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings c (B, L, D) in the model's dtype, padded to the tokenizer's max length."""
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return hidden.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_images(
+        self, pixels: torch.Tensor, generators: Sequence[torch.Generator] | None, mode: str = "sample"
+    ) -> torch.Tensor:
+        """z0 = scaling_factor * (VAE posterior sample or mean), float32 (B, C, h, w).
+
+        `pixels` are (B, 3, H, W) in [-1, 1]. One generator per image keeps draws independent of
+        batching; generators live on the CPU so results do not depend on the device.
+        """
+        posterior = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        if mode == "mean":
+            latent = posterior.mean
+        else:
+            gens = list(generators) if generators is not None else None
+            noise = torch.stack(
+                [torch.randn(posterior.mean.shape[1:], generator=g, dtype=torch.float32) for g in gens]
+            ) if gens is not None else torch.randn(posterior.mean.shape, dtype=torch.float32)
+            latent = posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)
+        return latent.float() * self.scaling_factor
+
+    @torch.no_grad()
+    def predict_noise(self, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor) -> torch.Tensor:
+        """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D)."""
+        t = torch.full((latents.shape[0],), int(timestep), device=self.device, dtype=torch.long)
+        out = self.unet(latents.to(self.device, self.dtype), t, encoder_hidden_states=embeddings)
+        sample = out.sample if hasattr(out, "sample") else out[0]
+        return sample.float()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W), float32: clamp(decode(z / scaling_factor) / 2 + 0.5)."""
+        decoded = self.vae.decode(latents.to(self.device, self.vae.dtype) / self.scaling_factor).sample
+        return (decoded.float() / 2 + 0.5).clamp(0, 1)

@@ -1,0 +1,188 @@
+"""Seeded diffusers/transformers components built from configs, with no network.
+
+One place builds the models that the tests and the default run use:
+  - `build_tiny_components`: a few-hundred-kB latent text-to-image model (64x64 images, 8x8x4
+    latents) with random weights; same classes and code paths as Stable Diffusion.
+  - `build_sd14_shaped_components`: the SD 1.4 architecture (UNet 860M, VAE 84M, CLIP-L text
+    encoder) with random weights, for "does it run at full size" checks on CPU.
+The tokenizer is a real `CLIPTokenizer` over a byte-level vocabulary with no merges (every
+character is a token); transformers 4 reads it from files, so it is written to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# SD 1.x scheduler_config.json (PNDM in the released pipelines; converted to DDIM by the schedule).
+SD14_SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "trained_betas": None,
+}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode map (256 entries)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars)))
+
+
+def build_char_tokenizer(model_max_length: int = 77):
+    """A real `CLIPTokenizer` whose vocabulary is every byte-level character (and its `</w>` form)."""
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for sym in symbols:
+        vocab[sym] = len(vocab)
+    for sym in symbols:
+        vocab[sym + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    if "vocab" in inspect.signature(CLIPTokenizer.__init__).parameters:  # transformers >= 5
+        return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+    with tempfile.TemporaryDirectory(prefix="ug_tok_") as folder:  # transformers 4 reads files
+        vocab_file = Path(folder) / "vocab.json"
+        merges_file = Path(folder) / "merges.txt"
+        vocab_file.write_text(json.dumps(vocab))
+        merges_file.write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(
+            vocab_file=str(vocab_file), merges_file=str(merges_file), model_max_length=model_max_length
+        )
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of the tiny model; the defaults give 64x64 RGB images and (4, 8, 8) latents."""
+
+    image_size: int = 64
+    unet_channels: tuple[int, ...] = (32, 64)
+    vae_channels: tuple[int, ...] = (16, 16, 32, 32)  # 4 blocks: 3 downsamples = factor 8, as SD
+    text_hidden: int = 32
+    text_layers: int = 2
+    max_length: int = 16
+
+
+def build_tiny_components(seed: int = 0, spec: TinyModelSpec = TinyModelSpec()) -> dict[str, Any]:
+    """Random-weight tiny SD components: unet, vae, text_encoder, tokenizer, scheduler (DDIM).
+
+    Returns a dict with the keys `StableDiffusionPipeline` takes (plus no safety checker), so
+    `StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+    requires_safety_checker=False)` works.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_char_tokenizer(model_max_length=spec.max_length)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=spec.image_size // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=spec.unet_channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=spec.text_hidden,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
+        block_out_channels=spec.vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=spec.image_size,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.text_hidden,
+            intermediate_size=37,
+            num_hidden_layers=spec.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=spec.max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler.from_config({k: v for k, v in SD14_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def build_sd14_shaped_components(seed: int = 0) -> dict[str, Any]:
+    """SD 1.4 architecture with random weights (UNet 860M params): full-size compute, no download."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_char_tokenizer(model_max_length=77)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    scheduler = PNDMScheduler.from_config({k: v for k, v in SD14_SCHEDULER_CONFIG.items() if k not in ("_class_name", "clip_sample")})
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
