@@ -1,17 +1,18 @@
 """Frozen dataclass configs for ReNoise inversion and the probe, with presets and JSON round trip.
 
-Presets (SPEC.md sections 2 and 5):
+Presets (SPEC.md sections 2 and 5); "UNet evaluations" count samples (a batch of B counts B):
   - `mofc`: reproduces the released "Memories of Forgotten Concepts" code: 50 DDIM steps, K=5
     renoise iterations, averaging window (0, 5) for t < 250 and (8, 10) otherwise (unreachable
     with K=5, so 37 of 50 steps neither average nor regularise), noise regularisation with
     lambda_kl=0.065 and lambda_ac=20, VAE posterior *sample*, conditional eps without CFG,
-    Gaussian squared-W2 distance, 8-bit quantised PSNR. About 350 UNet evaluations per image.
-  - `fast`: for in-training use. 10 DDIM steps, K=1 with a reachable window (0, 2) on every step
-    (so every step averages and regularises), otherwise as `mofc`. 2 UNet calls per inversion
-    step (the first at batch 2 for the KL target) + 10 for reconstruction = 30 evaluations per
-    image, about 12x fewer than `mofc`. Its agreement with `mofc` in ranking checkpoints is
-    measured in the small world (issue 3), not assumed.
-  - `ddim`: plain DDIM inversion (K=0, no averaging, no regularisation), 50 steps.
+    Gaussian squared-W2 distance, 8-bit quantised PSNR. 300 UNet evaluations for the inversion
+    + 50 for the reconstruction = 350 per image.
+  - `fast`: for in-training use. 10 DDIM steps, K=1 with a reachable window (0, 2) on every
+    step (so every step averages and regularises), otherwise as `mofc`. 3 evaluations per
+    inversion step (the KL target batched into the first call) + 10 for the reconstruction =
+    40 per image, about 9x fewer than `mofc`. Its agreement with `mofc` in ranking checkpoints
+    is measured in the small world (issue 3), not assumed.
+  - `ddim`: plain DDIM inversion (K=0, no averaging, no regularisation), 50 steps: 100 per image.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class InversionConfig:
         late_window: averaging window for the other steps.
         guidance_scale: 1.0 means the conditional eps only (no CFG); w > 1 uses
             eps_u + w (eps_c - eps_u) during inversion and for eps_opt.
+        reconstruction_guidance_scale: CFG scale of the DDIM reconstruction (1.0 in mofc, SPEC 3).
         z0_mode: VAE posterior `sample` (mofc) or `mean`.
     """
 
@@ -79,6 +81,7 @@ class InversionConfig:
     late_window: tuple[int, int] = (8, 10)
     window_split_timestep: int = 250
     guidance_scale: float = 1.0
+    reconstruction_guidance_scale: float = 1.0
     z0_mode: Z0Mode = "sample"
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
 
@@ -95,6 +98,12 @@ class InversionConfig:
             )
             object.__setattr__(self, name, (int(window[0]), int(window[1])))
         _require(self.guidance_scale >= 1.0, "guidance_scale", self.guidance_scale, ">= 1.0 (1.0 = no CFG)")
+        _require(
+            self.reconstruction_guidance_scale >= 1.0,
+            "reconstruction_guidance_scale",
+            self.reconstruction_guidance_scale,
+            ">= 1.0 (1.0 = no CFG)",
+        )
         _require(self.z0_mode in ("sample", "mean"), "z0_mode", self.z0_mode, "'sample' or 'mean'")
         if isinstance(self.regularization, dict):
             object.__setattr__(self, "regularization", RegularizationConfig(**self.regularization))
@@ -105,7 +114,7 @@ class InversionConfig:
 
     @property
     def uses_cfg(self) -> bool:
-        return self.guidance_scale > 1.0
+        return self.guidance_scale > 1.0 or self.reconstruction_guidance_scale > 1.0
 
 
 @dataclass(frozen=True)

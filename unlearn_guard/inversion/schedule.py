@@ -1,0 +1,112 @@
+"""The DDIM schedule of a model, and the forward / inverse DDIM steps (SPEC 1).
+
+Notation (SPEC -> code):
+    abar_t              alphas_cumprod[t]            (`alpha_prod_t`)
+    abar_s              alpha at the less-noisy end  (`alpha_prod_s`); abar[0] when s < 0
+    z_s -> z_t          inverse step (inversion walks 1, 21, ..., 981 for SD 1.4 at 50 steps)
+    z_t -> z_s          DDIM step with eta = 0 (reconstruction walks 981, ..., 1 and then to abar[0])
+
+The betas, abar and timestep spacing come from the model's scheduler config converted to
+`DDIMScheduler` with that same config (never re-derived). Sample clipping and thresholding
+are switched off: the inverse step is only an exact inverse of an unclipped step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class DDIMSchedule:
+    """Inversion timesteps and their abar values for one step count.
+
+    Attributes:
+        timesteps: inversion order, ascending (1, 21, ..., 981 for SD 1.4 at 50 steps).
+        alpha_prod: abar_t for each entry of `timesteps`, float64.
+        alpha_prod_prev: abar_s of the less-noisy end of each step (abar[0] for the first), float64.
+        final_alpha_prod: abar at the clean end (alphas_cumprod[0] unless set_alpha_to_one).
+        num_train_timesteps: from the config.
+    """
+
+    timesteps: tuple[int, ...]
+    alpha_prod: torch.Tensor
+    alpha_prod_prev: torch.Tensor
+    final_alpha_prod: float
+    num_train_timesteps: int
+    prediction_type: str = "epsilon"
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def sampling_timesteps(self) -> tuple[int, ...]:
+        """Reconstruction order, descending (981, ..., 1)."""
+        return tuple(reversed(self.timesteps))
+
+    def alphas_at(self, index: int) -> tuple[float, float]:
+        """(abar_t, abar_s) for inversion step `index` (0 = the step that lands on timesteps[0])."""
+        return float(self.alpha_prod[index]), float(self.alpha_prod_prev[index])
+
+
+def ddim_schedule(scheduler_config: dict[str, Any], num_steps: int) -> DDIMSchedule:
+    """Build the schedule for `num_steps` from a model's scheduler config (SPEC 1)."""
+    from diffusers import DDIMScheduler
+
+    config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    config.update(clip_sample=False, thresholding=False)
+    prediction_type = config.get("prediction_type", "epsilon")
+    if prediction_type != "epsilon":
+        raise ModelError(
+            f"scheduler prediction_type={prediction_type!r}; ReNoise inversion here supports 'epsilon' "
+            "models (SD 1.x) only"
+        )
+    known = set(inspect.signature(DDIMScheduler.__init__).parameters)
+    scheduler = DDIMScheduler(**{k: v for k, v in config.items() if k in known})
+    scheduler.set_timesteps(num_steps)
+    sampling = [int(t) for t in scheduler.timesteps]  # descending
+    inversion = sorted(sampling)
+    if len(set(inversion)) != len(inversion):
+        raise ModelError(f"scheduler gives repeated timesteps for num_steps={num_steps}: {sampling}")
+    alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
+    final = float(scheduler.final_alpha_cumprod)
+    step_gap = scheduler.config.num_train_timesteps // num_steps
+    alpha_prod = torch.stack([alphas_cumprod[t] for t in inversion])
+    # diffusers' DDIM uses prev = t - num_train_timesteps // num_steps, and final_alpha_cumprod below 0.
+    alpha_prev = torch.tensor(
+        [float(alphas_cumprod[t - step_gap]) if t - step_gap >= 0 else final for t in inversion],
+        dtype=torch.float64,
+    )
+    return DDIMSchedule(
+        timesteps=tuple(inversion),
+        alpha_prod=alpha_prod,
+        alpha_prod_prev=alpha_prev,
+        final_alpha_prod=final,
+        num_train_timesteps=int(scheduler.config.num_train_timesteps),
+        prediction_type=prediction_type,
+    )
+
+
+def inverse_ddim_step(z_s: torch.Tensor, eps: torch.Tensor, alpha_prod_t: float, alpha_prod_s: float) -> torch.Tensor:
+    """z_t = sqrt(abar_t/abar_s) z_s + (sqrt(1-abar_t) - sqrt(abar_t) sqrt(1-abar_s)/sqrt(abar_s)) eps.
+
+    The exact algebraic inverse of `ddim_step` (SPEC 1). Coefficients are formed in float64 and
+    applied in the tensors' dtype.
+    """
+    a_t, a_s = float(alpha_prod_t), float(alpha_prod_s)
+    coef_z = (a_t / a_s) ** 0.5
+    coef_eps = (1 - a_t) ** 0.5 - a_t**0.5 * (1 - a_s) ** 0.5 / a_s**0.5
+    return coef_z * z_s + coef_eps * eps
+
+
+def ddim_step(z_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: float, alpha_prod_s: float) -> torch.Tensor:
+    """DDIM (eta = 0) from z_t to z_s: z_s = sqrt(abar_s) x0_pred + sqrt(1-abar_s) eps."""
+    a_t, a_s = float(alpha_prod_t), float(alpha_prod_s)
+    pred_original = (z_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    return a_s**0.5 * pred_original + (1 - a_s) ** 0.5 * eps
