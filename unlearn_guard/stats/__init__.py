@@ -1,9 +1,6 @@
 """Seed likelihood, PSNR, NLL-set distances and the memory relative distance d_N (SPEC 4, 5)."""
 
-# The submodule `memory_distance` shares its name with the function `memory_distance`: import the
-# submodule first, so that the function import below is what `stats.memory_distance` names.
-from .memory_distance import MemoryDistance  # isort: skip
-from .functional import (  # isort: skip
+from .functional import (
     MemoryDistanceResult,
     bootstrap_interval,
     gaussian_w2_squared,
@@ -15,6 +12,7 @@ from .functional import (  # isort: skip
     seed_nll,
     wasserstein_1,
 )
+from .metric import MemoryDistance
 
 __all__ = [
     "MemoryDistance",

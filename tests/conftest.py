@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny seeded models built from configs (no network) and one tolerance table."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Keep CI predictable on 2 cores and make model builds deterministic.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# One tolerance table, keyed by dtype: (rtol, atol). Float64 references use the first row.
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.bfloat16: (2e-2, 2e-2),
+    torch.float16: (5e-3, 5e-3),
+}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, scale: float = 1.0):
+    """torch.testing.assert_close with the table's tolerance for `dtype` (default: actual's dtype)."""
+    rtol, atol = TOLERANCES[dtype or actual.dtype]
+    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol * scale, atol=atol * scale)
+
+
+@pytest.fixture(scope="session")
+def tiny_components():
+    from unlearn_guard.models.tiny import build_tiny_components
+
+    return build_tiny_components(seed=0)
+
+
+@pytest.fixture()
+def tiny_model(tiny_components):
+    from unlearn_guard.models import DiffusionModel
+
+    return DiffusionModel.from_components(**tiny_components)
+
+
+@pytest.fixture()
+def tiny_images():
+    """Four fresh 64x64 RGB images in [0, 1] with smooth structure (not pure noise)."""
+    g = torch.Generator().manual_seed(1234)
+    coarse = torch.rand(4, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False).clamp(0, 1)
