@@ -21,12 +21,23 @@ from ..errors import ModelError
 
 
 def unwrap_unet(unet: torch.nn.Module) -> torch.nn.Module:
-    """The `UNet2DConditionModel` under a peft wrapper (or the module itself)."""
-    get_base = getattr(unet, "get_base_model", None)
-    return get_base() if callable(get_base) else unet
+    """The `UNet2DConditionModel` under peft, `torch.compile` and DDP/accelerate wrappers."""
+    for _ in range(8):  # wrappers nest (DDP around compile around peft); 8 levels is plenty
+        get_base = getattr(unet, "get_base_model", None)
+        if callable(get_base):
+            unet = get_base()
+        elif isinstance(getattr(unet, "_orig_mod", None), torch.nn.Module):
+            unet = unet._orig_mod
+        elif isinstance(unet, torch.nn.parallel.DistributedDataParallel) or (
+            isinstance(getattr(unet, "module", None), torch.nn.Module) and not hasattr(unet, "config")
+        ):
+            unet = unet.module
+        else:
+            break
+    return unet
 
 
-def _module_device_dtype(module: torch.nn.Module, name: str) -> tuple[torch.device, torch.dtype]:
+def module_device_dtype(module: torch.nn.Module, name: str) -> tuple[torch.device, torch.dtype]:
     params = [p for p in module.parameters()]
     if not params:
         raise ModelError(f"{name} has no parameters; expected a trained torch module")
@@ -98,7 +109,7 @@ class DiffusionModel:
     def check(self) -> None:
         """Raise ModelError when parts disagree on device or dtype, or the UNet/VAE don't fit."""
         parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
-        found = {name: _module_device_dtype(module, name) for name, module in parts.items()}
+        found = {name: module_device_dtype(module, name) for name, module in parts.items()}
         devices = {name: dev for name, (dev, _) in found.items()}
         if len(set(devices.values())) > 1:
             raise ModelError(
@@ -107,11 +118,14 @@ class DiffusionModel:
                 + "; move them with model.to(device)"
             )
         dtypes = {name: dt for name, (_, dt) in found.items()}
-        if len(set(dtypes.values())) > 1:
+        # A float32 VAE beside a half-precision UNet is a common, deliberate upcast (the VAE
+        # overflows in fp16); encode/decode cast to the VAE's dtype. Any other mix is a mistake.
+        vae_ok = dtypes["vae"] in (dtypes["unet"], torch.float32)
+        if dtypes["text_encoder"] != dtypes["unet"] or not vae_ok:
             raise ModelError(
                 "model parts have different dtypes: "
                 + ", ".join(f"{n}={d}" for n, d in dtypes.items())
-                + "; cast them with model.to(dtype=...)"
+                + "; cast them with model.to(dtype=...) (only the VAE may stay in float32)"
             )
         unet_cfg, vae_cfg = unwrap_unet(self.unet).config, self.vae.config
         if unet_cfg.in_channels != vae_cfg.latent_channels:
@@ -127,7 +141,7 @@ class DiffusionModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _module_device_dtype(self.unet, "unet")[1]
+        return module_device_dtype(self.unet, "unet")[1]
 
     @property
     def vae_scale_factor(self) -> int:
@@ -193,7 +207,9 @@ class DiffusionModel:
     def predict_noise(self, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor) -> torch.Tensor:
         """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D)."""
         t = torch.full((latents.shape[0],), int(timestep), device=self.device, dtype=torch.long)
-        out = self.unet(latents.to(self.device, self.dtype), t, encoder_hidden_states=embeddings)
+        out = self.unet(
+            latents.to(self.device, self.dtype), t, encoder_hidden_states=embeddings.to(self.device, self.dtype)
+        )
         sample = out.sample if hasattr(out, "sample") else out[0]
         return sample.float()
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import InputError, ModelError, StateDictMismatchError
-from .bundle import DiffusionModel, _module_device_dtype, unwrap_unet
+from .bundle import DiffusionModel, module_device_dtype, unwrap_unet
 
 PathLike = str | os.PathLike
 
@@ -244,7 +244,7 @@ def load_text_encoder(folder: PathLike, like: torch.nn.Module | None = None) -> 
         raise ModelError(f"could not load a CLIPTextModel from {str(path)!r}: {type(error).__name__}: {error}") from error
     encoder.eval()
     if like is not None:
-        device, dtype = _module_device_dtype(like, "text_encoder")
+        device, dtype = module_device_dtype(like, "text_encoder")
         encoder.to(device=device, dtype=dtype)
     return encoder
 

@@ -1,0 +1,188 @@
+"""probe(): end to end on the tiny model; batching, seeds, invariants, OOM, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unlearn_guard import probe as probe_module
+from unlearn_guard.config import InversionConfig, ProbeConfig
+from unlearn_guard.errors import InputError, InsufficientDataError, ModelError, NonFiniteError
+from unlearn_guard.models import DiffusionModel, snapshot_module_state
+from unlearn_guard.models.tiny import build_tiny_components
+from unlearn_guard.probe import ProbeFailure, probe
+
+from conftest import assert_close
+
+# A cheap custom preset for behaviour tests: 6 steps, K=1, reachable windows, regularisation on.
+QUICK = ProbeConfig(
+    preset="custom",
+    inversion=InversionConfig(num_steps=6, renoise_steps=1, early_window=(0, 2), late_window=(0, 2)),
+    n_normal=20,
+    bootstrap_samples=50,
+    progress=False,
+)
+
+
+def test_probe_end_to_end_with_reference(tiny_model, tiny_images):
+    result = probe(tiny_model, tiny_images[:2], "a red circle", reference=tiny_images[2:], reference_prompts="a square",
+                   config=QUICK, keep_seeds=True, keep_reconstructions=True)
+    assert len(result.erased.images) == 2 and len(result.reference.images) == 2
+    assert result.erased.seeds.shape == (2, 4, 8, 8)
+    assert result.erased.reconstructions.shape == (2, 3, 64, 64)
+    # Per-image numbers are the functions of the kept tensors they claim to be.
+    expected_nll = (result.erased.seeds.double() ** 2 / 2).flatten(1).sum(1) + 256 * 0.9189385332046727
+    assert_close(result.erased.nll, expected_nll)
+    md = result.memory_distance
+    assert md.n_erased == 2 and md.n_reference == 2 and md.n_normal == 20 and md.kind == "mofc"
+    assert md.ci_low <= md.ci_high and torch.isfinite(torch.tensor(md.value))
+    assert result.erased.unet_evaluations == 2 * (6 * 3 + 6)
+    data = json.loads(result.to_json())
+    assert data["config"]["inversion"]["num_steps"] == 6
+    assert data["provenance"]["versions"]["torch"].startswith("2.")
+    assert "d_N (mofc)" in result.summary_table()
+
+
+def test_probe_without_reference_reports_no_distance(tiny_model, tiny_images):
+    result = probe(tiny_model, tiny_images[:1], "x", config=QUICK)
+    assert result.memory_distance is None and result.d_n is None
+    assert "not computed" in result.summary_table()
+
+
+def test_chunking_never_changes_the_answer(tiny_model, tiny_images):
+    whole = probe(tiny_model, tiny_images, "p", config=QUICK, batch_size=4, keep_seeds=True)
+    single = probe(tiny_model, tiny_images, "p", config=QUICK, batch_size=1, keep_seeds=True)
+    assert_close(whole.erased.seeds, single.erased.seeds, scale=10)
+    assert_close(whole.erased.nll, single.erased.nll, dtype=torch.float32)
+    assert_close(whole.erased.psnr, single.erased.psnr, dtype=torch.float32, scale=10)
+
+
+def test_same_seed_identical_other_seed_differs(tiny_model, tiny_images):
+    a = probe(tiny_model, tiny_images[:2], "p", config=QUICK, keep_seeds=True)
+    b = probe(tiny_model, tiny_images[:2], "p", config=QUICK, keep_seeds=True)
+    c = probe(tiny_model, tiny_images[:2], "p", config=QUICK.replace(seed=1), keep_seeds=True)
+    assert torch.equal(a.erased.seeds, b.erased.seeds)
+    assert not torch.allclose(a.erased.seeds, c.erased.seeds)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["all_train", "mixed_modes", "frozen_unet", "partly_frozen"],
+)
+def test_probe_leaves_weights_flags_and_modes_unchanged(tiny_images, setup):
+    model = DiffusionModel.from_components(**build_tiny_components(seed=3))
+    if setup == "all_train":
+        for m in model.modules():
+            m.train()
+    elif setup == "mixed_modes":
+        model.unet.train()
+        model.unet.down_blocks[0].eval()
+        model.text_encoder.train()
+    elif setup == "frozen_unet":
+        model.unet.requires_grad_(False)
+    else:
+        model.unet.train()
+        model.unet.conv_in.requires_grad_(False)
+        model.vae.requires_grad_(False)
+    before = snapshot_module_state(*model.modules())
+    probe(model, tiny_images[:2], "p", config=QUICK)
+    assert snapshot_module_state(*model.modules()) == before
+
+
+def test_peft_wrapped_unet_in_training_works_as_is(tiny_images):
+    from peft import LoraConfig
+
+    components = build_tiny_components(seed=4)
+    unet = components["unet"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.train()
+    model = DiffusionModel.from_components(**components)
+    before = snapshot_module_state(*model.modules())
+    result = probe(model, tiny_images[:2], "p", config=QUICK)
+    assert len(result.erased.images) == 2
+    assert snapshot_module_state(*model.modules()) == before
+    assert any(p.requires_grad for p in unet.parameters())  # the adapter is still trainable
+
+
+def test_out_of_memory_halves_the_chunk_and_retries(tiny_model, tiny_images, monkeypatch):
+    original = tiny_model.predict_noise
+    seen_batches = []
+
+    def limited(latents, timestep, embeddings):
+        seen_batches.append(latents.shape[0])
+        if latents.shape[0] > 2:  # the KL target doubles a chunk of 2 to a batch of 4: 1 image fits
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(latents, timestep, embeddings)
+
+    reference = probe(tiny_model, tiny_images, "p", config=QUICK, batch_size=1, keep_seeds=True)
+    tiny_model.predict_noise = limited
+    result = probe(tiny_model, tiny_images, "p", config=QUICK, batch_size=4, keep_seeds=True)
+    assert 4 in seen_batches or 8 in seen_batches  # it did try the big chunk first
+    assert_close(result.erased.seeds, reference.erased.seeds, scale=10)
+
+
+def test_out_of_memory_at_batch_one_is_a_probe_failure(tiny_model, tiny_images):
+    def always_oom(latents, timestep, embeddings):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    tiny_model.predict_noise = always_oom
+    with pytest.raises(ProbeFailure, match="batch size 1"):
+        probe(tiny_model, tiny_images[:2], "p", config=QUICK, batch_size=2)
+
+
+def test_nan_in_latents_names_image_and_timestep(tiny_model, tiny_images):
+    original = tiny_model.predict_noise
+
+    def poisoned(latents, timestep, embeddings):
+        eps = original(latents, timestep, embeddings)
+        return eps * float("nan") if timestep == 333 else eps
+
+    tiny_model.predict_noise = poisoned
+    with pytest.raises(NonFiniteError, match=r"image\[0\].*t=333"):
+        probe(tiny_model, tiny_images[:1], "p", config=QUICK)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"reference": "R"}, InsufficientDataError, r"images \(E\) has 1"),
+        ({"images": 2, "reference": 1}, InsufficientDataError, r"reference \(R\) has 1"),
+        ({"config": "nope"}, InputError, "unknown preset 'nope'"),
+        ({"overrides": {"n_normal": 1}}, InputError, "n_normal"),
+        ({"four_channels": True}, InputError, "4 channels looks like a VAE latent"),
+        ({"prompts": ["only one"], "images": 2}, InputError, "prompts"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tiny_model, tiny_images, kwargs, error, match):
+    n_images = kwargs.get("images", 1)
+    images = tiny_images[:n_images]
+    if kwargs.get("four_channels"):
+        images = torch.rand(2, 4, 64, 64)
+    reference = None
+    if "reference" in kwargs:
+        reference = tiny_images[: (kwargs["reference"] if isinstance(kwargs["reference"], int) else 2)]
+    with pytest.raises(error, match=match):
+        probe(tiny_model, images, kwargs.get("prompts", "p"), reference=reference, reference_prompts="r",
+              config=kwargs.get("config", QUICK), **kwargs.get("overrides", {}))
+
+
+def test_mismatched_model_parts_are_refused(tiny_components):
+    components = dict(tiny_components)
+    components["vae"] = build_tiny_components(seed=5)["vae"].double()
+    with pytest.raises(ModelError, match="different dtypes"):
+        DiffusionModel.from_components(**components)
+
+
+def test_non_model_argument_is_refused(tiny_images):
+    with pytest.raises(InputError, match="expected a DiffusionModel"):
+        probe(42, tiny_images[:1], "p", config=QUICK)
+
+
+def test_presets_run_on_tiny_model(tiny_model, tiny_images):
+    # The real presets, one image each: mofc costs 350 UNet evaluations, fast 40.
+    for preset, evaluations in (("mofc", 350), ("fast", 40)):
+        result = probe(tiny_model, tiny_images[:1], "p", config=preset, progress=False)
+        assert result.erased.unet_evaluations == evaluations
+        assert result.config.preset == preset

@@ -1,0 +1,277 @@
+"""`probe`: does an erased model still remember? Invert, reconstruct, measure (SPEC 2-5).
+
+Order of work (each step cites the SPEC):
+  0. Check every input before any compute: model parts, images, prompts, sizes, set sizes.
+  1. Per chunk of images: text embeddings c, z0 from the VAE (sample or mean, per-image generator).
+  2. ReNoise inversion z0 -> z_T (SPEC 2).
+  3. DDIM reconstruction z_T -> z0', decode, PSNR against the input (SPEC 3).
+  4. NLL(z_T) under N(0, I) (SPEC 4).
+  5. With a reference set R: the same for R, then d_N = D(E, N) / D(R, N) with a bootstrap
+     interval (SPEC 5).
+The model's weights, `requires_grad` flags and train/eval modes are left exactly as found.
+A CUDA out-of-memory error halves the chunk and retries; results do not depend on chunking
+because every random draw comes from a generator derived from (seed, set, image index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import PRESETS, ProbeConfig
+from .errors import InputError, InsufficientDataError, UnlearnGuardError
+from .inversion.reconstruct import ddim_reconstruct
+from .inversion.renoise import Conditioning, NoisePredictor, check_finite_latents, renoise_invert
+from .inversion.schedule import DDIMSchedule, ddim_schedule
+from .io import ImageSet, load_image_set
+from .models.bundle import DiffusionModel
+from .models.module_state import preserve_module_state
+from .provenance import provenance
+from .results import ImageProbe, ProbeResult, SetProbe
+from .stats.functional import memory_distance, normal_nll_set, psnr, seed_nll
+
+_CPU_AUTO_BATCH = 4
+_CUDA_AUTO_BATCH = 16
+
+
+class ProbeFailure(UnlearnGuardError):
+    """The probe itself could not finish (e.g. out of memory even at batch size 1)."""
+
+
+def derive_seed(seed: int, label: str, index: int) -> int:
+    """A 63-bit seed for one image of one set: independent of batching and of the other images."""
+    digest = hashlib.sha256(f"unlearn_guard:{seed}:{label}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def image_generators(seed: int, label: str, indices: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(derive_seed(seed, label, i)) for i in indices]
+
+
+def resolve_config(config: ProbeConfig | str | None, overrides: dict[str, Any]) -> ProbeConfig:
+    if config is None:
+        config = "mofc"
+    if isinstance(config, str):
+        return ProbeConfig.from_preset(config, **overrides)
+    if not isinstance(config, ProbeConfig):
+        raise InputError(f"config: got {type(config).__name__}; expected a ProbeConfig or one of {sorted(PRESETS)}")
+    return config.replace(**overrides) if overrides else config
+
+
+def as_model(model: Any) -> DiffusionModel:
+    """Accept a DiffusionModel, a diffusers pipeline, or a hub id / local folder."""
+    if isinstance(model, DiffusionModel):
+        return model
+    if hasattr(model, "unet") and hasattr(model, "vae"):
+        return DiffusionModel.from_pipeline(model)
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        from .models.loading import load_model
+
+        return load_model(model)
+    raise InputError(
+        f"model: got {type(model).__name__}; expected a DiffusionModel, a StableDiffusionPipeline, "
+        "or a hub id / local pipeline folder"
+    )
+
+
+def _auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
+    if config.batch_size is not None:
+        return min(config.batch_size, count)
+    return min(_CUDA_AUTO_BATCH if device.type == "cuda" else _CPU_AUTO_BATCH, count)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(error, oom_type)) or "out of memory" in str(error).lower()
+
+
+def run_chunked(
+    count: int,
+    batch_size: int,
+    work: Callable[[list[int]], Any],
+    on_retry: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """Run `work(indices)` over chunks of `batch_size`; on out-of-memory halve the chunk and retry."""
+    outputs: list[Any] = []
+    start = 0
+    while start < count:
+        indices = list(range(start, min(start + batch_size, count)))
+        try:
+            outputs.append(work(indices))
+        except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+            if not _is_out_of_memory(error):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if batch_size == 1:
+                raise ProbeFailure(f"out of memory at batch size 1 (image index {start}): {error}") from error
+            batch_size = max(1, batch_size // 2)
+            if on_retry is not None:
+                on_retry(batch_size)
+            continue
+        start = indices[-1] + 1
+    return outputs
+
+
+def _conditioning(model: DiffusionModel, prompts: Sequence[str], config: ProbeConfig, guidance: float) -> Conditioning:
+    cond = model.encode_prompts(prompts)
+    uncond = model.encode_prompts([""] * len(prompts)) if guidance > 1.0 else None
+    return Conditioning(cond, uncond, guidance)
+
+
+def _probe_chunk(
+    model: DiffusionModel,
+    images: ImageSet,
+    indices: list[int],
+    schedule: DDIMSchedule,
+    config: ProbeConfig,
+    label: str,
+    bar: tqdm,
+) -> dict[str, Any]:
+    inv = config.inversion
+    names = [images.names[i] for i in indices]
+    prompts = [images.prompts[i] for i in indices]
+    pixels = images.pixels[indices]  # (b, 3, H, W) in [-1, 1]
+    generators = image_generators(config.seed, label, indices)
+    predict = NoisePredictor(model)
+    # 1. conditioning and z0 (SPEC 2.1-2.2)
+    z0 = model.encode_images(pixels, generators, mode=inv.z0_mode)  # (b, C, h, w) float32
+    if config.check_finite:
+        check_finite_latents(z0, names, "after VAE encoding")
+    conditioning = _conditioning(model, prompts, config, inv.guidance_scale)
+    # 2. ReNoise inversion (SPEC 2.3-2.5)
+    seeds = renoise_invert(
+        predict, z0, conditioning, schedule, inv, generators, names, config.check_finite,
+        on_step=lambda _: bar.update(len(indices)),
+    )
+    # 3. reconstruction and PSNR (SPEC 3)
+    if inv.reconstruction_guidance_scale != inv.guidance_scale:
+        conditioning = _conditioning(model, prompts, config, inv.reconstruction_guidance_scale)
+    clean = ddim_reconstruct(
+        predict, seeds, conditioning, schedule, names, config.check_finite,
+        on_step=lambda _: bar.update(len(indices)),
+    )
+    reconstructions = model.decode_latents(clean)  # (b, 3, H, W) in [0, 1]
+    target = (pixels.to(reconstructions.device).float() + 1) / 2
+    return {
+        "seeds": seeds.cpu(),
+        "nll": seed_nll(seeds),  # 4. (SPEC 4)
+        "psnr": psnr(reconstructions, target, quantize=config.quantize_psnr),
+        "reconstructions": reconstructions.cpu() if config.keep_reconstructions else None,
+        "evaluations": predict.evaluations,
+    }
+
+
+def probe_image_set(
+    model: DiffusionModel,
+    images: ImageSet,
+    config: ProbeConfig,
+    label: str = "erased",
+    schedule: DDIMSchedule | None = None,
+) -> SetProbe:
+    """Invert, reconstruct and measure one image set (no d_N). Inputs must be validated already."""
+    schedule = schedule or ddim_schedule(model.scheduler_config, config.inversion.num_steps)
+    batch_size = _auto_batch_size(config, model.device, len(images))
+    started = time.perf_counter()
+    with tqdm(
+        total=len(images) * 2 * schedule.num_steps,
+        desc=f"probe {label} ({config.preset})",
+        unit="img-step",
+        disable=not config.progress,
+        leave=False,
+    ) as bar:
+        def on_retry(new_size: int) -> None:
+            bar.write(f"out of memory: retrying {label} with batch size {new_size}")
+
+        chunks = run_chunked(
+            len(images), batch_size, lambda idx: _probe_chunk(model, images, idx, schedule, config, label, bar), on_retry
+        )
+    seconds = time.perf_counter() - started
+    nll = torch.cat([c["nll"] for c in chunks])
+    psnr_values = torch.cat([c["psnr"] for c in chunks])
+    per_image = [
+        ImageProbe(images.names[i], images.prompts[i], images.sources[i], images.sha256[i], float(nll[i]), float(psnr_values[i]))
+        for i in range(len(images))
+    ]
+    return SetProbe(
+        label=label,
+        images=per_image,
+        unet_evaluations=sum(c["evaluations"] for c in chunks),
+        seconds=seconds,
+        seeds=torch.cat([c["seeds"] for c in chunks]) if config.keep_seeds else None,
+        reconstructions=torch.cat([c["reconstructions"] for c in chunks]) if config.keep_reconstructions else None,
+    )
+
+
+def probe(
+    model: Any,
+    images: Any,
+    prompts: str | Sequence[str] | dict[str, str] | None = None,
+    *,
+    reference: Any = None,
+    reference_prompts: str | Sequence[str] | dict[str, str] | None = None,
+    config: ProbeConfig | str | None = None,
+    **overrides: Any,
+) -> ProbeResult:
+    """Probe an (erased) model with images of the erased concept; optionally against a reference set.
+
+    Args:
+        model: a `DiffusionModel`, a diffusers Stable Diffusion pipeline, or a hub id / local folder.
+        images: images of the erased concept E: a tensor (N, 3, H, W) in [0, 1], PIL images,
+            a folder (with prompts.csv unless `prompts` is given) or a list of files.
+        prompts: one prompt for all, one per image, or {file name: prompt}.
+        reference / reference_prompts: the reference set R (other content), same forms. Needed for d_N.
+        config: a `ProbeConfig` or a preset name ("mofc" default, "fast", "ddim").
+        **overrides: ProbeConfig fields to replace (e.g. seed=1, batch_size=2, progress=False).
+    Returns:
+        ProbeResult with per-image NLL and PSNR, d_N with its interval (when R is given),
+        the config and provenance. `result.to_json(path)` writes it.
+    """
+    config = resolve_config(config, overrides)
+    model = as_model(model)
+    model.check()
+    # 0. validate everything before any compute
+    erased = load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")
+    reference_set = None
+    if reference is not None:
+        reference_set = load_image_set(
+            reference, reference_prompts, resolution=model.resolution, resize=config.resize, label="reference"
+        )
+        for label, part in (("images (E)", erased), ("reference (R)", reference_set)):
+            if len(part) < 2:
+                raise InsufficientDataError(
+                    f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
+                    "Add images, or probe without `reference` to get per-image NLL and PSNR only"
+                )
+    schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
+    with preserve_module_state(*model.modules()), torch.no_grad():
+        erased_result = probe_image_set(model, erased, config, "erased", schedule)
+        reference_result = (
+            probe_image_set(model, reference_set, config, "reference", schedule) if reference_set is not None else None
+        )
+    factor = model.vae_scale_factor
+    seed_shape = (model.latent_channels, erased.pixels.shape[-2] // factor, erased.pixels.shape[-1] // factor)
+    normal = normal_nll_set(seed_shape, config.n_normal, derive_seed(config.seed, "normal", 0))
+    distance = None
+    if reference_result is not None:
+        distance = memory_distance(
+            erased_result.nll,
+            reference_result.nll,
+            normal,
+            kind=config.distance,
+            bootstrap_samples=config.bootstrap_samples,
+            confidence=config.confidence,
+            seed=derive_seed(config.seed, "bootstrap", 0),
+        )
+    return ProbeResult(
+        erased=erased_result,
+        reference=reference_result,
+        memory_distance=distance,
+        normal_nll=normal,
+        config=config,
+        provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+    )

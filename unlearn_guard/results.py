@@ -1,0 +1,153 @@
+"""Named results of a probe: per image, per set (E or R), and the whole run, with `to_json()`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ProbeConfig
+from .stats.functional import MemoryDistanceResult
+
+
+def _json_number(value: float) -> float | str:
+    """JSON has no inf/nan: PSNR of identical images is +inf, and is written as the string "inf"."""
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """One image's outcome: the found seed's NLL under N(0, I) and the reconstruction PSNR (dB)."""
+
+    name: str
+    prompt: str
+    source: str
+    sha256: str
+    nll: float
+    psnr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prompt": self.prompt,
+            "source": self.source,
+            "sha256": self.sha256,
+            "nll": self.nll,
+            "psnr": _json_number(self.psnr),
+        }
+
+
+@dataclass
+class SetProbe:
+    """The outcome for one image set (the erased concept E, or the reference R).
+
+    seeds (N, C, h, w) and reconstructions (N, 3, H, W) in [0, 1] are kept only when asked.
+    """
+
+    label: str
+    images: list[ImageProbe]
+    unet_evaluations: int
+    seconds: float
+    seeds: torch.Tensor | None = None
+    reconstructions: torch.Tensor | None = None
+
+    @property
+    def nll(self) -> torch.Tensor:
+        return torch.tensor([image.nll for image in self.images], dtype=torch.float64)
+
+    @property
+    def psnr(self) -> torch.Tensor:
+        return torch.tensor([image.psnr for image in self.images], dtype=torch.float64)
+
+    def summary(self) -> dict[str, Any]:
+        nll, psnr = self.nll, self.psnr
+        finite = psnr[torch.isfinite(psnr)]
+        return {
+            "count": len(self.images),
+            "nll_mean": float(nll.mean()),
+            "nll_std": float(nll.std(unbiased=False)),
+            "psnr_mean": _json_number(float(psnr.mean())),
+            "psnr_min": _json_number(float(psnr.min())),
+            "psnr_mean_finite": float(finite.mean()) if len(finite) else None,
+            "unet_evaluations": self.unet_evaluations,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds / max(len(self.images), 1),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "summary": self.summary(), "images": [i.to_dict() for i in self.images]}
+
+
+@dataclass
+class ProbeResult:
+    """Everything `probe` found, with the config and provenance needed to reproduce it."""
+
+    erased: SetProbe
+    reference: SetProbe | None
+    memory_distance: MemoryDistanceResult | None
+    normal_nll: torch.Tensor
+    config: ProbeConfig
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def d_n(self) -> float | None:
+        """The memory relative distance d_N (None without a reference set)."""
+        return None if self.memory_distance is None else self.memory_distance.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "memory_distance": None if self.memory_distance is None else self.memory_distance.to_dict(),
+            "erased": self.erased.to_dict(),
+            "reference": None if self.reference is None else self.reference.to_dict(),
+            "normal": {
+                "count": int(self.normal_nll.numel()),
+                "nll_mean": float(self.normal_nll.mean()),
+                "nll_std": float(self.normal_nll.std(unbiased=False)),
+            },
+            "config": self.config.to_dict(),
+            "provenance": self.provenance,
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The result as JSON text; with `path`, also written atomically (temp file, then rename)."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            with os.fdopen(handle, "w") as stream:
+                stream.write(text)
+            os.replace(temp, target)
+        return text
+
+    def summary_table(self) -> str:
+        """A short human-readable table: one row per set, then d_N with its interval."""
+        rows = [("set", "images", "NLL mean", "NLL std", "PSNR mean (dB)", "s/image")]
+        for part in (self.erased, self.reference):
+            if part is None:
+                continue
+            s = part.summary()
+            rows.append((part.label, str(s["count"]), f"{s['nll_mean']:.1f}", f"{s['nll_std']:.1f}",
+                         f"{float(s['psnr_mean']):.2f}", f"{s['seconds_per_image']:.2f}"))
+        rows.append(("N(0,I)", str(self.normal_nll.numel()), f"{float(self.normal_nll.mean()):.1f}",
+                     f"{float(self.normal_nll.std(unbiased=False)):.1f}", "-", "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+        md = self.memory_distance
+        if md is None:
+            lines.append("d_N: not computed (no reference set)")
+        else:
+            level = int(round(md.confidence * 100))
+            interval = (f" [{md.ci_low:.3f}, {md.ci_high:.3f}] ({level}% bootstrap, {md.bootstrap_samples} resamples)"
+                        if md.bootstrap_samples else "")
+            lines.append(f"d_N ({md.kind}) = {md.value:.3f}{interval}; |E|={md.n_erased} |R|={md.n_reference} "
+                         f"|N|={md.n_normal}")
+        return "\n".join(lines)
