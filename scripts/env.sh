@@ -6,13 +6,22 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.unlearn_guard_installed"
+log="$venv/install.log"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+echo "setting up $venv (log: $log)"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -m pip install --quiet -e "$root[test]" 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -c "import torch, diffusers, unlearn_guard.kernels" >/dev/null
+install() {
+  if ! "$venv/bin/python" -m pip install "$@" >>"$log" 2>&1; then
+    echo "pip install $* failed; last lines of $log:" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+}
+install --upgrade pip
+install "torch==2.13.0"
+install -e "$root[test]"
+"$venv/bin/python" -c "import torch, diffusers, unlearn_guard.kernels" >/dev/null 2>&1
 echo "$want" > "$stamp"

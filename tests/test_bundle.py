@@ -68,3 +68,10 @@ def test_bf16_unet_prediction_is_float32_and_close_to_fp32(tiny_images):
     low = model.predict_noise(z, 101, c)  # fp32 embeddings are cast to the UNet's dtype
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, reference, rtol=5e-2, atol=5e-2)
+
+
+def test_parts_on_different_devices_are_refused():
+    parts = build_tiny_components(seed=0)
+    parts["vae"].to("meta")  # a second device without a GPU: the check must name both
+    with pytest.raises(ModelError, match=r"different devices: unet=cpu, vae=meta"):
+        DiffusionModel.from_components(**parts)

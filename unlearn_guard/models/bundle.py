@@ -162,7 +162,9 @@ class DiffusionModel:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DiffusionModel":
         for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+            # diffusers warns on every dtype cast, so cast only what actually changes
+            current = module_device_dtype(module, type(module).__name__)[1]
+            module.to(device=device, dtype=dtype if dtype is not None and dtype != current else None)
         self.check()
         return self
 

@@ -1,0 +1,89 @@
+"""Probe cost per preset, side by side in one run: seconds per image and UNet evaluations.
+
+Same model, same images, same seed for every row; only the preset (and the chunk size) change.
+Appends its rows with date, commit, device and versions to benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/probe_presets.py                    # tiny model, CPU
+    .venv/bin/python benchmarks/probe_presets.py --model sd14-shaped --images 1 --presets fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from pathlib import Path
+
+import torch
+
+from unlearn_guard import DiffusionModel, ProbeConfig, probe
+from unlearn_guard.demo import demo_images
+from unlearn_guard.models.tiny import build_sd14_shaped_components, build_tiny_components
+from unlearn_guard.provenance import device_description, git_commit, package_versions
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
+    builder = build_tiny_components if model_name == "tiny" else build_sd14_shaped_components
+    model = DiffusionModel.from_components(**builder(seed=0), source=model_name)
+    return model.to(device=device, dtype=dtype)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["tiny", "sd14-shaped"], default="tiny")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--presets", default="mofc,fast,ddim")
+    parser.add_argument("--batch-sizes", default="1,4")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = parser.parse_args()
+
+    dtype = getattr(torch, args.dtype)
+    model = build(args.model, args.device, dtype)
+    images, prompts = demo_images("circle", args.images, model.resolution, seed=0)
+    rows = []
+    for preset in args.presets.split(","):
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            config = ProbeConfig.from_preset(preset, batch_size=batch_size, progress=False)
+            probe(model, images[:1], prompts[:1], config=config)  # warm-up (allocators, lazy init)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            result = probe(model, images, prompts, config=config)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+            rows.append({
+                "preset": preset,
+                "batch": batch_size,
+                "images": args.images,
+                "s/image": seconds / args.images,
+                "UNet evals/image": result.erased.unet_evaluations // args.images,
+                "ms/UNet eval": 1000 * seconds / result.erased.unet_evaluations,
+                "PSNR mean": float(result.erased.psnr.mean()),
+            })
+
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.no_record:
+        return
+    versions = package_versions()
+    with RESULTS.open("a") as stream:
+        stream.write(
+            f"\n### probe_presets: {args.model}, {args.dtype}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"commit {git_commit()}; device {device_description(model.device)}; torch {versions['torch']}, "
+            f"diffusers {versions['diffusers']}; latent {model.latent_channels}x{model.resolution // model.vae_scale_factor}"
+            f"x{model.resolution // model.vae_scale_factor}\n\n{table}\n"
+        )
+    print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
