@@ -166,19 +166,21 @@ class ProbeConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ProbeConfig":
-        """A preset's config; keyword overrides replace top-level fields (preset becomes "custom"
-        when an override touches the science, i.e. anything but bookkeeping fields)."""
+        """A preset's config, with keyword overrides of top-level fields (see `replace`)."""
         if name not in PRESETS:
             raise InputError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-        base = PRESETS[name]
-        if not overrides:
-            return base
-        bookkeeping = {"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
-                       "bootstrap_samples", "confidence", "n_normal", "resize"}
-        preset = name if set(overrides) <= bookkeeping else "custom"
-        return dataclasses.replace(base, preset=overrides.pop("preset", preset), **overrides)
+        return PRESETS[name].replace(**overrides)
 
     def replace(self, **changes: Any) -> "ProbeConfig":
+        """A copy with `changes`; the preset label becomes "custom" when a change touches the
+        science (anything but the bookkeeping fields), so reports never mislabel a config."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InputError(f"ProbeConfig has no field(s) {sorted(unknown)}")
+        if "preset" not in changes:
+            science = {k for k, v in changes.items() if k not in _BOOKKEEPING and v != getattr(self, k)}
+            if science:
+                changes["preset"] = "custom"
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +210,10 @@ class ProbeConfig:
     def from_json(cls, text: str) -> "ProbeConfig":
         return cls.from_dict(json.loads(text))
 
+
+# Fields that change how a probe runs or what it keeps, but not the numbers it measures.
+_BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
+                          "bootstrap_samples", "confidence", "n_normal", "resize"})
 
 PRESETS: dict[str, ProbeConfig] = {
     "mofc": ProbeConfig(preset="mofc"),
