@@ -23,6 +23,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_world(args: argparse.Namespace) -> int:
+    from .world.train import WorldTrainingConfig, train_world
+
+    config = WorldTrainingConfig(seed=args.seed, threads=args.threads)
+    print(f"training the shapes world into {args.output} with {config}")
+    report = train_world(args.output, config, progress=not args.quiet)
+    print(f"done in {report['timings']['total_s'] / 60:.1f} min; classifier held-out accuracy "
+          f"{report['classifier_heldout_accuracy']:.3f}; generated concept accuracy "
+          f"{report['generated_concept_accuracy_mean']:.3f}; VAE PSNR {report['vae_psnr_mean']:.1f} dB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn-guard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="unlearn_guard_outputs/demo", help="output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
+    world = commands.add_parser("train-world", help="train the small shapes world's model and classifier (CPU, ~25 min)")
+    world.add_argument("--output", default="unlearn_guard/world/weights", help="output folder")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    world.add_argument("--quiet", action="store_true", help="no progress bars")
+    world.set_defaults(handler=_train_world)
     return parser
 
 
