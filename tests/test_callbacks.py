@@ -1,0 +1,593 @@
+"""Training callbacks: the ProbeMonitor core (scripted d_N values where only decisions matter,
+real probes on the tiny model where measurement matters) and each adapter in a tiny run with
+the real library (accelerate, transformers.Trainer, lightning.Trainer)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, ProbeRecord, ProbeWarning, default_probe_fn
+from unlearn_guard.config import InversionConfig, ProbeConfig
+from unlearn_guard.errors import InputError, InsufficientDataError, NonFiniteError
+from unlearn_guard.models import DiffusionModel, snapshot_module_state
+from unlearn_guard.probe import ProbeFailure, probe
+from unlearn_guard.results import ImageProbe, ProbeResult, SetProbe
+from unlearn_guard.stats import MemoryDistanceResult
+
+# The cheapest probe that still runs every stage: 4 steps, K=1, averaging and regularisation on.
+CHEAP = ProbeConfig(
+    preset="custom",
+    inversion=InversionConfig(num_steps=4, renoise_steps=1, early_window=(0, 2), late_window=(0, 2)),
+    n_normal=20,
+    bootstrap_samples=20,
+    progress=False,
+)
+# An early stop that fires at the second probe whatever d_N is: nothing beats the first by 1e9.
+STOP_AT_SECOND_PROBE = dict(patience=1, min_delta=1e9)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box the second thread
+    spins: one cheap probe took 4.8 s with 2 threads and 0.7 s with 1 (measured beside a training job)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def concept(tiny_images):
+    return tiny_images[:2]
+
+
+@pytest.fixture()
+def reference(tiny_images):
+    return tiny_images[2:]
+
+
+def make_monitor(model, concept, reference, probe_fn=None, **config) -> ProbeMonitor:
+    config.setdefault("probe", CHEAP)
+    return ProbeMonitor(model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
+                        config=MonitorConfig(**config), probe_fn=probe_fn)
+
+
+def fake_result(d_n: float) -> ProbeResult:
+    """A ProbeResult with a chosen d_N (for tests of decisions, not of measurement)."""
+    erased = SetProbe("erased", [ImageProbe("a.png", "p", "a.png", "0" * 64, 100.0, 20.0),
+                                 ImageProbe("b.png", "p", "b.png", "1" * 64, 102.0, 22.0)], 0, 0.0)
+    distance = MemoryDistanceResult(d_n, d_n - 0.1, d_n + 0.1, 0.95, "mofc", 2, 2, 20, 20, d_n, 1.0)
+    return ProbeResult(erased, None, distance, torch.zeros(20), CHEAP)
+
+
+def scripted(values):
+    """A probe_fn that returns the given d_N values in turn (an exception instance is raised)."""
+    queue = list(values)
+    calls = []
+
+    def probe_fn(model, images, reference, config):
+        calls.append(config)
+        value = queue.pop(0)
+        if isinstance(value, BaseException):
+            raise value
+        return fake_result(value)
+
+    probe_fn.calls = calls
+    return probe_fn
+
+
+def denoising_loss(unet: torch.nn.Module, embeddings: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor):
+    """The epsilon-prediction loss at a fixed timestep: enough to move the weights."""
+    t = torch.full((latents.shape[0],), 500, dtype=torch.long)
+    pred = unet(latents + noise, t, encoder_hidden_states=embeddings.expand(latents.shape[0], -1, -1)).sample
+    return F.mse_loss(pred, noise)
+
+
+# --------------------------------------------------------------------------- the core
+
+
+def test_probes_exactly_at_multiples_of_n_once_per_step(tiny_model, concept, reference):
+    fn = scripted([1.0, 1.1, 1.2, 1.3])
+    monitor = make_monitor(tiny_model, concept, reference, fn, every_n_steps=3)
+    returned = {}
+    for step in [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 9, 10]:  # repeats: gradient accumulation, resumes
+        record = monitor.maybe_probe(step)
+        if record is not None:
+            returned[step] = record.d_n
+    assert returned == {0: 1.0, 3: 1.1, 6: 1.2, 9: 1.3}
+    assert [r.step for r in monitor.history] == [0, 3, 6, 9] and len(fn.calls) == 4
+    assert fn.calls[0] is CHEAP
+
+
+def test_history_records_what_probe_measures(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=5)
+    assert monitor.maybe_probe(4) is None
+    record = monitor.maybe_probe(5)
+    direct = probe(tiny_model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
+                   config=CHEAP)
+    md = direct.memory_distance
+    assert record == monitor.history[-1] and record.step == 5 and record.ok and record.error is None
+    assert (record.d_n, record.ci_low, record.ci_high) == (md.value, md.ci_low, md.ci_high)
+    assert record.erased_nll_mean == pytest.approx(float(direct.erased.nll.mean()), rel=1e-12)
+    assert record.erased_psnr_mean == pytest.approx(float(direct.erased.psnr.mean()), rel=1e-12)
+    assert record.seconds > 0 and monitor.overhead_seconds == record.seconds
+    assert monitor.latest_d_n == record.d_n
+    json.dumps(monitor.state_dict())  # JSON as is
+
+
+def test_probing_mid_training_changes_nothing_but_the_history(tiny_components, concept, reference):
+    """Weights, flags, modes and the training's random stream are the same with and without probes;
+    the probe runs without autograd."""
+    grad_enabled = []
+
+    def spy(*args):
+        grad_enabled.append(torch.is_grad_enabled())
+        torch.randn(8)  # a custom probe may draw from the global generator; training must not notice
+        return default_probe_fn(*args)
+
+    def train(with_probes: bool):
+        model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+        model.vae.requires_grad_(False)
+        model.text_encoder.requires_grad_(False).eval()
+        model.unet.train()
+        model.unet.conv_in.requires_grad_(False)  # a mixed set of flags
+        embeddings = model.encode_prompts(["a red circle"])
+        monitor = make_monitor(model, concept, reference, spy, every_n_steps=2)
+        optimizer = torch.optim.SGD([p for p in model.unet.parameters() if p.requires_grad], lr=0.1)
+        torch.manual_seed(0)
+        for step in range(1, 4):
+            loss = denoising_loss(model.unet, embeddings, torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if with_probes:
+                before = snapshot_module_state(*model.modules())
+                monitor.maybe_probe(step)
+                assert snapshot_module_state(*model.modules()).differences(before) == []
+        return snapshot_module_state(*model.modules()), torch.rand(3), monitor
+
+    probed, probed_rng, monitor = train(True)
+    plain, plain_rng, _ = train(False)
+    assert [r.step for r in monitor.history] == [2] and monitor.history[0].ok
+    assert probed.differences(plain) == [] and torch.equal(probed_rng, plain_rng)
+    assert grad_enabled == [False]
+
+
+@pytest.mark.parametrize(
+    "config, values, stop_at, reason",
+    [
+        # (MonitorConfig fields, d_N per probe, 1-based probe after which should_stop turns True, reason)
+        ({"target_d_n": 2.0}, [1.0, 1.5, 2.1, 2.2], 3, "target"),
+        ({"target_d_n": 2.0}, [2.0], 1, "target"),                                     # >= target
+        ({"target_d_n": 2.0}, [1.0, 1.9, 1.99], None, None),
+        ({"target_d_n": 2.0}, [2.5, 1.0, 1.0], 1, "target"),                           # stays stopped
+        ({"target_d_n": 0.5, "mode": "min"}, [1.0, 0.6, 0.4], 3, "target"),            # <= target
+        ({"target_d_n": 0.5, "mode": "min"}, [0.1], 1, "target"),
+        ({"patience": 2}, [1.0, 1.2, 1.1, 1.15], 4, "patience"),
+        ({"patience": 2}, [1.0, 1.2, 1.1, 1.3, 1.25], None, None),                     # 1.3 resets the count
+        ({"patience": 2, "min_delta": 0.1}, [1.0, 1.05, 1.08], 3, "patience"),         # too small to count
+        ({"patience": 2, "min_delta": 0.1}, [1.0, 1.05, 1.11], None, None),
+        ({"patience": 1, "mode": "min"}, [1.0, 1.2], 2, "patience"),                   # growing is worse
+        ({"patience": 1, "mode": "max"}, [1.0, 1.2], None, None),
+        ({"patience": 1}, [1.0, 1.0], 2, "patience"),                                  # equal is no improvement
+        ({"patience": 1, "min_delta": 0.25}, [1.0, 1.25], 2, "patience"),              # must beat by more
+        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [1.0, 0.75], 2, "patience"),
+        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [1.0, 0.5], None, None),
+        ({"patience": 1}, [1.0, RuntimeError("boom"), 1.5], None, None),               # failures don't count
+        ({"patience": 1}, [1.0, RuntimeError("boom"), 0.9], 3, "patience"),
+        ({"target_d_n": 2.0, "patience": 1}, [1.0, 0.9], 2, "patience"),
+        ({}, [1.0, 0.5, 0.1, 0.0], None, None),                                        # no criteria: never
+    ],
+)
+def test_early_stopping_semantics(tiny_model, concept, reference, config, values, stop_at, reason):
+    monitor = make_monitor(tiny_model, concept, reference, scripted(values), every_n_steps=1, **config)
+    decisions = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, len(values) + 1):
+            decisions.append(monitor.step(step))
+    expected = [stop_at is not None and i >= stop_at for i in range(1, len(values) + 1)]
+    assert decisions == expected
+    assert monitor.stop_reason == reason
+    failures = sum(isinstance(v, Exception) for v in values)
+    assert sum(issubclass(w.category, ProbeWarning) for w in caught) == failures
+
+
+@pytest.mark.parametrize(
+    "config, d_n, expected",
+    [
+        # w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); scale defaults to |target - 1|
+        ({"target_d_n": 3.0}, None, 1.0),                                       # before any probe
+        ({}, 1.5, 1.0),                                                         # no target
+        ({"target_d_n": 3.0}, 1.0, 1.0),                                        # still remembers
+        ({"target_d_n": 3.0}, 2.0, 0.5),
+        ({"target_d_n": 3.0}, 3.0, 0.0),
+        ({"target_d_n": 3.0}, 4.0, 0.0),
+        ({"target_d_n": 3.0}, 0.5, 1.0),                                        # clipped at w_max
+        ({"target_d_n": 3.0, "regularization_min": 0.2, "regularization_max": 2.0}, 2.0, 1.1),
+        ({"target_d_n": 3.0, "regularization_scale": 4.0}, 2.0, 0.25),
+        ({"target_d_n": 0.5, "mode": "min"}, 0.75, 0.5),                        # gap = d_N - target
+        ({"target_d_n": 1.0}, 0.5, 0.5),                                        # |target - 1| = 0: scale 1
+    ],
+)
+def test_regularization_weight_schedule(tiny_model, concept, reference, config, d_n, expected):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([] if d_n is None else [d_n]),
+                           every_n_steps=1, **config)
+    if d_n is not None:
+        monitor.probe_now(1)
+    assert monitor.regularization_weight == pytest.approx(expected, abs=1e-12)
+
+
+def test_weight_keeps_the_last_good_value_after_a_failure(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([2.0, ValueError("bad")]),
+                           every_n_steps=1, target_d_n=3.0)
+    monitor.probe_now(1)
+    with pytest.warns(ProbeWarning, match="ValueError: bad"):
+        monitor.probe_now(2)
+    assert monitor.latest_d_n == 2.0 and monitor.regularization_weight == pytest.approx(0.5)
+
+
+def test_state_dict_round_trip_resumes_to_the_same_decision(tiny_model, concept, reference):
+    config = dict(every_n_steps=10, patience=2, target_d_n=5.0)
+    original = make_monitor(tiny_model, concept, reference, scripted([1.0, 1.2, 1.1, 1.15]), **config)
+    for step in (10, 20, 30):
+        original.maybe_probe(step)
+    state = json.loads(json.dumps(original.state_dict()))  # through JSON, as a checkpoint would
+
+    resumed = make_monitor(tiny_model, concept, reference, scripted([1.15]), **config)
+    resumed.load_state_dict(state)
+    assert resumed.history == original.history
+    assert (resumed.best_d_n, resumed.probes_without_improvement) == (1.2, 1)
+    assert resumed.overhead_seconds == original.overhead_seconds
+    assert resumed.maybe_probe(30) is None  # the last recorded step is not probed again
+    fresh = make_monitor(tiny_model, concept, reference, scripted([1.15]), **config)
+    for monitor in (original, resumed, fresh):
+        monitor.maybe_probe(40)
+    assert original.stop_reason == resumed.stop_reason == "patience"
+    assert not fresh.should_stop  # without the restored counters the decision differs
+
+
+def test_state_dict_keeps_failures_and_nan_intervals(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([RuntimeError("x")]), every_n_steps=1)
+    with pytest.warns(ProbeWarning):
+        monitor.probe_now(1)
+    monitor.history.append(ProbeRecord(2, 1.5, math.nan, math.nan, 90.0, math.inf, 0.1))
+    text = json.dumps(monitor.state_dict(), allow_nan=False)
+    restored = make_monitor(tiny_model, concept, reference, every_n_steps=1)
+    restored.load_state_dict(json.loads(text))
+    assert restored.history[0].error == "RuntimeError: x" and restored.history[0].d_n is None
+    assert math.isnan(restored.history[1].ci_low) and restored.history[1].erased_psnr_mean == math.inf
+
+
+def _fail_oom(original):
+    def predict(latents, timestep, embeddings):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return predict
+
+
+def _return_nan(original):
+    def predict(latents, timestep, embeddings):
+        return original(latents, timestep, embeddings) * float("nan")
+    return predict
+
+
+def _fail_runtime(original):
+    def predict(latents, timestep, embeddings):
+        raise RuntimeError("shape mismatch deep inside the UNet")
+    return predict
+
+
+@pytest.mark.parametrize(
+    "breaker, error_type, message",
+    [(_fail_oom, ProbeFailure, "batch size 1"), (_return_nan, NonFiniteError, "NaN|non-finite|Inf"),
+     (_fail_runtime, RuntimeError, "shape mismatch")],
+)
+def test_a_failing_probe_is_recorded_and_training_goes_on(tiny_model, concept, reference, breaker, error_type, message):
+    logged = []
+    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=1, target_d_n=0.0, log_fn=logged.append)
+    tiny_model.unet.train()
+    before = snapshot_module_state(*tiny_model.modules())
+    tiny_model.predict_noise = breaker(tiny_model.predict_noise)
+    with pytest.warns(ProbeWarning, match="step 7 failed"):
+        record = monitor.maybe_probe(7)
+    assert record.step == 7 and record.d_n is None and record.ci_low is None and not record.ok
+    assert record.error.startswith(error_type.__name__ + ":")
+    assert re.search(message, record.error)
+    assert monitor.history == [record] and monitor.latest_d_n is None and not monitor.should_stop
+    assert monitor.overhead_seconds == record.seconds > 0
+    assert logged[0]["error"] == record.error and logged[0]["d_n"] is None
+    assert snapshot_module_state(*tiny_model.modules()).differences(before) == []
+
+
+@pytest.mark.parametrize("breaker, error_type", [(_fail_oom, ProbeFailure), (_return_nan, NonFiniteError)])
+def test_fatal_reraises_after_recording(tiny_model, concept, reference, breaker, error_type):
+    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=1, fatal=True)
+    tiny_model.predict_noise = breaker(tiny_model.predict_noise)
+    with pytest.raises(error_type):
+        monitor.maybe_probe(3)
+    assert len(monitor.history) == 1 and monitor.history[0].error.startswith(error_type.__name__)
+
+
+@pytest.mark.parametrize("fatal", [False, True])
+def test_keyboard_interrupt_always_propagates(tiny_model, concept, reference, fatal):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([KeyboardInterrupt()]), every_n_steps=1,
+                           fatal=fatal)
+    with pytest.raises(KeyboardInterrupt):
+        monitor.maybe_probe(1)
+
+
+def test_non_finite_d_n_and_broken_log_fn_do_not_raise(tiny_model, concept, reference):
+    def broken_log(record):
+        raise OSError("disk full")
+
+    monitor = make_monitor(tiny_model, concept, reference, scripted([math.inf, 1.0]), every_n_steps=1,
+                           log_fn=broken_log, patience=1)
+    with pytest.warns(ProbeWarning) as caught:
+        first = monitor.probe_now(1)
+        second = monitor.probe_now(2)
+    assert first.error.startswith("NonFiniteError: d_N = inf") and second.d_n == 1.0
+    assert any("disk full" in str(w.message) for w in caught)
+    assert monitor.best_d_n == 1.0 and not monitor.should_stop  # inf never became the best value
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"every_n_steps": 0}, "every_n_steps"),
+        ({"probe": "nope"}, "unknown preset 'nope'"),
+        ({"probe": 3}, "probe"),
+        ({"mode": "maximum"}, "mode"),
+        ({"target_d_n": math.nan}, "target_d_n"),
+        ({"patience": 0}, "patience"),
+        ({"min_delta": -0.1}, "min_delta"),
+        ({"regularization_min": 2.0, "regularization_max": 1.0}, "regularization_min"),
+        ({"regularization_scale": 0.0}, "regularization_scale"),
+        ({"log_fn": "print"}, "log_fn"),
+    ],
+)
+def test_monitor_config_rejects_bad_values(fields, match):
+    with pytest.raises(InputError, match=match):
+        MonitorConfig(**fields)
+
+
+def test_monitor_config_defaults_and_json_round_trip():
+    config = MonitorConfig()
+    assert config.probe.preset == "fast" and config.probe.progress is False
+    assert config.probe.inversion.num_steps == 10
+    custom = MonitorConfig(every_n_steps=7, probe=CHEAP, target_d_n=2.5, patience=3, min_delta=0.01, mode="min",
+                           regularization_scale=2.0, fatal=True, log_fn=print)
+    restored = MonitorConfig.from_dict(json.loads(json.dumps(custom.to_dict())))
+    assert restored == custom and restored.log_fn is None
+
+
+def test_monitor_validates_its_inputs_once(tiny_model, tiny_images):
+    with pytest.raises(InsufficientDataError, match=r"reference \(R\) has 1"):
+        ProbeMonitor(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:3], reference_prompts="r")
+    with pytest.raises(InputError, match="4 channels"):
+        ProbeMonitor(tiny_model, torch.rand(2, 4, 64, 64), "p", reference=tiny_images[2:], reference_prompts="r")
+    with pytest.raises(InputError, match="expected a MonitorConfig"):
+        ProbeMonitor(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], config={"every_n_steps": 1})
+    with pytest.warns(UserWarning, match="resiz"):  # resized once, at construction
+        monitor = ProbeMonitor(tiny_model, torch.rand(2, 3, 32, 32), "p", reference=tiny_images[2:],
+                               reference_prompts="r", config=MonitorConfig(every_n_steps=1, probe=CHEAP))
+    assert monitor.images.size == (64, 64) and monitor.images.prompts == ["p", "p"]
+
+
+# --------------------------------------------------------------------------- adapters, real libraries
+
+
+@pytest.fixture()
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def test_accelerate_loop_probes_on_schedule_and_checkpoints(tiny_components, concept, reference, tmp_path,
+                                                            fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    from unlearn_guard.callbacks.loop import AcceleratorProbe
+
+    components = copy.deepcopy(tiny_components)
+    accelerator = Accelerator(cpu=True)
+    unet = components.pop("unet")
+    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    model = DiffusionModel.from_components(unet=unet, **components)
+    embeddings = model.encode_prompts(["a red circle"])
+    probing = AcceleratorProbe(make_monitor(model, concept, reference, every_n_steps=2), accelerator)
+    accelerator.register_for_checkpointing(probing)
+    initial = snapshot_module_state(unet)
+    stops = []
+    generator = torch.Generator().manual_seed(0)
+    for step in range(1, 6):
+        latents, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+        loss = denoising_loss(unet, embeddings, latents, noise)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        stops.append(probing.step(step))
+    history = probing.monitor.history
+    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
+    assert stops == [False] * 5 and probing.last_record is history[-1]
+    assert snapshot_module_state(unet).differences(initial)  # it trained
+    assert history[0].d_n != history[1].d_n  # each probe saw the weights of its step
+
+    accelerator.save_state(str(tmp_path / "state"))
+    components2 = copy.deepcopy(tiny_components)
+    accelerator2 = Accelerator(cpu=True)
+    unet2 = components2.pop("unet")
+    unet2, optimizer2 = accelerator2.prepare(unet2, torch.optim.SGD(unet2.parameters(), lr=0.1))
+    model2 = DiffusionModel.from_components(unet=unet2, **components2)
+    resumed = AcceleratorProbe(make_monitor(model2, concept, reference, every_n_steps=2), accelerator2)
+    accelerator2.register_for_checkpointing(resumed)
+    accelerator2.load_state(str(tmp_path / "state"))
+    assert resumed.monitor.history == history
+
+
+def test_accelerate_probe_stops_every_process_at_the_target(tiny_model, concept, reference, fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    from unlearn_guard.callbacks.loop import AcceleratorProbe
+
+    probing = AcceleratorProbe(
+        make_monitor(tiny_model, concept, reference, scripted([1.0, 2.5]), every_n_steps=2, target_d_n=2.0,
+                     regularization_max=4.0),
+        Accelerator(cpu=True),
+    )
+    assert probing.regularization_weight == 4.0
+    stops = [probing.step(step) for step in range(1, 6)]
+    assert stops == [False, False, False, True, True]
+    assert probing.regularization_weight == 0.0
+
+
+def test_accelerator_probe_unwraps_and_probes_only_on_the_main_process(tiny_model, concept, reference):
+    from types import SimpleNamespace
+
+    from unlearn_guard.callbacks.loop import AcceleratorProbe
+
+    class Wrapper(torch.nn.Module):  # stands in for DDP: its forward would wait for the other ranks
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    unet = tiny_model.unet
+    tiny_model.unet = Wrapper(unet)
+    fn = scripted([1.0])
+    worker = SimpleNamespace(unwrap_model=lambda m: m.module, is_main_process=False, num_processes=1)
+    probing = AcceleratorProbe(make_monitor(tiny_model, concept, reference, fn, every_n_steps=1), worker)
+    assert probing.monitor.model.unet is unet
+    assert [probing.step(step) for step in (1, 2)] == [False, False]
+    assert fn.calls == [] and probing.monitor.history == [] and probing.last_record is None
+
+
+class _UNetWithLoss(torch.nn.Module):
+    """What a transformers.Trainer trains: the tiny UNet, returning {"loss": ...}."""
+
+    def __init__(self, unet: torch.nn.Module, embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.unet = unet
+        self.embeddings = embeddings  # a plain attribute: not trained, not saved
+
+    def forward(self, latents: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": denoising_loss(self.unet, self.embeddings, latents, noise)}
+
+
+def _toy_rows(count: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [{"latents": torch.randn(4, 8, 8, generator=g), "noise": torch.randn(4, 8, 8, generator=g)}
+            for _ in range(count)]
+
+
+def test_transformers_trainer_probes_logs_stops_and_resumes(tiny_components, concept, reference, tmp_path,
+                                                           fresh_accelerate_state):
+    from transformers import Trainer, TrainingArguments
+
+    from unlearn_guard.callbacks.transformers import STATE_FILE, ProbeTrainerCallback
+
+    components = copy.deepcopy(tiny_components)
+    model = DiffusionModel.from_components(**components)
+    wrapper = _UNetWithLoss(model.unet, model.encode_prompts(["a red circle"]))
+
+    def run(max_steps: int, resume: str | None = None) -> tuple[Trainer, ProbeTrainerCallback]:
+        # d_N >= 0 always, so target 0.0 stops at the first probe.
+        callback = ProbeTrainerCallback(make_monitor(model, concept, reference, every_n_steps=2, target_d_n=0.0))
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
+                                 learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="steps",
+                                 save_steps=2, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
+        trainer = Trainer(model=wrapper, args=args, train_dataset=_toy_rows(16), callbacks=[callback])
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, callback
+
+    trainer, callback = run(max_steps=6)
+    assert trainer.state.global_step == 2  # stopped early: 6 steps were allowed
+    history = callback.monitor.history
+    assert [r.step for r in history] == [2] and history[0].ok and callback.should_stop
+    logged = [entry for entry in trainer.state.log_history if "probe/d_n" in entry]
+    assert logged == [{"probe/d_n": history[0].d_n, "probe/ci_low": history[0].ci_low,
+                       "probe/ci_high": history[0].ci_high, "probe/regularization_weight": 0.0, "step": 2}]
+    saved = json.loads((tmp_path / "checkpoint-2" / STATE_FILE).read_text())
+    assert saved["stop_reason"] == "target" and saved["history"][0]["d_n"] == history[0].d_n
+
+    trainer, callback = run(max_steps=6, resume=str(tmp_path / "checkpoint-2"))
+    assert trainer.state.global_step == 4
+    assert [r.step for r in callback.monitor.history] == [2, 4]  # the restored probe, then a new one
+
+
+class _LitUNet:
+    """Built lazily so that importing this test file does not need lightning."""
+
+    @staticmethod
+    def make(unet: torch.nn.Module, embeddings: torch.Tensor):
+        import lightning.pytorch as pl
+
+        class LitUNet(pl.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.unet = unet
+                self.embeddings = embeddings
+
+            def training_step(self, batch, batch_idx):
+                latents, noise = batch
+                return denoising_loss(self.unet, self.embeddings, latents, noise)
+
+            def on_train_start(self) -> None:
+                self.unet.train()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.unet.parameters(), lr=1e-3)
+
+        return LitUNet()
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # lightning 2.6.6 with torch 2.13
+def test_lightning_trainer_probes_logs_stops_and_checkpoints(tiny_components, concept, reference, tmp_path):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from unlearn_guard.callbacks.lightning import ProbeLightningCallback
+
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    embeddings = model.encode_prompts(["a red circle"])
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(16, 4, 8, 8, generator=g), torch.randn(16, 4, 8, 8, generator=g))
+
+    def fit(ckpt_path: str | None = None):
+        callback = ProbeLightningCallback(make_monitor(model, concept, reference, every_n_steps=2,
+                                                       **STOP_AT_SECOND_PROBE))
+        run = "resumed" if ckpt_path else "first"
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=10, callbacks=[callback, checkpoints],
+                             logger=CSVLogger(tmp_path / "logs", name=run), log_every_n_steps=1,
+                             enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(_LitUNet.make(model.unet, embeddings), DataLoader(data, batch_size=1), ckpt_path=ckpt_path)
+        return trainer, callback
+
+    trainer, callback = fit()
+    history = callback.monitor.history
+    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
+    assert trainer.global_step == 4 and callback.monitor.stop_reason == "patience"  # 10 steps were allowed
+    assert trainer.logged_metrics["probe/d_n"] == pytest.approx(history[-1].d_n)
+    assert trainer.callback_metrics["probe/regularization_weight"] == pytest.approx(1.0)
+    assert "probe/d_n" in (tmp_path / "logs" / "first" / "version_0" / "metrics.csv").read_text()
+
+    checkpoint = next((tmp_path / "ckpt").glob("*step=4*.ckpt"))
+    trainer, callback = fit(ckpt_path=str(checkpoint))
+    # The restored history and counters: the stop decision holds, so it stops at the next probe.
+    assert [r.step for r in callback.monitor.history] == [2, 4, 6] and trainer.global_step == 6

@@ -1,0 +1,90 @@
+"""Probing from a hand-written training loop (diffusers example scripts, accelerate).
+
+A single-process loop needs nothing but the monitor:
+
+    monitor = ProbeMonitor(model, concept, "a parachute", reference=ref, reference_prompts="a photo",
+                           config=MonitorConfig(every_n_steps=100, target_d_n=2.0))
+    for step in range(1, max_steps + 1):
+        ...                              # forward, backward, optimizer.step()
+        if monitor.step(step):           # probes on multiples of 100; True once it says stop
+            break
+
+With accelerate, wrap it in `AcceleratorProbe`: it probes the unwrapped UNet (the same
+parameters, without the DDP wrapper whose forward would wait for the other processes), only on
+the main process, and hands the decision and the loss weight to every process so they all stop
+at the same step. Count *optimizer* steps (as the diffusers scripts do with `sync_gradients`):
+
+    accelerator = Accelerator()
+    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
+    vae.to(accelerator.device); text_encoder.to(accelerator.device)
+    model = DiffusionModel.from_components(unet=unet, vae=vae, text_encoder=text_encoder,
+                                           tokenizer=tokenizer, scheduler=noise_scheduler)
+    probing = AcceleratorProbe(ProbeMonitor(model, concept, "a parachute", reference=ref,
+                                            config=MonitorConfig(every_n_steps=100, target_d_n=2.0)),
+                               accelerator)
+    global_step = 0
+    for batch in loader:
+        with accelerator.accumulate(unet):
+            loss = esd_loss(batch) + probing.regularization_weight * memory_loss(batch)
+            accelerator.backward(loss); optimizer.step(); optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            global_step += 1
+            if probing.step(global_step):   # same answer on every process
+                break
+
+`accelerator.register_for_checkpointing(probing)` puts the monitor's history and early-stop
+counters into `accelerator.save_state(...)` and back with `accelerator.load_state(...)`.
+The other processes wait for the main one while it probes (inside the broadcast), so keep a
+probe well under the process group's timeout (30 minutes by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .monitor import ProbeMonitor, ProbeRecord
+
+
+class AcceleratorProbe:
+    """Runs a `ProbeMonitor` inside an accelerate loop: main process only, decisions shared.
+
+    Args:
+        monitor: the monitor; its model's UNet is replaced by `accelerator.unwrap_model(unet)`
+            (the same module and parameters, minus distributed wrappers).
+        accelerator: an `accelerate.Accelerator`.
+    Attributes:
+        should_stop / regularization_weight: the main process's values, on every process.
+        last_record: the record of the latest probe (main process; None elsewhere).
+    """
+
+    def __init__(self, monitor: ProbeMonitor, accelerator: Any) -> None:
+        self.monitor = monitor
+        self.accelerator = accelerator
+        monitor.model.unet = accelerator.unwrap_model(monitor.model.unet)
+        self.should_stop: bool = monitor.should_stop
+        self.regularization_weight: float = monitor.regularization_weight
+        self.last_record: ProbeRecord | None = None
+
+    def step(self, step: int) -> bool:
+        """Probe on multiples of `every_n_steps` (main process), share the outcome; True to stop."""
+        if step % self.monitor.config.every_n_steps != 0:
+            return self.should_stop
+        if self.accelerator.is_main_process:
+            record = self.monitor.maybe_probe(step)
+            self.last_record = record or self.last_record
+        decision = [self.monitor.should_stop, self.monitor.regularization_weight]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(decision, from_process=0)
+        self.should_stop, self.regularization_weight = bool(decision[0]), float(decision[1])
+        return self.should_stop
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's state (save it from the main process, next to the model)."""
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.monitor.load_state_dict(state)
+        self.should_stop = self.monitor.should_stop
+        self.regularization_weight = self.monitor.regularization_weight
