@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PRESETS
 from .errors import UnlearnGuardError
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
 
-    print(f"unlearn-guard demo: probing the embedded tiny model (preset {args.preset}, "
-          f"{args.images} concept + {args.images} reference images, seed {args.seed})")
-    result, path = run_demo(args.output, args.preset, args.images, args.seed, progress=not args.quiet)
-    print(result.summary_table())
-    print(f"seconds: {result.provenance['demo_seconds']:.1f} on {result.provenance['device']}; "
-          f"UNet evaluations per image: {result.erased.unet_evaluations // len(result.erased.images)}")
-    print("note: the embedded model has random weights; d_N here shows the pipeline, not an erasure verdict")
-    print(f"result written to {path.resolve()}")
-    return 0
+    config = DemoConfig(concept=args.concept, method=args.method, iterations=args.iterations,
+                        probe_every=args.probe_every, gate_min_d_n=args.gate_min_d_n, seed=args.seed)
+    result = run_demo(args.output, config, progress=not args.quiet)
+    return 0 if result["gate"]["passed"] or not args.strict else 1
 
 
 def _train_world(args: argparse.Namespace) -> int:
@@ -38,11 +32,16 @@ def _train_world(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn-guard", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="probe the embedded tiny model on generated images (no downloads)")
-    demo.add_argument("--preset", default="mofc", choices=sorted(PRESETS), help="probe preset (default: mofc)")
-    demo.add_argument("--images", type=int, default=4, help="images per set (default: 4)")
+    demo = commands.add_parser(
+        "demo", help="erase a concept from the shipped small model with ESD-LoRA while probing d_N (no downloads)")
+    demo.add_argument("--concept", default="circle", help="shape to erase (default: circle)")
+    demo.add_argument("--method", default="esd-x", choices=["esd-x", "esd-u"])
+    demo.add_argument("--iterations", type=int, default=150, help="ESD iterations (default: 150)")
+    demo.add_argument("--probe-every", type=int, default=50, help="probe cadence in steps (default: 50)")
+    demo.add_argument("--gate-min-d-n", type=float, default=2.0, help="gate threshold on d_N (default: 2.0)")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random draw (default: 0)")
     demo.add_argument("--output", default="unlearn_guard_outputs/demo", help="output folder")
+    demo.add_argument("--strict", action="store_true", help="exit 1 when the gate fails")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
     world = commands.add_parser("train-world", help="train the small shapes world's model and classifier (CPU, ~25 min)")

@@ -1,67 +1,173 @@
-"""The main job on the embedded default: probe a tiny model built from configs on generated images.
+"""The main job on the embedded default: erase a concept from the shipped small model, watch d_N.
 
-No flags, no downloads. The model has random weights (a later issue replaces it with the
-project's own trained small model), so the numbers show that the pipeline runs end to end and
-what a report contains, not whether a concept was erased.
+No flags, no downloads:
+  1. load the project's own shapes-world model and its concept classifier;
+  2. erase one concept ("a circle" by default) with ESD-LoRA, while a `ProbeMonitor` probes
+     the model being trained every N steps (preset `fast`);
+  3. at every probe, print a row: step, classifier accuracy of images generated from the
+     concept's prompt, d_N with its interval, mean reconstruction PSNR of the concept's images;
+  4. gate the final adapter with the `mofc` preset (pass when d_N >= the gate threshold);
+  5. write result.json, report.md and the LoRA adapter, and say where they went.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 
+from .callbacks import MonitorConfig, ProbeMonitor
 from .config import ProbeConfig
-from .models import DiffusionModel
-from .models.tiny import build_tiny_components
 from .probe import probe
-from .results import ProbeResult
-
-_COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (230, 200, 40)}
-
-
-def shape_image(shape: str, colour: str, size: int, generator: torch.Generator) -> Image.Image:
-    """One RGB picture of a coloured circle or square at a random position and size, on white."""
-    image = Image.new("RGB", (size, size), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    radius = int(torch.randint(size // 8, size // 3, (1,), generator=generator))
-    cx, cy = (int(v) for v in torch.randint(radius, size - radius, (2,), generator=generator))
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=_COLOURS[colour])
-    return image
+from .provenance import provenance
+from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
+from .world import SHAPES, concept_prompt, load_classifier, load_world_model
+from .world.evaluate import accuracy_from_prompt, probe_sets
 
 
-def demo_images(shape: str, count: int, size: int, seed: int) -> tuple[list[Image.Image], list[str]]:
-    """`count` images of one shape in rotating colours, with their prompts."""
-    generator = torch.Generator().manual_seed(seed)
-    colours = list(_COLOURS)
-    images, prompts = [], []
-    for i in range(count):
-        colour = colours[i % len(colours)]
-        images.append(shape_image(shape, colour, size, generator))
-        prompts.append(f"a {colour} {shape}")
-    return images, prompts
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the main job; the defaults finish in a few minutes on 2 CPU cores."""
+
+    concept: str = "circle"
+    method: str = "esd-x"
+    iterations: int = 150
+    lr: float = 1e-3
+    probe_every: int = 50
+    images_per_set: int = 8
+    accuracy_images: int = 16
+    monitor_preset: str = "fast"
+    gate_preset: str = "mofc"
+    gate_min_d_n: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.concept not in SHAPES:
+            from .errors import InputError
+
+            raise InputError(f"concept: got {self.concept!r}; expected one of {SHAPES}")
 
 
-def run_demo(
-    output_dir: str | Path = "unlearn_guard_outputs/demo",
-    preset: str = "mofc",
-    images_per_set: int = 4,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[ProbeResult, Path]:
-    """Probe the tiny model with circles (the 'erased' concept) against squares (the reference)."""
-    model = DiffusionModel.from_components(**build_tiny_components(seed=seed), source="tiny-random (built from configs)")
-    size = model.resolution
-    erased, erased_prompts = demo_images("circle", images_per_set, size, seed)
-    reference, reference_prompts = demo_images("square", images_per_set, size, seed + 1)
-    config = ProbeConfig.from_preset(preset, seed=seed, progress=progress)
+def _atomic_write(path: Path, text: str) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temp, path)
+
+
+def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], config: DemoConfig, out: Path) -> str:
+    lines = [
+        f"# Erasing '{config.concept}' from the shapes world ({config.method}, {config.iterations} iterations)",
+        "",
+        f"Probe every {config.probe_every} steps with preset `{config.monitor_preset}`; "
+        f"{config.images_per_set} concept and {config.images_per_set} reference images.",
+        "",
+        "| step | concept accuracy | d_N | 95% interval | mean PSNR (dB) |",
+        "|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        if row["error"]:
+            lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | probe failed: {row['error']} | | |")
+            continue
+        lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | {row['d_n']:.3f} | "
+                     f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['psnr_mean']:.2f} |")
+    verdict = "PASS (forgotten enough)" if gate["passed"] else "FAIL (still remembers)"
+    lines += [
+        "",
+        f"## Gate: {verdict}",
+        "",
+        f"Final adapter probed with `{config.gate_preset}`: d_N = {gate['d_n']:.3f} "
+        f"[{gate['ci_low']:.3f}, {gate['ci_high']:.3f}], threshold {config.gate_min_d_n}; "
+        f"mean PSNR {gate['psnr_mean']:.2f} dB. d_N near 1 means the concept's seeds are as likely as "
+        "anything the model knows (MoFC, CVPR 2025).",
+        "",
+        f"Adapter: `{out / 'adapter'}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: DemoConfig = DemoConfig(),
+             progress: bool = True, echo=print) -> dict[str, Any]:
+    """Run the main job; returns the JSON-ready result (also written to output_dir/result.json)."""
     started = time.perf_counter()
-    result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts, config=config)
-    result.provenance["demo_seconds"] = time.perf_counter() - started
+    model = load_world_model()
+    classifier = load_classifier()
+    erased, erased_prompts, reference, reference_prompts = probe_sets(config.concept, config.images_per_set,
+                                                                      seed=10_000 + config.seed)
+    monitor = ProbeMonitor(
+        model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+        config=MonitorConfig(every_n_steps=config.probe_every,
+                             probe=ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)),
+    )
+    prompt = concept_prompt(config.concept)
+    rows: list[dict[str, Any]] = []
+
+    def accuracy() -> float:
+        return accuracy_from_prompt(model, classifier, config.concept, config.accuracy_images, 20_000 + config.seed)
+
+    def record(step: int) -> None:
+        entry = monitor.history[-1]
+        row = {"step": step, "concept_accuracy": accuracy(), "d_n": entry.d_n, "ci_low": entry.ci_low,
+               "ci_high": entry.ci_high, "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean,
+               "error": entry.error}
+        rows.append(row)
+        if entry.error:
+            echo(f"{step:>6}  probe failed: {entry.error}")
+        else:
+            echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {row['d_n']:>7.3f}  "
+                 f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  {row['psnr_mean']:>8.2f}")
+
+    echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA, {config.iterations} iterations; "
+         f"probing every {config.probe_every} steps ({config.monitor_preset})")
+    echo(f"{'step':>6}  {'accuracy':>8}  {'d_N':>7}  {'interval':<16}  {'PSNR dB':>8}")
+    monitor.probe_now(0)
+    record(0)
+
+    def on_step(iteration: int, loss: float) -> None:
+        step = iteration + 1
+        if monitor.maybe_probe(step) is not None:
+            record(step)
+
+    esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
+                           seed=config.seed)
+    training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress)
+    if rows[-1]["step"] != config.iterations:
+        monitor.probe_now(config.iterations)
+        record(config.iterations)
+
+    gate_result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+                        config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
+    md = gate_result.memory_distance
+    gate = {"preset": config.gate_preset, "min_d_n": config.gate_min_d_n, "d_n": md.value, "ci_low": md.ci_low,
+            "ci_high": md.ci_high, "psnr_mean": float(gate_result.erased.psnr.mean()),
+            "passed": bool(md.value >= config.gate_min_d_n)}
+    verdict = "PASS" if gate["passed"] else "FAIL: still remembers"
+    echo(f"gate ({config.gate_preset}): d_N = {md.value:.3f} [{md.ci_low:.3f}, {md.ci_high:.3f}] vs threshold "
+         f"{config.gate_min_d_n} -> {verdict}")
+
     out = Path(output_dir)
-    path = out / "result.json"
-    result.to_json(path)
-    return result, path
+    out.mkdir(parents=True, exist_ok=True)
+    save_esd_adapter(model, out / "adapter", config=esd_config)
+    result = {
+        "demo_config": dataclasses.asdict(config),
+        "esd_config": esd_config.to_dict(),
+        "probes": rows,
+        "gate": gate,
+        "gate_probe": gate_result.to_dict(),
+        "training_seconds": training.seconds,
+        "probe_overhead_seconds": monitor.overhead_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "provenance": provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+    }
+    _atomic_write(out / "result.json", json.dumps(result, indent=2, default=str))
+    _atomic_write(out / "report.md", _report_markdown(rows, gate, config, out))
+    echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
+         f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
+    return result

@@ -1,0 +1,112 @@
+"""The small shapes world: renderer, tokenizer, the training command, and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unlearn_guard.world import (
+    SHAPES,
+    WEIGHTS_DIR,
+    concept_accuracy,
+    load_classifier,
+    load_world_model,
+    make_dataset,
+    training_report,
+)
+from unlearn_guard.world.model import build_word_tokenizer
+from unlearn_guard.world.shapes import caption_variant, concept_prompt, sample_scene
+
+
+def test_renderer_is_seeded_and_shapes_differ():
+    a, scenes, captions = make_dataset(12, seed=3)
+    b, _, _ = make_dataset(12, seed=3)
+    assert torch.equal(a, b) and a.shape == (12, 3, 32, 32) and a.dtype == torch.uint8
+    assert captions[0] == f"a {scenes[0].colour} {scenes[0].shape} on a {scenes[0].background} background"
+    same_place = [make_dataset(1, seed=5, shape=s)[0][0] for s in SHAPES]  # same scene draws, other shape
+    for i in range(len(SHAPES)):
+        for j in range(i + 1, len(SHAPES)):
+            assert not torch.equal(same_place[i], same_place[j]), (SHAPES[i], SHAPES[j])
+
+
+def test_every_caption_word_is_in_the_tokenizer():
+    tokenizer = build_word_tokenizer()
+    unk = tokenizer.unk_token_id
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        scene = sample_scene(g)
+        for variant in range(4):
+            ids = tokenizer(caption_variant(scene, variant)).input_ids
+            assert unk not in ids and len(ids) <= tokenizer.model_max_length
+    assert tokenizer("a zebra").input_ids.count(unk) == 1  # negative control: unknown words are <unk>
+    assert tokenizer("A RED Circle").input_ids == tokenizer("a red circle").input_ids
+
+
+def test_training_command_writes_a_loadable_pipeline(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from unlearn_guard.world.train import WorldTrainingConfig, train_world
+
+    config = WorldTrainingConfig(dataset_size=256, vae_steps=5, unet_steps=5, classifier_steps=5,
+                                 eval_images_per_concept=1, unet_batch=8, vae_batch=8)
+    report = train_world(tmp_path, config, progress=False)
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline", safety_checker=None,
+                                                   requires_safety_checker=False, local_files_only=True)
+    assert pipe.vae.config.scaling_factor == pytest.approx(report["scaling_factor"])
+    assert json.loads((tmp_path / "training.json").read_text())["config"]["unet_steps"] == 5
+    model = load_world_model(tmp_path)
+    assert model.resolution == 32 and model.vae_scale_factor == 4
+    load_classifier(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the shipped weights
+pytestmark_shipped = pytest.mark.skipif(
+    not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(), reason="shipped weights not present"
+)
+
+
+@pytestmark_shipped
+def test_shipped_weights_report_is_the_training_commands():
+    report = training_report()
+    assert report["config"]["seed"] == 0 and report["config"]["unet_steps"] >= 1000
+    assert report["classifier_heldout_accuracy"] >= 0.97
+
+
+@pytestmark_shipped
+def test_shipped_classifier_on_fresh_renders():
+    classifier = load_classifier()
+    pixels, scenes, _ = make_dataset(600, seed=12345)  # a seed training never used
+    labels = torch.tensor([s.shape_index for s in scenes])
+    accuracy = float((classifier.predict(pixels.float() / 255) == labels).float().mean())
+    assert accuracy >= 0.97
+
+
+@pytestmark_shipped
+def test_shipped_model_generates_its_concepts():
+    from unlearn_guard.world.generate import generate
+
+    model = load_world_model()
+    classifier = load_classifier()
+    accuracies = {}
+    for k, shape in enumerate(SHAPES):
+        images = generate(model, [concept_prompt(shape)] * 8, seed=500 + 100 * k)
+        accuracies[shape] = concept_accuracy(classifier, images, shape)
+    mean = sum(accuracies.values()) / len(accuracies)
+    assert mean >= MIN_GENERATED_ACCURACY, accuracies
+
+
+@pytestmark_shipped
+def test_probe_reconstructs_shipped_world_images():
+    from unlearn_guard import probe
+
+    model = load_world_model()
+    pixels, scenes, captions = make_dataset(4, seed=777)
+    result = probe(model, pixels, captions, config="mofc", progress=False)
+    assert float(result.erased.psnr.mean()) >= MIN_PROBE_PSNR
+
+
+# Thresholds, set from the measured values of the shipped weights (see the closing note) with margin.
+MIN_GENERATED_ACCURACY = 0.7
+MIN_PROBE_PSNR = 20.0

@@ -1,0 +1,36 @@
+"""Measurements in the small world shared by the main job and the experiments.
+
+- `probe_sets`: the concept set E (renders of the concept, with its prompt) and the reference set
+  R (renders of the other shapes, with theirs), as MoFC uses them.
+- `accuracy_from_prompt`: does the model still draw the concept when asked? (classifier accuracy)
+- `kept_accuracy`: damage to the other concepts (mean accuracy over the shapes not erased).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.bundle import DiffusionModel
+from .classifier import ShapeClassifier, concept_accuracy
+from .generate import generate
+from .shapes import SHAPES, concept_prompt, make_dataset
+
+
+def probe_sets(concept: str, count: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor, list[str]]:
+    """(E pixels uint8 (count, 3, 32, 32), E prompts, R pixels, R prompts); R cycles the other shapes."""
+    erased, _, _ = make_dataset(count, seed, shape=concept)
+    others = [s for s in SHAPES if s != concept]
+    reference = torch.cat([make_dataset(1, seed + 1 + i, shape=others[i % len(others)])[0] for i in range(count)])
+    reference_prompts = [concept_prompt(others[i % len(others)]) for i in range(count)]
+    return erased, [concept_prompt(concept)] * count, reference, reference_prompts
+
+
+def accuracy_from_prompt(model: DiffusionModel, classifier: ShapeClassifier, shape: str, count: int, seed: int) -> float:
+    """Fraction of `count` images generated from "a <shape>" that the classifier calls `shape`."""
+    return concept_accuracy(classifier, generate(model, [concept_prompt(shape)] * count, seed=seed), shape)
+
+
+def kept_accuracy(model: DiffusionModel, classifier: ShapeClassifier, erased: str, count: int, seed: int) -> float:
+    """Mean `accuracy_from_prompt` over the shapes other than `erased`."""
+    others = [s for s in SHAPES if s != erased]
+    return sum(accuracy_from_prompt(model, classifier, s, count, seed + 100 * k) for k, s in enumerate(others)) / len(others)
