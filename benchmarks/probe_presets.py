@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from unlearn_guard import DiffusionModel, ProbeConfig, probe
-from unlearn_guard.demo import demo_images
 from unlearn_guard.models.tiny import build_sd14_shaped_components, build_tiny_components
+from unlearn_guard.world import make_dataset
 from unlearn_guard.provenance import device_description, git_commit, package_versions
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -43,7 +43,8 @@ def main() -> None:
 
     dtype = getattr(torch, args.dtype)
     model = build(args.model, args.device, dtype)
-    images, prompts = demo_images("circle", args.images, model.resolution, seed=0)
+    pixels, _, prompts = make_dataset(args.images, seed=0)  # 32x32 shapes, resized to the model's side
+    images = torch.nn.functional.interpolate(pixels.float() / 255, size=model.resolution, mode="bilinear")
     rows = []
     for preset in args.presets.split(","):
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):

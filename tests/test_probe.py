@@ -186,3 +186,28 @@ def test_presets_run_on_tiny_model(tiny_model, tiny_images):
         result = probe(tiny_model, tiny_images[:1], "p", config=preset, progress=False)
         assert result.erased.unet_evaluations == evaluations
         assert result.config.preset == preset
+
+
+def test_probe_reads_folders_with_prompts_csv_and_pil_images(tiny_model, tiny_images, tmp_path):
+    from PIL import Image
+
+    folders = {}
+    for label, offset in (("concept", 0), ("reference", 2)):
+        folder = tmp_path / label
+        folder.mkdir()
+        rows = ["file,prompt"]
+        for i in range(2):
+            array = (tiny_images[offset + i].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+            Image.fromarray(array).save(folder / f"{label}_{i}.png")
+            rows.append(f"{label}_{i}.png,a {label} number {i}")
+        (folder / "prompts.csv").write_text("\n".join(rows) + "\n")
+        folders[label] = folder
+    result = probe(tiny_model, folders["concept"], reference=folders["reference"], config=QUICK)
+    assert [i.name for i in result.erased.images] == ["concept_0.png", "concept_1.png"]
+    assert result.erased.images[1].prompt == "a concept number 1"
+    assert result.reference.images[0].source.endswith("reference_0.png")
+    assert result.d_n is not None
+    pil = [Image.open(folders["concept"] / f"concept_{i}.png") for i in range(2)]
+    from_pil = probe(tiny_model, pil, ["a concept number 0", "a concept number 1"], config=QUICK)
+    # Same pixels, same prompts, same seed: the same numbers whichever way the images arrived.
+    assert_close(from_pil.erased.nll, result.erased.nll)

@@ -1,0 +1,119 @@
+"""Probe-callback overhead during ESD-LoRA erasure, and whether `fast` ranks checkpoints like `mofc`.
+
+One run, same model, seed and settings:
+  A. ESD-LoRA for N iterations without the callback (wall seconds);
+  B. the same with a `ProbeMonitor` every K steps (preset `fast`): overhead = (B - A) / A, and the
+     share of B spent probing; at every probe the LoRA weights are kept as a checkpoint;
+  C. every checkpoint re-probed with `mofc`: Spearman rank correlation of d_N(fast) and d_N(mofc)
+     over the checkpoints (SPEC 5: a cheaper preset is only useful if it ranks models like mofc).
+Appends both tables to benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/callback_overhead.py --iterations 150 --every 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+
+from unlearn_guard import ProbeConfig, probe
+from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+from unlearn_guard.provenance import device_description, git_commit, package_versions
+from unlearn_guard.trainers import ESDConfig, esd_lora_erase
+from unlearn_guard.world import concept_prompt, load_world_model
+from unlearn_guard.world.evaluate import probe_sets
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def lora_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in unet.named_parameters() if "lora_" in name}
+
+
+def load_lora_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name in state:
+                p.copy_(state[name])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", default="circle")
+    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    sets = probe_sets(args.concept, args.images, seed=10_000 + args.seed)
+    erased, erased_prompts, reference, reference_prompts = sets
+    esd = ESDConfig(concept=concept_prompt(args.concept), iterations=args.iterations, lr=args.lr, seed=args.seed)
+
+    # A. no callback
+    model = load_world_model()
+    plain = esd_lora_erase(model, esd, progress=False)
+
+    # B. with the callback every K steps (fast), keeping a checkpoint at each probe
+    model = load_world_model()
+    fast = ProbeConfig.from_preset("fast", seed=args.seed, progress=False)
+    monitor = ProbeMonitor(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+                           config=MonitorConfig(every_n_steps=args.every, probe=fast))
+    checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_step(iteration: int, loss: float) -> None:
+        if monitor.maybe_probe(iteration + 1) is not None:
+            checkpoints[iteration + 1] = lora_state(model.unet)
+
+    started = time.perf_counter()
+    monitored = esd_lora_erase(model, esd, on_step=on_step, progress=False)
+    with_callback = time.perf_counter() - started
+    overhead = (with_callback - plain.seconds) / plain.seconds
+
+    # C. re-probe every checkpoint with mofc
+    mofc = ProbeConfig.from_preset("mofc", seed=args.seed, progress=False)
+    pairs = []
+    for record in monitor.history:
+        load_lora_state(model.unet, checkpoints[record.step])
+        result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+                       config=mofc)
+        pairs.append((record.step, record.d_n, result.d_n, record.seconds))
+    rho, p_value = spearmanr([p[1] for p in pairs], [p[2] for p in pairs])
+
+    overhead_table = "\n".join([
+        "| run | ESD iterations | probe every | probes | wall s | probe s | overhead vs no callback |",
+        "|---|---|---|---|---|---|---|",
+        f"| no callback | {args.iterations} | - | 0 | {plain.seconds:.1f} | 0 | - |",
+        f"| ProbeMonitor (fast, E=R={args.images}) | {args.iterations} | {args.every} | {len(monitor.history)} | "
+        f"{with_callback:.1f} | {monitor.overhead_seconds:.1f} | {100 * overhead:+.1f}% |",
+    ])
+    rank_table = "\n".join(
+        ["| step | d_N fast | d_N mofc | fast probe s |", "|---|---|---|---|"]
+        + [f"| {s} | {f:.3f} | {m:.3f} | {sec:.1f} |" for s, f, m, sec in pairs]
+        + [f"\nSpearman rank correlation fast vs mofc over {len(pairs)} checkpoints: rho = {rho:.3f} (p = {p_value:.3g})"]
+    )
+    print(overhead_table)
+    print(rank_table)
+    if args.no_record:
+        return
+    versions = package_versions()
+    with RESULTS.open("a") as stream:
+        stream.write(
+            f"\n### callback_overhead: shapes world, erase '{args.concept}' esd-x LoRA lr {args.lr}, "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"commit {git_commit()}; device {device_description(torch.device('cpu'))}; torch {versions['torch']}\n\n"
+            f"{overhead_table}\n\n{rank_table}\n"
+        )
+    print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
