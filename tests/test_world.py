@@ -62,19 +62,16 @@ def test_training_command_writes_a_loadable_pipeline(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the shipped weights
-pytestmark_shipped = pytest.mark.skipif(
-    not (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file(), reason="shipped weights not present"
-)
+def test_shipped_weights_are_in_the_package():
+    assert (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file()  # never skip: they are committed
 
 
-@pytestmark_shipped
 def test_shipped_weights_report_is_the_training_commands():
     report = training_report()
     assert report["config"]["seed"] == 0 and report["config"]["unet_steps"] >= 1000
     assert report["classifier_heldout_accuracy"] >= 0.97
 
 
-@pytestmark_shipped
 def test_shipped_classifier_on_fresh_renders():
     classifier = load_classifier()
     pixels, scenes, _ = make_dataset(600, seed=12345)  # a seed training never used
@@ -83,7 +80,6 @@ def test_shipped_classifier_on_fresh_renders():
     assert accuracy >= 0.97
 
 
-@pytestmark_shipped
 def test_shipped_model_generates_its_concepts():
     from unlearn_guard.world.generate import generate
 
@@ -97,7 +93,6 @@ def test_shipped_model_generates_its_concepts():
     assert mean >= MIN_GENERATED_ACCURACY, accuracies
 
 
-@pytestmark_shipped
 def test_probe_reconstructs_shipped_world_images():
     from unlearn_guard import probe
 

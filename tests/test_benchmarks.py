@@ -1,0 +1,27 @@
+"""Every benchmark script runs end to end at tiny sizes (correctness only; no timing assertions)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+CASES = {
+    "probe_presets.py": ["--images", "1", "--presets", "fast", "--batch-sizes", "1"],
+    "replay_paper_table.py": ["--concepts", "circle", "--iterations", "2", "--images", "2", "--accuracy-images", "2",
+                              "--preset", "fast"],
+    "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2"],
+    "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs(script, tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *CASES[script], "--no-record"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "|---" in done.stdout  # it printed its table
