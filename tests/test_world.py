@@ -102,6 +102,9 @@ def test_probe_reconstructs_shipped_world_images():
     assert float(result.erased.psnr.mean()) >= MIN_PROBE_PSNR
 
 
-# Thresholds, set from the measured values of the shipped weights (see the closing note) with margin.
-MIN_GENERATED_ACCURACY = 0.7
-MIN_PROBE_PSNR = 20.0
+# Thresholds for the shipped weights, measured on them (2026-11-23, CPU): generated accuracy 1.00 with
+# these seeds (0.896 over 16 images per concept in training.json, diamond the weakest at 0.5), mofc
+# reconstruction PSNR 30.5 dB on these 4 images. Margins cover other BLAS builds; 25 dB is the
+# paper's floor for "the model still reconstructs the concept".
+MIN_GENERATED_ACCURACY = 0.8
+MIN_PROBE_PSNR = 25.0

@@ -58,5 +58,5 @@ def train_classifier(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return model.eval(), losses

@@ -76,7 +76,7 @@ def train_vae(vae, pixels: torch.Tensor, config: WorldTrainingConfig, progress: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
@@ -126,7 +126,7 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, scenes, scaling_facto
             decay = min(config.ema_decay, (1 + step) / (10 + step))
             for p_ema, p in zip(ema.parameters(), unet.parameters()):
                 p_ema.lerp_(p, 1 - decay)
-        losses.append(float(loss))
+        losses.append(loss.item())
     return ema, losses
 
 
