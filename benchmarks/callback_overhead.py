@@ -14,21 +14,18 @@ Appends both tables to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
-from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
 
 from unlearn_guard import ProbeConfig, probe
 from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
-from unlearn_guard.provenance import device_description, git_commit, package_versions
 from unlearn_guard.trainers import ESDConfig, esd_lora_erase
 from unlearn_guard.world import concept_prompt, load_world_model
 from unlearn_guard.world.evaluate import probe_sets
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _results import append_results, markdown_table
 
 
 def lora_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -50,9 +47,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     sets = probe_sets(args.concept, args.images, seed=10_000 + args.seed)
     erased, erased_prompts, reference, reference_prompts = sets
@@ -88,31 +86,21 @@ def main() -> None:
         pairs.append((record.step, record.d_n, result.d_n, record.seconds))
     rho, p_value = spearmanr([p[1] for p in pairs], [p[2] for p in pairs])
 
-    overhead_table = "\n".join([
-        "| run | ESD iterations | probe every | probes | wall s | probe s | overhead vs no callback |",
-        "|---|---|---|---|---|---|---|",
-        f"| no callback | {args.iterations} | - | 0 | {plain.seconds:.1f} | 0 | - |",
-        f"| ProbeMonitor (fast, E=R={args.images}) | {args.iterations} | {args.every} | {len(monitor.history)} | "
-        f"{with_callback:.1f} | {monitor.overhead_seconds:.1f} | {100 * overhead:+.1f}% |",
-    ])
-    rank_table = "\n".join(
-        ["| step | d_N fast | d_N mofc | fast probe s |", "|---|---|---|---|"]
-        + [f"| {s} | {f:.3f} | {m:.3f} | {sec:.1f} |" for s, f, m, sec in pairs]
-        + [f"\nSpearman rank correlation fast vs mofc over {len(pairs)} checkpoints: rho = {rho:.3f} (p = {p_value:.3g})"]
+    overhead_table = markdown_table(
+        ("run", "ESD iterations", "probe every", "probes", "wall s", "probe s", "overhead vs no callback"),
+        [("no callback", args.iterations, "-", 0, f"{plain.seconds:.1f}", "0", "-"),
+         (f"ProbeMonitor (fast, E=R={args.images})", args.iterations, args.every, len(monitor.history),
+          f"{with_callback:.1f}", f"{monitor.overhead_seconds:.1f}", f"{100 * overhead:+.1f}%")],
     )
+    rank_table = markdown_table(("step", "d_N fast", "d_N mofc", "fast probe s"),
+                                [(s, f, m, f"{sec:.1f}") for s, f, m, sec in pairs])
+    rank_table += (f"\n\nSpearman rank correlation fast vs mofc over {len(pairs)} checkpoints: "
+                   f"rho = {rho:.3f} (p = {p_value:.3g})")
     print(overhead_table)
     print(rank_table)
-    if args.no_record:
-        return
-    versions = package_versions()
-    with RESULTS.open("a") as stream:
-        stream.write(
-            f"\n### callback_overhead: shapes world, erase '{args.concept}' esd-x LoRA lr {args.lr}, "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"commit {git_commit()}; device {device_description(torch.device('cpu'))}; torch {versions['torch']}\n\n"
-            f"{overhead_table}\n\n{rank_table}\n"
-        )
-    print(f"appended to {RESULTS}")
+    if not args.no_record:
+        append_results(f"callback_overhead: shapes world, erase '{args.concept}' esd-x LoRA lr {args.lr}",
+                       f"{overhead_table}\n\n{rank_table}")
 
 
 if __name__ == "__main__":

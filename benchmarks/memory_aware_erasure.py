@@ -15,19 +15,16 @@ An experiment, not a promise: the table is appended to benchmarks/RESULTS.md wha
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
-from pathlib import Path
 
 import torch
 
 from unlearn_guard import ProbeConfig, probe
-from unlearn_guard.provenance import device_description, git_commit, package_versions
 from unlearn_guard.trainers import ESDConfig, esd_lora_erase
 from unlearn_guard.world import concept_prompt, load_classifier, load_world_model
 from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, probe_sets
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _results import append_results, markdown_table
 
 
 def main() -> None:
@@ -41,9 +38,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="held-out E and R for evaluation")
     parser.add_argument("--accuracy-images", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     mofc = ProbeConfig.from_preset("mofc", seed=args.seed, progress=False, bootstrap_samples=500)
@@ -69,21 +67,12 @@ def main() -> None:
         print(f"{name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     header = ("erasure", "d_N mofc [95% CI] (held-out E)", "PSNR E (dB)", "concept acc", "kept acc")
-    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                      + ["| " + " | ".join(r) + " |" for r in rows])
+    table = markdown_table(header, rows)
     print(table)
-    if args.no_record:
-        return
-    versions = package_versions()
-    with RESULTS.open("a") as stream:
-        stream.write(
-            f"\n### memory_aware_erasure: shapes world, erase '{args.concept}', esd-x LoRA {args.iterations} it lr "
-            f"{args.lr}, memory pool {args.pool} seeds, |E|=|R|={args.images} held out, "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"commit {git_commit()}; device {device_description(torch.device('cpu'))}; torch {versions['torch']}; "
-            f"{time.perf_counter() - started:.0f} s\n\n{table}\n"
-        )
-    print(f"appended to {RESULTS}")
+    if not args.no_record:
+        append_results(f"memory_aware_erasure: shapes world, erase '{args.concept}', esd-x LoRA {args.iterations} it "
+                       f"lr {args.lr}, memory pool {args.pool} seeds, |E|=|R|={args.images} held out, "
+                       f"{time.perf_counter() - started:.0f} s", table)
 
 
 if __name__ == "__main__":

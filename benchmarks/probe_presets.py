@@ -10,18 +10,15 @@ Appends its rows with date, commit, device and versions to benchmarks/RESULTS.md
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
-from pathlib import Path
 
 import torch
 
 from unlearn_guard import DiffusionModel, ProbeConfig, probe
 from unlearn_guard.models.tiny import build_sd14_shaped_components, build_tiny_components
 from unlearn_guard.world import make_dataset
-from unlearn_guard.provenance import device_description, git_commit, package_versions
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _results import append_results, markdown_table
 
 
 def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
@@ -38,8 +35,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     dtype = getattr(torch, args.dtype)
     model = build(args.model, args.device, dtype)
@@ -67,23 +66,12 @@ def main() -> None:
                 "PSNR mean": float(result.erased.psnr.mean()),
             })
 
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
-    table = "\n".join(lines)
+    table = markdown_table(list(rows[0]), [list(row.values()) for row in rows])
     print(table)
-    if args.no_record:
-        return
-    versions = package_versions()
-    with RESULTS.open("a") as stream:
-        stream.write(
-            f"\n### probe_presets: {args.model}, {args.dtype}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"commit {git_commit()}; device {device_description(model.device)}; torch {versions['torch']}, "
-            f"diffusers {versions['diffusers']}; latent {model.latent_channels}x{model.resolution // model.vae_scale_factor}"
-            f"x{model.resolution // model.vae_scale_factor}\n\n{table}\n"
-        )
-    print(f"appended to {RESULTS}")
+    if not args.no_record:
+        side = model.resolution // model.vae_scale_factor
+        append_results(f"probe_presets: {args.model}, {args.dtype}, latent {model.latent_channels}x{side}x{side}",
+                       table, model.device)
 
 
 if __name__ == "__main__":

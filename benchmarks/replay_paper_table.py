@@ -13,20 +13,17 @@ Appends the table with provenance to benchmarks/RESULTS.md. Report what comes ou
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
-from pathlib import Path
 
 import torch
 
 from unlearn_guard import ProbeConfig, probe
-from unlearn_guard.provenance import device_description, git_commit, package_versions
 from unlearn_guard.stats import memory_distance
 from unlearn_guard.trainers import ESDConfig, esd_lora_erase
 from unlearn_guard.world import SHAPES, concept_prompt, load_classifier, load_world_model
 from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, probe_sets
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _results import append_results, markdown_table
 
 
 def measure(model, classifier, concept: str, sets, config: ProbeConfig, accuracy_images: int, seed: int) -> dict:
@@ -58,9 +55,10 @@ def main() -> None:
     parser.add_argument("--accuracy-images", type=int, default=16)
     parser.add_argument("--preset", default="mofc")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     concepts = list(SHAPES) if args.concepts == "all" else args.concepts.split(",")
     config = ProbeConfig.from_preset(args.preset, seed=args.seed, progress=False, bootstrap_samples=500)
@@ -83,20 +81,11 @@ def main() -> None:
 
     header = ("concept", "model", "concept acc", "kept acc", "PSNR E (dB)", "d_N mofc [95% CI]", "d_N w1",
               "NLL mean E / R / N")
-    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                      + ["| " + " | ".join(row) + " |" for row in rows])
+    table = markdown_table(header, rows)
     print(table)
-    if args.no_record:
-        return
-    versions = package_versions()
-    with RESULTS.open("a") as stream:
-        stream.write(
-            f"\n### replay_paper_table: shapes world, {args.method} LoRA {args.iterations} it lr {args.lr}, preset "
-            f"{args.preset}, |E|=|R|={args.images}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-            f"commit {git_commit()}; device {device_description(torch.device('cpu'))}; torch {versions['torch']}, "
-            f"diffusers {versions['diffusers']}; {time.perf_counter() - started:.0f} s\n\n{table}\n"
-        )
-    print(f"appended to {RESULTS}")
+    if not args.no_record:
+        append_results(f"replay_paper_table: shapes world, {args.method} LoRA {args.iterations} it lr {args.lr}, "
+                       f"preset {args.preset}, |E|=|R|={args.images}, {time.perf_counter() - started:.0f} s", table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""Shared by the benchmark scripts: Markdown tables and provenance-stamped rows in RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from unlearn_guard.provenance import device_description, git_commit, package_versions
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table; floats are written with 3 decimals."""
+    def cell(value: object) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_results(title: str, body: str, device: torch.device | None = None) -> None:
+    """Append a block to RESULTS.md: title with UTC time, then commit, device and versions, then body."""
+    versions = package_versions()
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    with RESULTS.open("a") as stream:
+        stream.write(
+            f"\n### {title}, {stamp}\n"
+            f"commit {git_commit()}; device {device_description(device or torch.device('cpu'))}; "
+            f"torch {versions['torch']}, diffusers {versions['diffusers']}\n\n{body}\n"
+        )
+    print(f"appended to {RESULTS}")
