@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .callbacks import MonitorConfig, ProbeMonitor
 from .config import ProbeConfig
 from .probe import probe
 from .provenance import provenance
+from .results import write_text_atomic
 from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
 from .world import SHAPES, concept_prompt, load_classifier, load_world_model
 from .world.evaluate import accuracy_from_prompt, probe_sets
@@ -53,13 +51,6 @@ class DemoConfig:
             from .errors import InputError
 
             raise InputError(f"concept: got {self.concept!r}; expected one of {SHAPES}")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temp, path)
 
 
 def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], config: DemoConfig, out: Path) -> str:
@@ -166,8 +157,8 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "total_seconds": time.perf_counter() - started,
         "provenance": provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
     }
-    _atomic_write(out / "result.json", json.dumps(result, indent=2, default=str))
-    _atomic_write(out / "report.md", _report_markdown(rows, gate, config, out))
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2, default=str))
+    write_text_atomic(out / "report.md", _report_markdown(rows, gate, config, out))
     echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
          f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
     return result

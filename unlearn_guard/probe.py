@@ -117,7 +117,7 @@ def run_chunked(
     return outputs
 
 
-def _conditioning(model: DiffusionModel, prompts: Sequence[str], config: ProbeConfig, guidance: float) -> Conditioning:
+def _conditioning(model: DiffusionModel, prompts: Sequence[str], guidance: float) -> Conditioning:
     cond = model.encode_prompts(prompts)
     uncond = model.encode_prompts([""] * len(prompts)) if guidance > 1.0 else None
     return Conditioning(cond, uncond, guidance)
@@ -142,7 +142,7 @@ def _probe_chunk(
     z0 = model.encode_images(pixels, generators, mode=inv.z0_mode)  # (b, C, h, w) float32
     if config.check_finite:
         check_finite_latents(z0, names, "after VAE encoding")
-    conditioning = _conditioning(model, prompts, config, inv.guidance_scale)
+    conditioning = _conditioning(model, prompts, inv.guidance_scale)
     # 2. ReNoise inversion (SPEC 2.3-2.5)
     seeds = renoise_invert(
         predict, z0, conditioning, schedule, inv, generators, names, config.check_finite,
@@ -150,7 +150,7 @@ def _probe_chunk(
     )
     # 3. reconstruction and PSNR (SPEC 3)
     if inv.reconstruction_guidance_scale != inv.guidance_scale:
-        conditioning = _conditioning(model, prompts, config, inv.reconstruction_guidance_scale)
+        conditioning = _conditioning(model, prompts, inv.reconstruction_guidance_scale)
     clean = ddim_reconstruct(
         predict, seeds, conditioning, schedule, names, config.check_finite,
         on_step=lambda _: bar.update(len(indices)),

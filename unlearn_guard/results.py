@@ -16,6 +16,17 @@ from .config import ProbeConfig
 from .stats.functional import MemoryDistanceResult
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temp, target)
+    return target
+
+
 def _json_number(value: float) -> float | str:
     """JSON has no inf/nan: PSNR of identical images is +inf, and is written as the string "inf"."""
     if math.isfinite(value):
@@ -120,12 +131,7 @@ class ProbeResult:
         """The result as JSON text; with `path`, also written atomically (temp file, then rename)."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            with os.fdopen(handle, "w") as stream:
-                stream.write(text)
-            os.replace(temp, target)
+            write_text_atomic(path, text)
         return text
 
     def summary_table(self) -> str:

@@ -55,6 +55,7 @@ import torch
 
 from ..config import _require
 from ..errors import InputError, ModelError, NonFiniteError
+from ..inversion.renoise import Conditioning, NoisePredictor
 from ..inversion.schedule import DDIMSchedule, ddim_schedule, ddim_step
 from ..models.bundle import DiffusionModel, unwrap_unet
 from ..models.module_state import preserve_module_state
@@ -255,10 +256,7 @@ def _check_memory_seeds(memory_seeds: torch.Tensor | None, shape: tuple[int, int
 
 def _guided_noise(model: DiffusionModel, z: torch.Tensor, timestep: int, embeddings: torch.Tensor, scale: float) -> torch.Tensor:
     """CFG eps = eps_u + scale (eps_c - eps_u); embeddings (2, L, D) as ("", concept)."""
-    if scale == 1.0:  # conditional only: one sample instead of two
-        return model.predict_noise(z, timestep, embeddings[1:])
-    eps_uncond, eps_cond = model.predict_noise(z.expand(2, -1, -1, -1), timestep, embeddings).chunk(2)
-    return eps_uncond + scale * (eps_cond - eps_uncond)
+    return NoisePredictor(model)(z, timestep, Conditioning(embeddings[1:], embeddings[:1], scale))
 
 
 def draw_esd_example(

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from ..inversion.renoise import Conditioning, NoisePredictor
 from ..inversion.schedule import ddim_schedule, ddim_step
 from ..models.bundle import DiffusionModel
 from ..models.module_state import preserve_module_state
@@ -29,19 +30,17 @@ def generate(
     schedule = ddim_schedule(model.scheduler_config, num_steps)
     side = model.resolution // model.vae_scale_factor
     shape = (model.latent_channels, side, side)
+    predict = NoisePredictor(model)
     outputs = []
     with preserve_module_state(*model.modules()):
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + start + i))
                              for i in range(len(chunk))]).to(model.device)
-            cond = model.encode_prompts(chunk)
-            uncond = model.encode_prompts([""] * len(chunk))
+            conditioning = Conditioning(model.encode_prompts(chunk), model.encode_prompts([""] * len(chunk)),
+                                        guidance_scale)
             for index in reversed(range(schedule.num_steps)):
-                timestep = schedule.timesteps[index]
-                both = model.predict_noise(torch.cat([z, z]), timestep, torch.cat([uncond, cond]))
-                eps_uncond, eps_cond = both.chunk(2)
-                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+                eps = predict(z, schedule.timesteps[index], conditioning)
                 z = ddim_step(z, eps, *schedule.alphas_at(index))
             outputs.append(model.decode_latents(z).cpu())
     return torch.cat(outputs)
