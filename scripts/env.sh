@@ -8,6 +8,16 @@ venv="$root/.venv"
 stamp="$venv/.unlearn_guard_installed"
 log="$venv/install.log"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+# Headless Chromium renders the HTML report in its test (tests/test_report_html.py). Installed from
+# Debian's archive on fresh CI machines when missing and we are root with apt-get; idempotent.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian's chromium for the HTML report test (log: /tmp/unlearn_guard_chromium.log)"
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } >/tmp/unlearn_guard_chromium.log 2>&1; then
+    echo "apt-get install chromium failed; last lines of /tmp/unlearn_guard_chromium.log:" >&2
+    tail -n 20 /tmp/unlearn_guard_chromium.log >&2
+    exit 1
+  fi
+fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

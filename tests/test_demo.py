@@ -23,6 +23,12 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Gate:" in report and "| 4 |" in report
     assert any("wrote" in line for line in lines)
+    # What `unlearn-guard gate` needs to gate the run: an adapter per probe step and the image folders.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    for part, count in (("concept", 2), ("reference", 2)):
+        folder = tmp_path / "images" / part
+        assert len(list(folder.glob("*.png"))) == count and (folder / "prompts.csv").is_file()
+    assert any("unlearn-guard gate --model shapes-world --checkpoints" in line for line in lines)
     # The saved adapter reproduces the erased model: reload it onto a fresh copy of the shipped model.
     fresh = load_world_model()
     load_lora_adapter(fresh.unet, tmp_path / "adapter")

@@ -1,11 +1,34 @@
-"""`unlearn-guard` command line. `unlearn-guard demo` runs the main job on the embedded default."""
+"""`unlearn-guard`: probe erased Stable Diffusion checkpoints, gate releases, render reports.
+
+  unlearn-guard probe   probe one model: summary table on stdout, JSON result on disk
+  unlearn-guard gate    probe one or more checkpoints against thresholds and decide (for CI)
+  unlearn-guard report  re-render the HTML report from a saved gate.json or probe result
+  unlearn-guard demo    erase a concept from the shipped small model while probing (no downloads)
+
+Exit codes (probe, gate, report): 0 pass (gate) or done, 1 at least one gated checkpoint still
+remembers (d_N below --min-dn, or mean PSNR above --max-psnr), 2 bad usage or bad input (the
+message says what), 3 the probe itself failed (out of memory at batch size 1, NaN/Inf, crash).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TextIO
 
-from .errors import UnlearnGuardError
+from .errors import InputError, NonFiniteError, UnlearnGuardError
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_PROBE_FAILED = 0, 1, 2, 3
+EXIT_CODES_HELP = """exit codes:
+  0  every gated checkpoint passes (probe/report: done)
+  1  at least one checkpoint still remembers (d_N < --min-dn, or mean PSNR > --max-psnr)
+  2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
+     that do not match the model, unknown preset or --set key, bad threshold, missing device
+  3  the probe itself failed (out of memory at batch size 1, NaN/Inf in a latent, a crash)
+"""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -29,9 +52,262 @@ def _train_world(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+# --------------------------------------------------------------------------- shared helpers
+class _Output:
+    """Where human text goes: stdout, or stderr when --json owns stdout; nothing extra when quiet."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json = bool(getattr(args, "json", False))
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.stream: TextIO = sys.stderr if self.json else sys.stdout
+
+    def essential(self, text: str) -> None:
+        print(text, file=self.stream)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=self.stream)
+
+
+def _quiet_libraries() -> None:
+    """No loading bars from diffusers/transformers in quiet mode (CI logs)."""
+    try:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+def _probe_config(args: argparse.Namespace):
+    from .config import ProbeConfig
+    from .gate.knobs import apply_settings
+
+    overrides: dict[str, Any] = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise InputError(f"--batch-size: got {args.batch_size}; expected an int >= 1")
+        overrides["batch_size"] = args.batch_size
+    config = ProbeConfig.from_preset(args.preset, **overrides)
+    return apply_settings(config, args.set).replace(progress=not args.quiet)
+
+
+def _single_checkpoint(args: argparse.Namespace):
+    from .gate.checkpoints import Checkpoint, Weights
+
+    weights = Weights(unet_weights=args.unet_weights, text_encoder=args.text_encoder, lora=args.lora)
+    names = [Path(p).name for p in (args.unet_weights, args.text_encoder, args.lora) if p]
+    return Checkpoint(name=" + ".join(names) if names else "base", weights=weights)
+
+
+# --------------------------------------------------------------------------- probe
+def _probe(args: argparse.Namespace) -> int:
+    from .gate.checkpoints import model_fingerprint, weight_hashes
+    from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, resolve_model_source
+    from .gate.runner import _thumbnails
+    from .report.loading import PROBE_KIND
+    from .results import write_text_atomic
+
+    out = _Output(args)
+    config = _probe_config(args)
+    check_device(args.device)
+    check_dtype(args.dtype)
+    checkpoint = _single_checkpoint(args)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise InputError(f"--output: {str(output)!r} already exists; pass --overwrite to replace it or choose another file")
+    if args.html and Path(args.html).exists() and not args.overwrite:
+        raise InputError(f"--html: {str(args.html)!r} already exists; pass --overwrite to replace it or choose another file")
+    concept = load_folder(args.concept_images, "--concept-images", minimum=1)
+    reference = load_folder(args.reference_images, "--reference-images") if args.reference_images else None
+    source = resolve_model_source(args.model)
+    config = config.replace(keep_reconstructions=args.thumbnails > 0)
+    result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype)
+    data = result.to_dict()
+    data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
+                weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
+                thumbnails=_thumbnails(concept, result, args.thumbnails))
+    write_text_atomic(output, json.dumps(data, indent=1))
+    out.info(result.summary_table())
+    out.essential(f"wrote {output}")
+    if args.html:
+        from .report.html import render_report
+        from .report.loading import report_from_probe
+
+        write_text_atomic(args.html, render_report(report_from_probe(data)))
+        out.essential(f"wrote {args.html}")
+    if args.json:
+        md = result.memory_distance
+        print(json.dumps({
+            "d_n": None if md is None else md.value, "ci_low": None if md is None else md.ci_low,
+            "ci_high": None if md is None else md.ci_high, "distance_kind": None if md is None else md.kind,
+            "psnr_mean": float(data["erased"]["summary"]["psnr_mean"]), "nll_mean": data["erased"]["summary"]["nll_mean"],
+            "preset": config.preset, "output": str(output),
+        }, default=str))
+    return EXIT_PASS
+
+
+# --------------------------------------------------------------------------- gate
+def _gate(args: argparse.Namespace) -> int:
+    from .gate.checkpoints import discover_checkpoints
+    from .gate.decision import Thresholds
+    from .gate.runner import GateConfig, run_gate, verdict_json
+
+    out = _Output(args)
+    thresholds = Thresholds(min_d_n=args.min_dn, max_psnr=args.max_psnr)
+    config = _probe_config(args)
+    weights_given = any((args.unet_weights, args.text_encoder, args.lora))
+    if args.checkpoints and weights_given:
+        raise InputError("--checkpoints: cannot be combined with --unet-weights/--text-encoder/--lora; "
+                         "each checkpoint folder holds its own weights")
+    checkpoints = discover_checkpoints(args.checkpoints) if args.checkpoints else [_single_checkpoint(args)]
+    output = Path(args.output)
+    gate_config = GateConfig(
+        model=args.model, checkpoints=tuple(checkpoints), concept_images=Path(args.concept_images),
+        reference_images=Path(args.reference_images), thresholds=thresholds, probe=config, output=output,
+        device=args.device, dtype=args.dtype, resume=args.resume, overwrite=args.overwrite,
+        thumbnails=args.thumbnails, progress=not args.quiet,
+    )
+    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: "
+             f"pass when d_N >= {thresholds.min_d_n:g}"
+             + (f" and mean PSNR <= {thresholds.max_psnr:g} dB" if thresholds.max_psnr is not None else ""))
+    report = run_gate(gate_config, echo=out.info, notice=out.essential)
+    verdict = "PASS" if report["passed"] else "FAIL (still remembers)"
+    out.essential(f"gate: {verdict}: {'; '.join(report['reasons'])}")
+    out.essential(f"wrote {output / 'gate.json'} and {output / 'report.html'}")
+    if args.json:
+        print(json.dumps(verdict_json(report, output), default=str))
+    return EXIT_PASS if report["passed"] else EXIT_FAIL
+
+
+# --------------------------------------------------------------------------- report
+def _report(args: argparse.Namespace) -> int:
+    from .report.html import render_report
+    from .report.loading import load_report
+    from .results import write_text_atomic
+
+    out = _Output(args)
+    report = load_report(args.result)
+    target = Path(args.output) if args.output else Path(args.result).with_suffix(".html")
+    if target.exists() and not args.overwrite:
+        raise InputError(f"--output: {str(target)!r} already exists; pass --overwrite to replace it or choose another file")
+    write_text_atomic(target, render_report(report))
+    verdict = report.get("verdict")
+    out.info(f"verdict: {verdict.upper() if verdict else 'none (probe result)'}")
+    for record in report["checkpoints"]:
+        d_n = record.get("d_n")
+        out.info(f"  {record['name']}: d_N {'-' if d_n is None else f'{float(d_n):.3f}'}, "
+                 f"mean PSNR {float(record['psnr_mean']):.2f} dB" + (f" -> {record['verdict'].upper()}" if record.get("verdict") else ""))
+    out.essential(f"wrote {target}")
+    if args.json:
+        print(json.dumps({"verdict": verdict, "output": str(target)}))
+    return EXIT_PASS
+
+
+# --------------------------------------------------------------------------- parser
+def _add_model_arguments(parser: argparse.ArgumentParser, checkpoints: bool) -> None:
+    group = parser.add_argument_group("model and erased weights")
+    group.add_argument("--model", required=True, metavar="ID_OR_FOLDER",
+                       help="base model: a hub id in the local Hugging Face cache (e.g. CompVis/stable-diffusion-v1-4), "
+                            "a pipeline folder saved with save_pretrained, or 'shapes-world' (the small shipped model)")
+    group.add_argument("--unet-weights", metavar="FILE",
+                       help="erased full UNet state dict with diffusers key names (.safetensors, .pt, .pth, .ckpt, .bin)")
+    group.add_argument("--text-encoder", metavar="FOLDER", help="erased replacement CLIPTextModel folder")
+    group.add_argument("--lora", metavar="FOLDER",
+                       help="erased LoRA adapter folder (diffusers pytorch_lora_weights.safetensors or peft adapter_config.json)")
+    if checkpoints:
+        group.add_argument("--checkpoints", metavar="FOLDER",
+                           help="folder of training checkpoints checkpoint-<step>/, each gated in step order; each holds a "
+                                "LoRA adapter, a unet/ folder, a text_encoder/ folder or one UNet state dict file")
+
+
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import PRESETS
+
+    group = parser.add_argument_group("probe settings")
+    group.add_argument("--preset", default="mofc",
+                       help=f"probe preset: {', '.join(sorted(PRESETS))} (default: mofc, the paper's settings; "
+                            "fast is ~9x cheaper)")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="change any ProbeConfig field, repeatable: e.g. --set inversion.num_steps=20 "
+                            "--set distance=w1 --set inversion.regularization.enabled=false --set bootstrap_samples=200")
+    group.add_argument("--seed", type=int, help="seed for every random draw (default: the preset's, 0)")
+    group.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: where the model loads, CPU)")
+    group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (default: as loaded)")
+    group.add_argument("--batch-size", type=int, help="images per chunk (default: automatic; OOM halves it)")
+    group.add_argument("--thumbnails", type=int, default=8,
+                       help="concept images (with reconstructions) kept as thumbnails for the report (default: 8)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars or per-step lines (CI logs)")
+    group.add_argument("--json", action="store_true", help="print only a machine-readable JSON result on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unlearn-guard", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="unlearn-guard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    probe = commands.add_parser(
+        "probe", help="probe one model: summary table, JSON result", formatter_class=raw,
+        description="Probe one (erased) model: invert the concept images (and reference images) into seeds, "
+                    "reconstruct them, and report per-image seed NLL and PSNR and d_N.",
+        epilog="example:\n  unlearn-guard probe --model shapes-world --lora adapter/ --concept-images circles/ "
+               "--reference-images others/ --preset fast --output probe.json\n\n" + EXIT_CODES_HELP)
+    _add_model_arguments(probe, checkpoints=False)
+    images = probe.add_argument_group("images (folders with prompts.csv: file,prompt)")
+    images.add_argument("--concept-images", required=True, metavar="FOLDER", help="images of the erased concept (E)")
+    images.add_argument("--reference-images", metavar="FOLDER", help="images of other content (R); needed for d_N")
+    _add_probe_arguments(probe)
+    probe.add_argument("--output", default="probe.json", metavar="FILE", help="JSON result (default: probe.json)")
+    probe.add_argument("--html", metavar="FILE", help="also write the HTML report here")
+    probe.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    probe.set_defaults(handler=_probe)
+
+    gate = commands.add_parser(
+        "gate", help="probe checkpoints and decide pass/fail (exit code 0/1) with JSON and HTML reports",
+        formatter_class=raw,
+        description="Release gate: probe each checkpoint and pass it when it has forgotten the concept: "
+                    "d_N >= --min-dn (and mean PSNR <= --max-psnr when given). d_N near 1 means the model still "
+                    "remembers; MoFC's best erasure reached 2.49. Writes OUTPUT/gate.json and OUTPUT/report.html; "
+                    "each probed checkpoint is cached in OUTPUT/cache/, so --resume continues an interrupted run.",
+        epilog="examples:\n"
+               "  unlearn-guard gate --model shapes-world --checkpoints unlearn_guard_outputs/demo/checkpoints \\\n"
+               "      --concept-images unlearn_guard_outputs/demo/images/concept \\\n"
+               "      --reference-images unlearn_guard_outputs/demo/images/reference --min-dn 1.5 --preset fast\n"
+               "  unlearn-guard gate --model CompVis/stable-diffusion-v1-4 --unet-weights ESD-nudity.pt \\\n"
+               "      --concept-images nudity/ --reference-images coco/ --min-dn 2.0 --device cuda --dtype bfloat16\n\n"
+               + EXIT_CODES_HELP)
+    _add_model_arguments(gate, checkpoints=True)
+    images = gate.add_argument_group("images (folders with prompts.csv: file,prompt)")
+    images.add_argument("--concept-images", required=True, metavar="FOLDER", help="images of the erased concept (E)")
+    images.add_argument("--reference-images", required=True, metavar="FOLDER", help="images of other content (R)")
+    thresholds = gate.add_argument_group("thresholds")
+    thresholds.add_argument("--min-dn", required=True, metavar="X", help="pass only when d_N >= X (a positive number)")
+    thresholds.add_argument("--max-psnr", metavar="DB", help="also require mean concept PSNR <= DB (optional)")
+    _add_probe_arguments(gate)
+    gate.add_argument("--output", default="unlearn_guard_outputs/gate", metavar="FOLDER",
+                      help="folder for gate.json, report.html and cache/ (default: unlearn_guard_outputs/gate)")
+    gate.add_argument("--resume", action="store_true", help="reuse cached checkpoint results in OUTPUT/cache")
+    gate.add_argument("--overwrite", action="store_true", help="replace a report already in OUTPUT (re-probes everything)")
+    gate.set_defaults(handler=_gate)
+
+    report = commands.add_parser("report", help="re-render the HTML report from a saved gate.json or probe result",
+                                 formatter_class=raw, epilog=EXIT_CODES_HELP)
+    report.add_argument("result", metavar="RESULT.json", help="gate.json or a probe result JSON")
+    report.add_argument("--output", metavar="FILE", help="HTML file (default: RESULT with .html)")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing HTML file")
+    report.add_argument("--quiet", action="store_true", help="print only the output path")
+    report.add_argument("--json", action="store_true", help="print a JSON line on stdout")
+    report.set_defaults(handler=_report)
+
     demo = commands.add_parser(
         "demo", help="erase a concept from the shipped small model with ESD-LoRA while probing d_N (no downloads)")
     demo.add_argument("--concept", default="circle", help="shape to erase (default: circle)")
@@ -53,13 +329,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (see the module docstring)."""
+    from .probe import ProbeFailure
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse: 2 on bad usage (message printed), 0 for --help
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
     try:
         return args.handler(args)
+    except (ProbeFailure, NonFiniteError) as error:
+        code, message = EXIT_PROBE_FAILED, f"probe failed: {_one_line(error)}"
     except UnlearnGuardError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        code, message = EXIT_BAD_INPUT, _one_line(error)
+    except KeyboardInterrupt:
+        print("interrupted; finished checkpoints are cached: rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - a crash is a failed probe (3), never a verdict (1)
+        traceback.print_exc(file=sys.stderr)
+        code, message = EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"verdict": "error", "exit_code": code, "error": message}))
+    return code
 
 
 if __name__ == "__main__":

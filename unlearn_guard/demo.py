@@ -6,8 +6,12 @@ No flags, no downloads:
      the model being trained every N steps (preset `fast`);
   3. at every probe, print a row: step, classifier accuracy of images generated from the
      concept's prompt, d_N with its interval, mean reconstruction PSNR of the concept's images;
-  4. gate the final adapter with the `mofc` preset (pass when d_N >= the gate threshold);
-  5. write result.json, report.md and the LoRA adapter, and say where they went.
+  4. gate the final adapter with the `mofc` preset (pass when d_N >= the gate threshold, the
+     release gate's decision rule, `unlearn_guard.gate.decision`);
+  5. write result.json, report.md, the final LoRA adapter, the adapter at every probe step
+     (`checkpoints/checkpoint-<step>/`) and the probe's image folders (`images/concept`,
+     `images/reference`, with prompts.csv), so `unlearn-guard gate` can gate the run, and say
+     where they went.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 from .callbacks import MonitorConfig, ProbeMonitor
 from .config import ProbeConfig
+from .gate.decision import Thresholds, decide
+from .gate.folders import save_image_folder
 from .probe import probe
 from .provenance import provenance
 from .results import write_text_atomic
@@ -99,6 +105,9 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     )
     prompt = concept_prompt(config.concept)
     rows: list[dict[str, Any]] = []
+    out = Path(output_dir)
+    save_image_folder(out / "images" / "concept", erased, erased_prompts, prefix=config.concept)
+    save_image_folder(out / "images" / "reference", reference, reference_prompts, prefix="other")
 
     def accuracy() -> float:
         return accuracy_from_prompt(model, classifier, config.concept, config.accuracy_images, 20_000 + config.seed)
@@ -121,30 +130,32 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     monitor.probe_now(0)
     record(0)
 
+    esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
+                           seed=config.seed)
+
     def on_step(iteration: int, loss: float) -> None:
         step = iteration + 1
         if monitor.maybe_probe(step) is not None:
             record(step)
+            save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{step}", config=esd_config)
 
-    esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
-                           seed=config.seed)
     training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress)
     if rows[-1]["step"] != config.iterations:
         monitor.probe_now(config.iterations)
         record(config.iterations)
+        save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{config.iterations}", config=esd_config)
 
     gate_result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
                         config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
     md = gate_result.memory_distance
+    psnr_mean = float(gate_result.erased.psnr.mean())
+    decision = decide(md.value, psnr_mean, Thresholds(min_d_n=config.gate_min_d_n))
     gate = {"preset": config.gate_preset, "min_d_n": config.gate_min_d_n, "d_n": md.value, "ci_low": md.ci_low,
-            "ci_high": md.ci_high, "psnr_mean": float(gate_result.erased.psnr.mean()),
-            "passed": bool(md.value >= config.gate_min_d_n)}
+            "ci_high": md.ci_high, "psnr_mean": psnr_mean, "passed": decision.passed, "reasons": decision.reasons}
     verdict = "PASS" if gate["passed"] else "FAIL: still remembers"
     echo(f"gate ({config.gate_preset}): d_N = {md.value:.3f} [{md.ci_low:.3f}, {md.ci_high:.3f}] vs threshold "
          f"{config.gate_min_d_n} -> {verdict}")
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     save_esd_adapter(model, out / "adapter", config=esd_config)
     result = {
         "demo_config": dataclasses.asdict(config),
@@ -161,4 +172,7 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     write_text_atomic(out / "report.md", _report_markdown(rows, gate, config, out))
     echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
          f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
+    echo(f"gate every probed checkpoint: unlearn-guard gate --model shapes-world --checkpoints {out / 'checkpoints'} "
+         f"--concept-images {out / 'images' / 'concept'} --reference-images {out / 'images' / 'reference'} "
+         f"--min-dn {config.gate_min_d_n:g}")
     return result

@@ -1,0 +1,1 @@
+"""Release gate: probe checkpoints, decide pass/fail, cache and resume (`unlearn-guard gate`)."""

@@ -1,0 +1,238 @@
+"""A single self-contained HTML report: every image is a data URI, so the file opens offline.
+
+Top to bottom: the verdict and its reasons; one row per checkpoint (d_N, interval, distance
+kind, mean PSNR, verdict); d_N against training step with the threshold line (two or more
+checkpoints with steps); per checkpoint the NLL histograms of E, R and N, PSNR per image, the
+query images beside their reconstructions from the found seeds, and the per-image table; then
+inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
+script marks, after load, whether every image decoded (`#image-check`), which the headless
+browser test reads.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+from . import plots
+from .images import data_uri
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#222}
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:1.6rem;border-bottom:1px solid #ddd}
+.verdict{padding:1rem 1.2rem;border-radius:8px;color:#fff;margin:.8rem 0}
+.verdict.pass{background:#1a7f37}.verdict.fail{background:#cf222e}.verdict.none{background:#57606a}
+.verdict .big{font-size:1.6rem;font-weight:700}.verdict ul{margin:.4rem 0 0 1.1rem;padding:0}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f6f8fa}td.l,th.l{text-align:left}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+.plot{max-width:100%;height:auto;display:block;margin:.4rem 0}
+.grid{display:flex;flex-wrap:wrap;gap:.6rem}.pair{border:1px solid #ddd;border-radius:6px;padding:.3rem;font-size:.7rem;text-align:center;width:210px}
+.pair img{width:96px;height:96px;image-rendering:pixelated;margin:1px}
+details{margin:.6rem 0}summary{cursor:pointer;font-weight:600}
+pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:.75rem;max-height:24rem}.note{color:#57606a;font-size:.85rem}
+code{font-size:.8rem}
+"""
+
+_IMAGE_CHECK = """
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  var mark = document.getElementById('image-check');
+  mark.setAttribute('data-images', String(images.length));
+  mark.setAttribute('data-broken', String(broken.length));
+  mark.textContent = broken.length === 0 ? 'images-ok ' + images.length : 'images-broken ' + broken.length;
+});
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "&ndash;"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _e(value)
+    if math.isnan(number):
+        return "nan"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return f"{number:.{digits}f}"
+
+
+def _img(png_b64: str, alt: str, css: str = "plot") -> str:
+    return f'<img class="{css}" alt="{_e(alt)}" src="{data_uri(png_b64)}">'
+
+
+def _verdict_block(report: dict[str, Any]) -> str:
+    verdict = report.get("verdict")
+    if verdict is None:
+        css, title = "none", "NO VERDICT (probe only, no thresholds)"
+    elif report.get("passed"):
+        css, title = "pass", "PASS &mdash; forgotten enough"
+    else:
+        css, title = "fail", "FAIL &mdash; still remembers"
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in report.get("reasons") or [])
+    thresholds = report.get("thresholds") or {}
+    parts = []
+    if thresholds.get("min_d_n") is not None:
+        parts.append(f"min d_N {_num(thresholds['min_d_n'], 3)}")
+    if thresholds.get("max_psnr") is not None:
+        parts.append(f"max mean PSNR {_num(thresholds['max_psnr'], 2)} dB")
+    line = f"<div>Thresholds: {_e(', '.join(parts))}</div>" if parts else ""
+    return (f'<div class="verdict {css}" id="verdict" data-verdict="{_e(verdict or "none")}">'
+            f'<div class="big">{title}</div>{line}<ul>{reasons}</ul></div>')
+
+
+def _summary_table(records: list[dict[str, Any]]) -> str:
+    rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>d_N</th><th>interval</th><th>distance</th>'
+            '<th>mean PSNR (dB)</th><th>mean NLL (E)</th><th class="l">verdict</th><th class="l">weights</th></tr>']
+    for r in records:
+        level = f"{round(float(r['confidence']) * 100)}% " if r.get("confidence") is not None else ""
+        interval = (f"{level}[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]" if r.get("ci_low") is not None
+                    else "&ndash;")
+        verdict = r.get("verdict")
+        cls = "" if verdict is None else ("ok" if r.get("passed") else "bad")
+        weights = ", ".join(f"{k}: {v}" for k, v in (r.get("weights") or {}).items() if v) or "base model"
+        cached = " (cached)" if r.get("from_cache") else ""
+        rows.append(
+            f'<tr><td class="l">{_e(r["name"])}</td><td>{_e(r.get("step") if r.get("step") is not None else "")}</td>'
+            f'<td>{_num(r.get("d_n"))}</td><td>{interval}</td><td>{_e(r.get("distance_kind") or "")}</td>'
+            f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td>'
+            f'<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l"><code>{_e(weights)}</code></td></tr>'
+        )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _plot_or_note(png: str | None, alt: str, fallback: str = "") -> str:
+    if png is not None:
+        return _img(png, alt)
+    return f'<p class="note">Plot "{_e(alt)}" needs matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>.</p>{fallback}'
+
+
+def _nll_table(erased: list[float], reference: list[float], normal: list[float]) -> str:
+    def stats(values: list[float]) -> str:
+        if not values:
+            return "<td>0</td><td>&ndash;</td><td>&ndash;</td>"
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return f"<td>{len(values)}</td><td>{mean:.1f}</td><td>{std:.1f}</td>"
+
+    return ('<table><tr><th class="l">set</th><th>count</th><th>NLL mean</th><th>NLL std</th></tr>'
+            f'<tr><td class="l">E (concept)</td>{stats(erased)}</tr><tr><td class="l">R (reference)</td>{stats(reference)}</tr>'
+            f'<tr><td class="l">N (N(0, I))</td>{stats(normal)}</tr></table>')
+
+
+def _images_table(part: dict[str, Any] | None, label: str) -> str:
+    if not part:
+        return ""
+    rows = [f'<tr><th class="l">{_e(label)} image</th><th class="l">prompt</th><th>seed NLL</th><th>PSNR (dB)</th>'
+            '<th class="l">sha256</th></tr>']
+    for image in part["images"]:
+        rows.append(f'<tr><td class="l">{_e(image["name"])}</td><td class="l">{_e(image["prompt"])}</td>'
+                    f'<td>{_num(image["nll"], 1)}</td><td>{_num(image["psnr"], 2)}</td>'
+                    f'<td class="l"><code>{_e(image["sha256"][:16])}</code></td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _grid(thumbnails: list[dict[str, str]]) -> str:
+    if not thumbnails:
+        return '<p class="note">No reconstructions stored for this checkpoint.</p>'
+    pairs = []
+    for t in thumbnails:
+        pairs.append(f'<div class="pair">{_img(t["image"], "query " + t["name"], "thumb")}'
+                     f'{_img(t["reconstruction"], "reconstruction " + t["name"], "thumb")}'
+                     f'<div>{_e(t["name"])}: query | reconstruction</div></div>')
+    return '<div class="grid">' + "".join(pairs) + "</div>"
+
+
+def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
+    result = record["probe"]
+    erased, reference = result["erased"], result.get("reference")
+    nll_e = [float(i["nll"]) for i in erased["images"]]
+    nll_r = [float(i["nll"]) for i in reference["images"]] if reference else []
+    normal = [float(v) for v in record.get("normal_nll") or []]
+    psnr_e = [float(i["psnr"]) for i in erased["images"]]
+    psnr_r = [float(i["psnr"]) for i in reference["images"]] if reference else []
+    body = [
+        "<h3>Seed NLL distributions</h3>",
+        _plot_or_note(plots.nll_histograms(nll_e, nll_r, normal), "NLL histograms of E, R and N"),
+        _nll_table(nll_e, nll_r, normal),
+        "<h3>Reconstruction PSNR per image</h3>",
+        _plot_or_note(plots.psnr_per_image([i["name"] for i in erased["images"]], psnr_e,
+                                           [i["name"] for i in reference["images"]] if reference else [], psnr_r),
+                      "PSNR per image"),
+        "<h3>Query images and their reconstructions from the found seeds</h3>",
+        _grid(record.get("thumbnails") or []),
+        "<h3>Per image</h3>",
+        _images_table(erased, "E"),
+        _images_table(reference, "R"),
+    ]
+    verdict = record.get("verdict")
+    tag = "" if verdict is None else f" &mdash; {_e(verdict.upper())}"
+    return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: d_N {_num(record.get("d_n"))}{tag}'
+            f'</summary>{"".join(body)}</details>')
+
+
+def _inputs_section(report: dict[str, Any]) -> str:
+    parts = []
+    model = report.get("model") or {}
+    parts.append(f"<p>Base model: <code>{_e(model.get('source'))}</code> "
+                 f"({_e(', '.join(f'{k} {v}' for k, v in model.items() if k != 'source' and v is not None))})</p>")
+    for key, label in (("concept_images", "Concept images E"), ("reference_images", "Reference images R")):
+        part = (report.get("inputs") or {}).get(key)
+        if not part:
+            continue
+        rows = "".join(f'<tr><td class="l">{_e(i["name"])}</td><td class="l">{_e(i["prompt"])}</td>'
+                       f'<td class="l"><code>{_e(i["sha256"])}</code></td></tr>' for i in part["images"])
+        folder = f" from <code>{_e(part['folder'])}</code>" if part.get("folder") else ""
+        parts.append(f"<p>{_e(label)}: {part['count']} images{folder}</p><table><tr><th class='l'>file</th>"
+                     f"<th class='l'>prompt</th><th class='l'>pixel sha256</th></tr>{rows}</table>")
+    weight_rows = "".join(
+        f'<tr><td class="l">{_e(r["name"])}</td><td class="l"><code>{_e(f)}</code></td><td class="l"><code>{_e(h)}</code></td></tr>'
+        for r in report["checkpoints"] for f, h in (r.get("weight_sha256") or {}).items()
+    )
+    if weight_rows:
+        parts.append("<p>Erased weights</p><table><tr><th class='l'>checkpoint</th><th class='l'>file</th>"
+                     f"<th class='l'>sha256</th></tr>{weight_rows}</table>")
+    return "".join(parts)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The HTML text of a report dict (a gate report, or a probe result via `load_report`)."""
+    records = report["checkpoints"]
+    title = "unlearn_guard release gate" if report.get("verdict") is not None else "unlearn_guard probe"
+    sections = [_verdict_block(report)]
+    provenance = report.get("provenance") or {}
+    sections.append(f'<p class="note">Created {_e(provenance.get("created_utc", ""))}; preset '
+                    f'<code>{_e((report.get("config") or {}).get("preset"))}</code>, seed {_e(report.get("seed"))}, '
+                    f'device {_e(report.get("device"))}, dtype {_e(report.get("dtype"))}.</p>')
+    if not plots.available():
+        sections.append(f'<p class="note" id="no-plots">Plots need matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>; '
+                        "this report shows tables only.</p>")
+    sections += ["<h2>Checkpoints</h2>", _summary_table(records)]
+    stepped = [r for r in records if r.get("step") is not None and r.get("d_n") is not None]
+    threshold = (report.get("thresholds") or {}).get("min_d_n")
+    if len(stepped) >= 2 and threshold is not None:
+        sections += ["<h2>d_N by training step</h2>", _plot_or_note(
+            plots.d_n_by_step([r["step"] for r in stepped], [float(r["d_n"]) for r in stepped],
+                              [float(r["ci_low"]) for r in stepped], [float(r["ci_high"]) for r in stepped],
+                              float(threshold)),
+            "d_N against training step")]
+    sections.append("<h2>Per checkpoint</h2>")
+    sections += [_checkpoint_section(r, open_=len(records) <= 2 or i == len(records) - 1)
+                 for i, r in enumerate(records)]
+    sections += ["<h2>Inputs</h2>", _inputs_section(report),
+                 "<h2>Probe config</h2>", f"<pre>{_e(json.dumps(report.get('config'), indent=1))}</pre>",
+                 "<h2>Provenance</h2>", f"<pre>{_e(json.dumps(provenance, indent=1))}</pre>"]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{''.join(sections)}"
+        f"<div id=\"image-check\" class=\"note\">images-pending</div><script>{_IMAGE_CHECK}</script></body></html>\n"
+    )
