@@ -7,8 +7,15 @@ import os
 import pytest
 import torch
 
-# Keep CI predictable on 2 cores and make model builds deterministic.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Triton kernels run on CPU tensors under Triton's interpreter, which Triton reads when a kernel
+# is defined: set it before anything imports unlearn_guard. A CUDA machine runs them compiled
+# (the kernel tests put their tensors on KERNEL_DEVICE).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# Keep CI predictable on 2 cores (OMP_NUM_THREADS=1 when sharing the machine with another job).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 # One tolerance table, keyed by dtype: (rtol, atol). Float64 references use the first row.
 TOLERANCES = {

@@ -30,6 +30,7 @@ Z0Mode = Literal["sample", "mean"]
 DistanceKind = Literal["mofc", "w1"]
 ResizePolicy = Literal["error", "resize", "center_crop"]
 PresetName = Literal["mofc", "fast", "ddim", "custom"]
+BackendName = Literal["auto", "triton", "torch"]
 
 
 def _require(condition: bool, name: str, value: Any, expected: str) -> None:
@@ -135,7 +136,12 @@ class ProbeConfig:
         resize: what to do with images whose size is not the model's resolution.
         keep_seeds / keep_reconstructions: return the z_T tensors / decoded images.
         progress: tqdm progress bars.
-        check_finite: raise NonFiniteError at the first NaN/Inf (image, timestep).
+        check_finite: raise NonFiniteError at the first NaN/Inf (image, timestep); tracked on the
+            device and checked once per chunk, so it costs no host sync inside the step loop.
+        backend: the fused ops (ReNoise update, noise regularisation, NLL/PSNR reductions):
+            "auto" (Triton on CUDA, PyTorch on CPU), "triton", or "torch" (the reference).
+        compile_unet: run the UNet through `torch.compile` (fixed shapes per chunk; first
+            chunk pays the compile time). The model's own module is left untouched.
     """
 
     preset: PresetName = "mofc"
@@ -152,6 +158,8 @@ class ProbeConfig:
     keep_reconstructions: bool = False
     progress: bool = True
     check_finite: bool = True
+    backend: BackendName = "auto"
+    compile_unet: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
@@ -165,6 +173,7 @@ class ProbeConfig:
             self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size, "None or an int >= 1"
         )
         _require(self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
+        _require(self.backend in ("auto", "triton", "torch"), "backend", self.backend, "auto|triton|torch")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ProbeConfig":
@@ -215,7 +224,9 @@ class ProbeConfig:
 
 # Fields that change how a probe runs or what it keeps, but not the numbers it measures.
 _BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
-                          "bootstrap_samples", "confidence", "n_normal", "resize"})
+                          "bootstrap_samples", "confidence", "n_normal", "resize",
+                          # How the numbers are computed, not which: same science within dtype tolerance.
+                          "backend", "compile_unet"})
 
 PRESETS: dict[str, ProbeConfig] = {
     "mofc": ProbeConfig(preset="mofc"),

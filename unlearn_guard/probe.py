@@ -15,6 +15,7 @@ because every random draw comes from a generator derived from (seed, set, image 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from typing import Any, Callable, Sequence
@@ -117,6 +118,12 @@ def run_chunked(
     return outputs
 
 
+def with_compiled_unet(model: DiffusionModel) -> DiffusionModel:
+    """The same model with its UNet behind `torch.compile` (shares the weights; the original
+    module is not modified). Shapes are fixed per chunk, so each chunk size compiles once."""
+    return dataclasses.replace(model, unet=torch.compile(model.unet, dynamic=False))
+
+
 def _conditioning(model: DiffusionModel, prompts: Sequence[str], guidance: float) -> Conditioning:
     cond = model.encode_prompts(prompts)
     uncond = model.encode_prompts([""] * len(prompts)) if guidance > 1.0 else None
@@ -137,7 +144,7 @@ def _probe_chunk(
     prompts = [images.prompts[i] for i in indices]
     pixels = images.pixels[indices]  # (b, 3, H, W) in [-1, 1]
     generators = image_generators(config.seed, label, indices)
-    predict = NoisePredictor(model)
+    predict = NoisePredictor(model, backend=config.backend)
     # 1. conditioning and z0 (SPEC 2.1-2.2)
     z0 = model.encode_images(pixels, generators, mode=inv.z0_mode)  # (b, C, h, w) float32
     if config.check_finite:
@@ -159,8 +166,8 @@ def _probe_chunk(
     target = (pixels.to(reconstructions.device).float() + 1) / 2
     return {
         "seeds": seeds.cpu(),
-        "nll": seed_nll(seeds),  # 4. (SPEC 4)
-        "psnr": psnr(reconstructions, target, quantize=config.quantize_psnr),
+        "nll": seed_nll(seeds, backend=config.backend),  # 4. (SPEC 4)
+        "psnr": psnr(reconstructions, target, quantize=config.quantize_psnr, backend=config.backend),
         "reconstructions": reconstructions.cpu() if config.keep_reconstructions else None,
         "evaluations": predict.evaluations,
     }
@@ -249,9 +256,10 @@ def probe(
                 )
     schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
     with preserve_module_state(*model.modules()), torch.no_grad():
-        erased_result = probe_image_set(model, erased, config, "erased", schedule)
+        runner = with_compiled_unet(model) if config.compile_unet else model
+        erased_result = probe_image_set(runner, erased, config, "erased", schedule)
         reference_result = (
-            probe_image_set(model, reference_set, config, "reference", schedule) if reference_set is not None else None
+            probe_image_set(runner, reference_set, config, "reference", schedule) if reference_set is not None else None
         )
     factor = model.vae_scale_factor
     seed_shape = (model.latent_channels, erased.pixels.shape[-2] // factor, erased.pixels.shape[-1] // factor)

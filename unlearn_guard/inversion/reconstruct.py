@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .renoise import Conditioning, NoisePredictor, check_finite_latents
+from .renoise import Conditioning, FiniteWatch, NoisePredictor
 from .schedule import DDIMSchedule, ddim_step
 
 
@@ -25,13 +25,16 @@ def ddim_reconstruct(
 ) -> torch.Tensor:
     """Denoise seeds z_T (B, C, h, w) to clean latents (B, C, h, w), float32 (one UNet call per step)."""
     names = list(names) if names is not None else [f"image[{i}]" for i in range(seeds.shape[0])]
+    watch = FiniteWatch(seeds.shape[0], seeds.device, names) if check_finite else None
     z = seeds.float()
     for count, index in enumerate(reversed(range(schedule.num_steps))):
         timestep = schedule.timesteps[index]
         alpha_t, alpha_s = schedule.alphas_at(index)
         z = ddim_step(z, predict(z, timestep, conditioning), alpha_t, alpha_s)
-        if check_finite:
-            check_finite_latents(z, names, f"during reconstruction at timestep t={timestep}")
+        if watch is not None:
+            watch.update(z, index)  # on the device: no host sync inside the loop
         if on_step is not None:
             on_step(count)
+    if watch is not None:
+        watch.check(lambda i: f"during reconstruction at timestep t={schedule.timesteps[i]}")
     return z

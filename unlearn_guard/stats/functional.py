@@ -27,6 +27,8 @@ import torch
 
 from ..config import DistanceKind
 from ..errors import InputError, InsufficientDataError, NonFiniteError
+from ..kernels._dispatch import Backend
+from ..kernels.seed_statistics import squared_error, sum_of_squares
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 
@@ -42,11 +44,12 @@ def _first_indices(indices: Sequence[int], limit: int = 10) -> str:
 # --- Seed likelihood (SPEC 4) ------------------------------------------------------------------
 
 
-def seed_nll(seeds: torch.Tensor) -> torch.Tensor:
+def seed_nll(seeds: torch.Tensor, backend: Backend = "torch") -> torch.Tensor:
     """Negative log-likelihood of each seed under N(0, I), constant included (SPEC 4).
 
     Args:
         seeds: (B, ...) floating tensor; each seed is everything after the batch dimension.
+        backend: "torch" (float64 reference), "triton" or "auto" (fused reduction on CUDA).
 
     Returns:
         (B,) float64 on the seeds' device. An all-zero SD 1.4 seed (4, 64, 64) gives 15,055.89.
@@ -57,12 +60,12 @@ def seed_nll(seeds: torch.Tensor) -> torch.Tensor:
         raise InputError(f"seeds: expected a non-empty tensor of shape (B, ...), got shape {tuple(seeds.shape)}")
     if not seeds.is_floating_point():
         raise InputError(f"seeds: expected a floating-point tensor, got dtype {seeds.dtype}")
-    z = seeds.detach().to(torch.float64).reshape(seeds.shape[0], -1)  # (B, D)
+    z = seeds.detach().reshape(seeds.shape[0], -1)  # (B, D)
     bad = (~torch.isfinite(z)).any(dim=1).nonzero().flatten().tolist()
     if bad:
         raise NonFiniteError(f"seeds: NaN or Inf in the seeds at batch indices [{_first_indices(bad)}]")
     entries_per_seed = z.shape[1]
-    return 0.5 * z.square().sum(dim=1) + entries_per_seed * _HALF_LOG_2PI  # (B,)
+    return 0.5 * sum_of_squares(z, backend=backend) + entries_per_seed * _HALF_LOG_2PI  # (B,)
 
 
 def _check_seed_shape(seed_shape: Any) -> tuple[int, ...]:
@@ -92,13 +95,16 @@ def normal_nll_set(seed_shape: tuple[int, ...], n: int, seed: int) -> torch.Tens
 # --- Reconstruction quality --------------------------------------------------------------------
 
 
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+def psnr(
+    reconstruction: torch.Tensor, target: torch.Tensor, quantize: bool = True, backend: Backend = "torch"
+) -> torch.Tensor:
     """PSNR of each image pair, 10 log10(1 / MSE) over all values of the image (peak 1.0).
 
     Args:
         reconstruction: (B, C, H, W) in [0, 1]; C is 3 for RGB images.
         target: same shape and range.
         quantize: round both to 8 bits first, round(x * 255) / 255 (the `mofc` setting).
+        backend: "torch" (float64 reference), "triton" or "auto" (fused reduction on CUDA).
 
     Returns:
         (B,) float64 on the inputs' device; identical images give +inf.
@@ -112,9 +118,8 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, quantize: bool = Tr
             f"reconstruction and target must have the same shape, got {tuple(reconstruction.shape)} "
             f"and {tuple(target.shape)}"
         )
-    images = []
     for name, x in (("reconstruction", reconstruction), ("target", target)):
-        x = x.detach().to(torch.float64).flatten(1)  # (B, C*H*W)
+        x = x.detach().flatten(1)  # (B, C*H*W)
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten().tolist()
         if bad:
             raise NonFiniteError(f"{name}: NaN or Inf in images at batch indices [{_first_indices(bad)}]")
@@ -126,9 +131,8 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor, quantize: bool = Tr
                 f"{name}: values must lie in [0, 1], got min {low:.6g} and max {high:.6g} "
                 f"(images at batch indices [{_first_indices(indices)}])"
             )
-        x = x.clamp(0.0, 1.0)
-        images.append(torch.round(x * 255.0) / 255.0 if quantize else x)
-    mse = (images[0] - images[1]).square().mean(dim=1)  # (B,)
+    # Clamp to [0, 1] (and 8-bit rounding) happen inside the squared-error reduction.
+    mse = squared_error(reconstruction, target, quantize, backend=backend) / reconstruction[0].numel()  # (B,)
     return 10.0 * torch.log10(1.0 / mse)  # mse == 0 -> 1/0 = inf -> +inf
 
 
