@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = commands.add_parser(
         "probe", help="probe one model: summary table, JSON result", formatter_class=raw,
-        description="Probe one (erased) model: invert the concept images (and reference images) into seeds, "
-                    "reconstruct them, and report per-image seed NLL and PSNR and d_N.",
+        description=("Probe one (erased) model: invert the concept images (and reference images) into seeds,\n"
+                     "reconstruct them, and report per-image seed NLL and PSNR, and d_N when reference images\n"
+                     "are given. Writes the JSON result (--output) and optionally the HTML report (--html)."),
         epilog="example:\n  unlearn-guard probe --model shapes-world --lora adapter/ --concept-images circles/ "
                "--reference-images others/ --preset fast --output probe.json\n\n" + EXIT_CODES_HELP)
     _add_model_arguments(probe, checkpoints=False)
@@ -274,10 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     gate = commands.add_parser(
         "gate", help="probe checkpoints and decide pass/fail (exit code 0/1) with JSON and HTML reports",
         formatter_class=raw,
-        description="Release gate: probe each checkpoint and pass it when it has forgotten the concept: "
-                    "d_N >= --min-dn (and mean PSNR <= --max-psnr when given). d_N near 1 means the model still "
-                    "remembers; MoFC's best erasure reached 2.49. Writes OUTPUT/gate.json and OUTPUT/report.html; "
-                    "each probed checkpoint is cached in OUTPUT/cache/, so --resume continues an interrupted run.",
+        description=(
+            "Release gate: probe each checkpoint and pass it when it has forgotten the concept:\n"
+            "d_N >= --min-dn (and mean concept PSNR <= --max-psnr when given). d_N near 1 means the\n"
+            "concept's seeds are as likely as anything the model knows: it still remembers (MoFC's best\n"
+            "erasure, ESD on 'parachute', reached 2.49). Writes OUTPUT/gate.json and OUTPUT/report.html;\n"
+            "each probed checkpoint is cached in OUTPUT/cache/, so --resume continues an interrupted run.\n"
+            "Image folders hold the images and a prompts.csv with a header row 'file,prompt'."),
         epilog="examples:\n"
                "  unlearn-guard gate --model shapes-world --checkpoints unlearn_guard_outputs/demo/checkpoints \\\n"
                "      --concept-images unlearn_guard_outputs/demo/images/concept \\\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from . import plots
@@ -25,8 +26,8 @@ h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:1.6rem;border
 .verdict{padding:1rem 1.2rem;border-radius:8px;color:#fff;margin:.8rem 0}
 .verdict.pass{background:#1a7f37}.verdict.fail{background:#cf222e}.verdict.none{background:#57606a}
 .verdict .big{font-size:1.6rem;font-weight:700}.verdict ul{margin:.4rem 0 0 1.1rem;padding:0}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
-th{background:#f6f8fa}td.l,th.l{text-align:left}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+th{background:#f6f8fa}td.l,th.l{text-align:left}td.w{white-space:normal;word-break:break-all}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
 .plot{max-width:100%;height:auto;display:block;margin:.4rem 0}
 .grid{display:flex;flex-wrap:wrap;gap:.6rem}.pair{border:1px solid #ddd;border-radius:6px;padding:.3rem;font-size:.7rem;text-align:center;width:210px}
 .pair img{width:96px;height:96px;image-rendering:pixelated;margin:1px}
@@ -91,20 +92,22 @@ def _verdict_block(report: dict[str, Any]) -> str:
 
 def _summary_table(records: list[dict[str, Any]]) -> str:
     rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>d_N</th><th>interval</th><th>distance</th>'
-            '<th>mean PSNR (dB)</th><th>mean NLL (E)</th><th class="l">verdict</th><th class="l">weights</th></tr>']
+            '<th>PSNR (dB)</th><th>NLL (E)</th><th class="l">verdict</th><th class="l">weights</th></tr>']
     for r in records:
         level = f"{round(float(r['confidence']) * 100)}% " if r.get("confidence") is not None else ""
         interval = (f"{level}[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]" if r.get("ci_low") is not None
                     else "&ndash;")
         verdict = r.get("verdict")
         cls = "" if verdict is None else ("ok" if r.get("passed") else "bad")
-        weights = ", ".join(f"{k}: {v}" for k, v in (r.get("weights") or {}).items() if v) or "base model"
+        # file or folder names only; full paths and hashes are in the Inputs section
+        weights = ", ".join(f"{k}: {Path(v).name}" for k, v in (r.get("weights") or {}).items() if v)
+        weights = weights or "base model"
         cached = " (cached)" if r.get("from_cache") else ""
         rows.append(
             f'<tr><td class="l">{_e(r["name"])}</td><td>{_e(r.get("step") if r.get("step") is not None else "")}</td>'
             f'<td>{_num(r.get("d_n"))}</td><td>{interval}</td><td>{_e(r.get("distance_kind") or "")}</td>'
             f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td>'
-            f'<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l"><code>{_e(weights)}</code></td></tr>'
+            f'<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l w"><code>{_e(weights)}</code></td></tr>'
         )
     return "<table>" + "".join(rows) + "</table>"
 

@@ -102,8 +102,12 @@ def d_n_by_step(steps: Sequence[int], d_n: Sequence[float], low: Sequence[float]
     axes.errorbar(list(steps), values, yerr=[lower, upper], marker="o", capsize=3, label="d_N (interval)")
     axes.axhline(threshold, color=_COLOURS["E"], linestyle="--", label=f"threshold {threshold:g}")
     axes.axhline(1.0, color=_COLOURS["N"], linestyle=":", linewidth=1, label="1 = remembers as well as anything")
+    tops = [v + u for v, u in zip(values, upper)] + [threshold, 1.0]
+    bottoms = [v - lo for v, lo in zip(values, lower)] + [threshold, 1.0]
+    span = max(tops) - min(bottoms) or 1.0
+    axes.set_ylim(min(bottoms) - 0.08 * span, max(tops) + 0.08 * span)  # threshold and 1 always in view
     axes.set_xlabel("training step")
     axes.set_ylabel("d_N")
     axes.set_title("Memory relative distance d_N by checkpoint")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(figure)

@@ -1,0 +1,227 @@
+"""The gate's parts on their own: --set parsing, the decision rule, checkpoint discovery, the cache key."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from unlearn_guard.config import ProbeConfig
+from unlearn_guard.errors import InputError
+from unlearn_guard.gate.cache import ResultCache, cache_key
+from unlearn_guard.gate.checkpoints import Weights, discover_checkpoints, file_sha256, weights_in
+from unlearn_guard.gate.decision import Thresholds, decide, overall
+from unlearn_guard.gate.knobs import apply_settings, settable_keys
+
+
+# --------------------------------------------------------------------------- --set key=value
+@pytest.mark.parametrize("assignment, path, value", [
+    ("inversion.num_steps=20", ("inversion", "num_steps"), 20),
+    ("distance=w1", ("distance",), "w1"),
+    ("batch_size=none", ("batch_size",), None),
+    ("batch_size=3", ("batch_size",), 3),
+    ("confidence=0.9", ("confidence",), 0.9),
+    ("quantize_psnr=false", ("quantize_psnr",), False),
+    ("inversion.regularization.enabled=off", ("inversion", "regularization", "enabled"), False),
+    ("inversion.regularization.lambda_ac=12.5", ("inversion", "regularization", "lambda_ac"), 12.5),
+    ("inversion.early_window=(0,3)", ("inversion", "early_window"), (0, 3)),
+    ("inversion.late_window=[1, 4]", ("inversion", "late_window"), (1, 4)),
+    ("inversion.z0_mode=mean", ("inversion", "z0_mode"), "mean"),
+])
+def test_set_reaches_every_nested_field(assignment, path, value):
+    config = apply_settings(ProbeConfig.from_preset("mofc"), [assignment])
+    found = config
+    for name in path:
+        found = getattr(found, name)
+    assert found == value and type(found) is type(value)
+
+
+def test_set_relabels_science_changes_but_not_bookkeeping():
+    assert apply_settings(ProbeConfig.from_preset("fast"), ["inversion.num_steps=4"]).preset == "custom"
+    assert apply_settings(ProbeConfig.from_preset("fast"), ["batch_size=2", "seed=3"]).preset == "fast"
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("nosuchfield=1", "ProbeConfig has no field 'nosuchfield'"),
+    ("inversion.regularization.nope=1", "RegularizationConfig has no field 'nope'"),
+    ("inversion=3", "'inversion' is a group"),
+    ("seed.value=3", "'seed' is a single value"),
+    ("seed=1.5", "--set seed=1.5: expected an int"),
+    ("quantize_psnr=maybe", "expected true or false"),
+    ("inversion.early_window=1,2,3", "expected a list like an int,an int"),
+    ("inversion.early_window=3,1", "start <= stop"),
+    ("preset=fast", "choose it with --preset"),
+    ("=3", "expected key=value"),
+])
+def test_set_errors_name_the_key_and_value(assignment, message):
+    with pytest.raises(InputError) as caught:
+        apply_settings(ProbeConfig(), [assignment])
+    assert message in str(caught.value)
+
+
+def test_set_picks_up_fields_added_later_without_code_changes():
+    """The parser reads the dataclass fields and annotations, so a new field (e.g. a kernel backend) works."""
+
+    @dataclass(frozen=True)
+    class WithBackend(ProbeConfig):
+        backend: Literal["auto", "triton", "torch"] = "auto"
+
+    config = apply_settings(WithBackend(), ["backend=torch"])
+    assert config.backend == "torch" and "backend" in settable_keys(WithBackend())
+    with pytest.raises(InputError, match=re.escape("--set backend=cuda: expected 'auto' | 'triton' | 'torch'")):
+        apply_settings(WithBackend(), ["backend=cuda"])
+
+
+def test_settable_keys_cover_every_leaf_field():
+    keys = settable_keys()
+    assert "inversion.regularization.lambda_kl" in keys and "distance" in keys
+    assert "preset" not in keys and "progress" not in keys and "inversion" not in keys
+    for key in keys:  # every listed key is accepted with its current value
+        value = ProbeConfig()
+        for name in key.split("."):
+            value = getattr(value, name)
+        text = "none" if value is None else ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert apply_settings(ProbeConfig(), [f"{key}={text}"]) == ProbeConfig(), key
+
+
+# --------------------------------------------------------------------------- the decision
+@pytest.mark.parametrize("d_n, psnr, min_d_n, max_psnr, passed", [
+    (2.5, 30.0, 2.0, None, True),
+    (2.0, 30.0, 2.0, None, True),      # the threshold itself passes
+    (1.99, 10.0, 2.0, None, False),
+    (math.nan, 10.0, 2.0, None, False),  # an undefined d_N never passes
+    (2.5, 25.0, 2.0, 25.0, True),
+    (2.5, 25.01, 2.0, 25.0, False),    # forgot by d_N but still reconstructs
+    (1.5, 12.0, 2.0, 25.0, False),
+    (2.5, math.inf, 2.0, 25.0, False),
+])
+def test_decision_table(d_n, psnr, min_d_n, max_psnr, passed):
+    decision = decide(d_n, psnr, Thresholds(min_d_n, max_psnr))
+    assert decision.passed is passed and decision.verdict == ("pass" if passed else "fail")
+    assert len(decision.reasons) == (1 if max_psnr is None else 2)
+    assert f"{min_d_n:g}" in decision.reasons[0]
+
+
+def test_overall_fails_when_any_checkpoint_fails():
+    ok, bad = decide(3.0, 10.0, Thresholds(2.0)), decide(1.0, 10.0, Thresholds(2.0))
+    assert overall({"a": ok, "b": ok}).passed
+    verdict = overall({"a": ok, "b": bad, "c": bad})
+    assert not verdict.passed and "2 of 3" in verdict.reasons[0] and "b, c" in verdict.reasons[0]
+
+
+@pytest.mark.parametrize("value", [0, -1, "x", math.nan, math.inf, None])
+def test_thresholds_must_be_positive_numbers(value):
+    with pytest.raises(InputError, match="--min-dn: got .*expected a positive number"):
+        Thresholds(value)
+
+
+# --------------------------------------------------------------------------- checkpoint discovery
+def _touch(path, data=b"w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("files, expected", [
+    (["pytorch_lora_weights.safetensors"], {"lora": "."}),
+    (["adapter_config.json", "adapter_model.safetensors"], {"lora": "."}),
+    (["unet_lora/pytorch_lora_weights.safetensors", "optimizer.bin"], {"lora": "unet_lora"}),
+    (["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler.bin"],
+     {"unet_weights": "unet/diffusion_pytorch_model.safetensors"}),
+    (["text_encoder/config.json", "text_encoder/model.safetensors"], {"text_encoder": "text_encoder"}),
+    (["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "scaler.pt"],
+     {"unet_weights": "model.safetensors"}),
+    (["esd-unet.pt"], {"unet_weights": "esd-unet.pt"}),
+    (["text_encoder/config.json", "text_encoder/model.safetensors", "pytorch_lora_weights.safetensors"],
+     {"lora": ".", "text_encoder": "text_encoder"}),
+])
+def test_weights_in_a_checkpoint_folder(tmp_path, files, expected):
+    for name in files:
+        _touch(tmp_path / name)
+    weights = weights_in(tmp_path)
+    found = {k: v for k, v in weights.to_dict().items() if v is not None}
+    assert found == {k: str(tmp_path / v) if v != "." else str(tmp_path) for k, v in expected.items()}
+
+
+def test_checkpoints_are_found_in_step_order(tmp_path):
+    for step in (1000, 500, 50):
+        _touch(tmp_path / f"checkpoint-{step}" / "pytorch_lora_weights.safetensors")
+    _touch(tmp_path / "logs" / "events.txt")
+    _touch(tmp_path / "checkpoint-final" / "pytorch_lora_weights.safetensors")  # not checkpoint-<step>
+    found = discover_checkpoints(tmp_path)
+    assert [(c.name, c.step) for c in found] == [("checkpoint-50", 50), ("checkpoint-500", 500), ("checkpoint-1000", 1000)]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: _touch(p / "notes.txt"), "holds no erased weights"),
+    (lambda p: (_touch(p / "a/adapter_config.json"), _touch(p / "b/adapter_config.json")), "holds 2 LoRA adapters"),
+    (lambda p: _touch(p / "unet/config.json"), "has a unet/ folder without"),
+])
+def test_ambiguous_or_empty_checkpoints_are_refused(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(InputError, match=message):
+        weights_in(tmp_path)
+
+
+def test_weights_check_their_paths(tmp_path):
+    with pytest.raises(InputError, match="--unet-weights: .* has suffix '.txt'"):
+        _touch(tmp_path / "w.txt")
+        Weights(unet_weights=tmp_path / "w.txt")
+    with pytest.raises(InputError, match="--text-encoder: .* is not a folder"):
+        Weights(text_encoder=tmp_path / "w.txt")
+    assert Weights().is_base and Weights().describe().startswith("base model")
+
+
+# --------------------------------------------------------------------------- the cache
+def _key(**changes):
+    inputs = {
+        "model": {"source": "/a/pipeline", "kind": "folder", "sha256": "m" * 64, "files": 3},
+        "weights": {"/ckpt/lora.safetensors": "w" * 64},
+        "concept": [("e1", "a circle"), ("e2", "a circle")],
+        "reference": [("r1", "a square"), ("r2", "a ring")],
+        "config": ProbeConfig.from_preset("fast").to_dict(),
+    }
+    inputs.update(changes)
+    return cache_key(**inputs)
+
+
+@pytest.mark.parametrize("changes, same", [
+    ({}, True),
+    ({"weights": {"/moved/elsewhere.safetensors": "w" * 64}}, True),            # moving a file keeps the key
+    ({"model": {"source": "/b/pipeline", "kind": "folder", "sha256": "m" * 64, "files": 3}}, True),
+    ({"config": ProbeConfig.from_preset("fast", progress=False).to_dict()}, True),  # progress bars change nothing
+    ({"weights": {"/ckpt/lora.safetensors": "x" * 64}}, False),
+    ({"model": {"source": "/a/pipeline", "kind": "folder", "sha256": "n" * 64, "files": 3}}, False),
+    ({"concept": [("e1", "a circle"), ("e3", "a circle")]}, False),             # another image
+    ({"concept": [("e1", "a circle"), ("e2", "a red circle")]}, False),         # another prompt
+    ({"reference": [("r2", "a ring"), ("r1", "a square")]}, False),             # another order
+    ({"config": ProbeConfig.from_preset("fast", seed=1).to_dict()}, False),
+    ({"config": ProbeConfig.from_preset("mofc").to_dict()}, False),
+    ({"model": {"source": "org/model", "kind": "hub", "revision": "abc"}}, False),
+])
+def test_cache_key_changes_exactly_when_the_numbers_could(changes, same):
+    assert (_key(**changes) == _key()) is same
+
+
+def test_cache_round_trip_is_atomic_and_checks_its_key(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    assert cache.get("k1") is None and len(cache) == 0
+    cache.put("k1", {"d_n": 1.5})
+    assert cache.get("k1") == {"d_n": 1.5, "cache_key": "k1"} and len(cache) == 1
+    assert not list((tmp_path / "cache").glob(".*"))  # no temporary file left behind
+    (tmp_path / "cache" / "k2.json").write_text('{"d_n": 2.0, "cache_key": "k1"}')  # copied by hand
+    with pytest.warns(UserWarning, match="does not hold key k2"):
+        assert cache.get("k2") is None
+    (tmp_path / "cache" / "k3.json").write_text("{half")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert cache.get("k3") is None
+
+
+def test_file_hash_matches_hashlib(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 40_000  # 10 MB: several read chunks
+    _touch(tmp_path / "w.bin", data)
+    assert file_sha256(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
