@@ -360,3 +360,14 @@ def test_probe_command_and_report_rerender(world, tmp_path, capsys):
     (tmp_path / "other.json").write_text('{"a": 1}')
     code, _, err = run_cli(["report", str(tmp_path / "other.json")], capsys)
     assert code == 2 and "neither a gate report" in _single_error_line(err)
+
+
+def test_quiet_mode_prints_only_the_verdict_and_paths(world, tmp_path, capsys):
+    loud = [a for a in CHEAP if a != "--quiet"]
+    code, out, err = run_cli(gate_args(world, tmp_path / "loud", *loud, "--min-dn", "1e-9"), capsys)
+    assert code == 0 and "probe erased" in err and "%|" in err  # progress bars per image set (negative control)
+    assert "base: d_N = " in out
+    code, out, err = run_cli(gate_args(world, tmp_path / "quiet", *CHEAP, "--min-dn", "1e-9"), capsys)
+    assert code == 0 and "%|" not in err and "probe erased" not in err
+    assert out.splitlines() == ["gate: PASS: all 1 checkpoint(s) passed",
+                                f"wrote {tmp_path / 'quiet' / 'gate.json'} and {tmp_path / 'quiet' / 'report.html'}"]

@@ -192,6 +192,7 @@ def _key(**changes):
     ({"weights": {"/moved/elsewhere.safetensors": "w" * 64}}, True),            # moving a file keeps the key
     ({"model": {"source": "/b/pipeline", "kind": "folder", "sha256": "m" * 64, "files": 3}}, True),
     ({"config": ProbeConfig.from_preset("fast", progress=False).to_dict()}, True),  # progress bars change nothing
+    ({"config": ProbeConfig.from_preset("fast", batch_size=1).to_dict()}, True),  # chunking changes nothing
     ({"weights": {"/ckpt/lora.safetensors": "x" * 64}}, False),
     ({"model": {"source": "/a/pipeline", "kind": "folder", "sha256": "n" * 64, "files": 3}}, False),
     ({"concept": [("e1", "a circle"), ("e3", "a circle")]}, False),             # another image
@@ -200,6 +201,7 @@ def _key(**changes):
     ({"config": ProbeConfig.from_preset("fast", seed=1).to_dict()}, False),
     ({"config": ProbeConfig.from_preset("mofc").to_dict()}, False),
     ({"model": {"source": "org/model", "kind": "hub", "revision": "abc"}}, False),
+    ({"extra": {"thumbnails": 4}}, False),
 ])
 def test_cache_key_changes_exactly_when_the_numbers_could(changes, same):
     assert (_key(**changes) == _key()) is same

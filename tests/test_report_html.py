@@ -28,7 +28,8 @@ def chromium() -> str:
     path = Path("/usr/bin/chromium")
     found = str(path) if path.is_file() else shutil.which("chromium")
     if found is None:
-        pytest.fail("headless Chromium is missing: run `bash scripts/env.sh` (installs Debian's chromium package)")
+        pytest.fail("headless Chromium is missing: run `bash scripts/env.sh` as root (it installs Debian's chromium "
+                    "package with apt-get), or `apt-get install chromium`")
     return found
 
 

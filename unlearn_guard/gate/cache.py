@@ -3,7 +3,7 @@
 One JSON file per probed checkpoint, `<folder>/<key>.json`, written atomically (temporary file,
 then rename). The key is the SHA-256 of everything that determines the probe's numbers: the
 base model's fingerprint, the erased weights' file hashes, the concept and reference images'
-pixel hashes and prompts, and the probe config (without `progress`, which changes nothing).
+pixel hashes and prompts, and the probe config (without `progress` and `batch_size`, which change no number).
 A different image, weight file, prompt or knob gives another key, so a stale entry is never used.
 """
 
@@ -19,7 +19,9 @@ from typing import Any
 from ..results import write_text_atomic
 
 CACHE_VERSION = 1
-_NOT_IN_KEY = ("progress",)
+# Fields that cannot change a number: progress bars, and the chunk size (every random draw comes
+# from per-image generators, and tests/test_probe.py checks that a batch of N equals N singles).
+_NOT_IN_KEY = ("progress", "batch_size")
 
 
 def cache_key(
@@ -28,6 +30,7 @@ def cache_key(
     concept: list[tuple[str, str]],
     reference: list[tuple[str, str]],
     config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """SHA-256 over the canonical JSON of the inputs.
 
@@ -36,6 +39,7 @@ def cache_key(
         weights: {file: sha256} of the erased weights (paths are dropped: moving files keeps the key).
         concept / reference: (image sha256, prompt) per image, in order.
         config: `ProbeConfig.to_dict()`.
+        extra: anything else the cached entry depends on (the gate's thumbnail count).
     """
     identity = {k: v for k, v in model.items() if k != "source" or model.get("kind") == "hub"}
     payload = {
@@ -45,6 +49,7 @@ def cache_key(
         "concept": [list(pair) for pair in concept],
         "reference": [list(pair) for pair in reference],
         "config": {k: v for k, v in config.items() if k not in _NOT_IN_KEY},
+        "extra": extra or {},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

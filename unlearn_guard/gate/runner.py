@@ -245,7 +245,8 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     for checkpoint in bar:
         # 1. the cache key
         hashes = weight_hashes(checkpoint.weights)
-        key = cache_key(fingerprint, hashes, concept_pairs, reference_pairs, probe_config.to_dict())
+        key = cache_key(fingerprint, hashes, concept_pairs, reference_pairs, probe_config.to_dict(),
+                        extra={"thumbnails": min(config.thumbnails, len(concept))})
         # 2. cached or probed
         entry = cache.get(key) if config.resume else None
         from_cache = entry is not None
