@@ -17,7 +17,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .errors import InputError, NonFiniteError, UnlearnGuardError
 
@@ -112,7 +112,7 @@ def _single_checkpoint(args: argparse.Namespace):
 def _probe(args: argparse.Namespace) -> int:
     from .gate.checkpoints import model_fingerprint, weight_hashes
     from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, resolve_model_source
-    from .gate.runner import _thumbnails
+    from .gate.runner import thumbnail_rows
     from .report.loading import PROBE_KIND
     from .results import write_text_atomic
 
@@ -134,7 +134,7 @@ def _probe(args: argparse.Namespace) -> int:
     data = result.to_dict()
     data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
                 weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
-                thumbnails=_thumbnails(concept, result, args.thumbnails))
+                thumbnails=thumbnail_rows(concept, result, args.thumbnails))
     write_text_atomic(output, json.dumps(data, indent=1))
     out.info(result.summary_table())
     out.essential(f"wrote {output}")

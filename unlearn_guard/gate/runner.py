@@ -15,9 +15,9 @@ Order of work:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -155,7 +155,8 @@ def _image_records(images: ImageSet, folder: Path) -> dict[str, Any]:
             "images": [{"name": n, "prompt": p, "sha256": h} for n, p, h in zip(images.names, images.prompts, images.sha256)]}
 
 
-def _thumbnails(images: ImageSet, result: ProbeResult, count: int) -> list[dict[str, str]]:
+def thumbnail_rows(images: ImageSet, result: ProbeResult, count: int) -> list[dict[str, str]]:
+    """The first `count` concept images beside their reconstructions, as small base64 PNGs."""
     from ..report.images import png_base64
 
     reconstructions = result.erased.reconstructions
@@ -194,7 +195,7 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
         "seconds": seconds,
         "probe": result.to_dict(),
         "normal_nll": [float(v) for v in result.normal_nll],
-        "thumbnails": _thumbnails(images, result, thumbnails),
+        "thumbnails": thumbnail_rows(images, result, thumbnails),
     }
 
 
@@ -252,11 +253,11 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
         from_cache = entry is not None
         if from_cache:
             resumed += 1
-            entry = {**entry, **checkpoint.to_dict()}  # names and paths of this run
+            entry = {**entry, **checkpoint.to_dict(), "weight_sha256": hashes}  # names and paths of this run
         else:
-            started = _dt.datetime.now()
+            started = time.perf_counter()
             result = load_and_probe(source, checkpoint, concept, reference, probe_config, config.device, config.dtype)
-            seconds = (_dt.datetime.now() - started).total_seconds()
+            seconds = time.perf_counter() - started
             entry = checkpoint_entry(checkpoint, result, concept, config.thumbnails, hashes, seconds)
             cache.put(key, entry)
         # 3. decide
