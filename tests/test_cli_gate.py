@@ -159,6 +159,7 @@ def test_bad_image_folders_exit_2_with_the_problem_named(world, tmp_path, capsys
     (["--min-dn", "2", "--resume", "--overwrite"], "--resume and --overwrite"),
     (["--min-dn", "2", "--lora", "/no/such/adapter"], "--lora: '/no/such/adapter' does not exist"),
     (["--min-dn", "2", "--unet-weights", "/no/such.pt"], "--unet-weights: '/no/such.pt' does not exist"),
+    (["--min-dn", "2", "--model", "/no/such/pipeline"], "folder '/no/such/pipeline' does not exist"),
 ])
 def test_bad_arguments_exit_2_with_the_problem_named(world, tmp_path, capsys, extra, message):
     code, out, err = run_cli(gate_args(world, tmp_path / "out", *CHEAP, *extra), capsys)
@@ -371,3 +372,13 @@ def test_quiet_mode_prints_only_the_verdict_and_paths(world, tmp_path, capsys):
     assert code == 0 and "%|" not in err and "probe erased" not in err
     assert out.splitlines() == ["gate: PASS: all 1 checkpoint(s) passed",
                                 f"wrote {tmp_path / 'quiet' / 'gate.json'} and {tmp_path / 'quiet' / 'report.html'}"]
+
+
+def test_a_folder_that_is_no_pipeline_exits_2_before_anything_is_hashed(world, tmp_path, capsys):
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "big.bin").write_bytes(b"x" * 1000)
+    argv = gate_args(world, tmp_path / "out", *CHEAP, "--min-dn", "2")
+    argv[argv.index("--model") + 1] = str(tmp_path / "not_a_model")
+    code, _, err = run_cli(argv, capsys)
+    line = _single_error_line(err)
+    assert code == 2 and "has no model_index.json" in line, line

@@ -21,7 +21,8 @@ from _gate_helpers import world_inputs
 torch.set_num_threads(1)
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
 
 
 def chromium() -> str:

@@ -28,6 +28,7 @@ EXIT_CODES_HELP = """exit codes:
   2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
      that do not match the model, unknown preset or --set key, bad threshold, missing device
   3  the probe itself failed (out of memory at batch size 1, NaN/Inf in a latent, a crash)
+  130  interrupted (Ctrl-C): finished checkpoints are cached; rerun with --resume
 """
 
 

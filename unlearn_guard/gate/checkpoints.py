@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..models.loading import DIFFUSERS_LORA_FILE, PEFT_CONFIG_FILE, SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -173,9 +173,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     memo_key = (str(file), stat.st_size, stat.st_mtime_ns)
     if memo_key not in _HASH_MEMO:
         digest = hashlib.sha256()
-        with open(file, "rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                digest.update(chunk)
+        try:
+            with open(file, "rb") as stream:
+                while chunk := stream.read(_HASH_CHUNK):
+                    digest.update(chunk)
+        except OSError as error:
+            raise InputError(f"cannot read {str(file)!r} to hash it: {error.strerror or error}") from None
         _HASH_MEMO[memo_key] = digest.hexdigest()
     return _HASH_MEMO[memo_key]
 
@@ -189,6 +192,9 @@ def model_fingerprint(source: str) -> dict[str, Any]:
     """What identifies the base model: file hashes of a local folder, or hub id and cached revision."""
     path = Path(source)
     if path.is_dir():
+        if not (path / "model_index.json").is_file():  # checked before hashing a folder that is no model
+            raise ModelError(f"--model: folder {str(path)!r} has no model_index.json; expected a Stable Diffusion "
+                             "pipeline folder written by pipe.save_pretrained, or a hub id")
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         digest = hashlib.sha256()
         for file in files:
