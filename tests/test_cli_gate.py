@@ -53,6 +53,14 @@ def test_gate_verdicts_follow_the_probe_numbers_before_and_after_esd(world, tmp_
               f"after {[round(c['d_n'], 4) for c in after['checkpoints']]}; PSNR before "
               f"{before['checkpoints'][0]['psnr_mean']:.2f}, after {[round(c['psnr_mean'], 2) for c in after['checkpoints']]}")
     assert d_before != d_after, "ESD changed nothing: the test cannot separate the verdicts"
+    # the gate's numbers are the probe's: the API on the same model, images and preset agrees
+    from unlearn_guard import load_model, probe
+    from unlearn_guard.world import WEIGHTS_DIR
+
+    direct = probe(load_model(WEIGHTS_DIR / "pipeline", lora=world / "checkpoints" / "checkpoint-20"),
+                   world / "concept", reference=world / "reference", config="fast", progress=False)
+    assert direct.d_n == pytest.approx(d_after, rel=1e-9, abs=0)
+    assert float(direct.erased.psnr.mean()) == pytest.approx(after["checkpoints"][-1]["psnr_mean"], rel=1e-9)
 
     # 2. decide at the midpoint: the two models must land on opposite sides, as their d_N say
     threshold = (d_before + d_after) / 2
