@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from _gate_helpers import CHEAP, gate_args, json_line, run_cli, world_inputs
 
@@ -390,3 +390,33 @@ def test_a_folder_that_is_no_pipeline_exits_2_before_anything_is_hashed(world, t
     code, _, err = run_cli(argv, capsys)
     line = _single_error_line(err)
     assert code == 2 and "has no model_index.json" in line, line
+
+
+def test_every_weight_form_is_gated_and_unchanged_weights_give_the_base_numbers(world, tmp_path, capsys):
+    """Full UNet state dicts (.safetensors, .pt, a diffusers unet/ folder) and a text encoder folder, each
+    holding the shipped model's own weights: the gate must load them and report exactly the base d_N."""
+    from unlearn_guard.world import WEIGHTS_DIR
+
+    pipeline = WEIGHTS_DIR / "pipeline"
+    state = load_file(str(pipeline / "unet" / "diffusion_pytorch_model.safetensors"))
+    checkpoints = tmp_path / "ckpts"
+    shutil.copytree(pipeline / "unet", checkpoints / "checkpoint-1" / "unet")
+    (checkpoints / "checkpoint-2").mkdir()
+    save_file(state, str(checkpoints / "checkpoint-2" / "model.safetensors"))
+    (checkpoints / "checkpoint-2" / "optimizer.bin").write_bytes(b"accelerate state, not weights")
+    (checkpoints / "checkpoint-3").mkdir()
+    torch.save(state, checkpoints / "checkpoint-3" / "unet.pt")
+    shutil.copytree(pipeline / "text_encoder", checkpoints / "checkpoint-4" / "text_encoder")
+
+    code, out, _ = run_cli(gate_args(world, tmp_path / "base", *CHEAP, "--json", "--min-dn", "1e-9"), capsys)
+    base = json_line(out)["checkpoints"][0]
+    code, out, _ = run_cli(gate_args(world, tmp_path / "forms", *CHEAP, "--json", "--min-dn", "1e-9",
+                                     "--checkpoints", str(checkpoints)), capsys)
+    gated = json_line(out)["checkpoints"]
+    assert code == 0 and [c["step"] for c in gated] == [1, 2, 3, 4]
+    for record in gated:
+        assert record["d_n"] == base["d_n"] and record["psnr_mean"] == base["psnr_mean"], record["name"]
+    report = json.loads((tmp_path / "forms" / "gate.json").read_text())
+    kinds = [{k for k, v in c["weights"].items() if v} for c in report["checkpoints"]]
+    assert kinds == [{"unet_weights"}, {"unet_weights"}, {"unet_weights"}, {"text_encoder"}]
+    assert not any("optimizer.bin" in f for c in report["checkpoints"] for f in c["weight_sha256"])
