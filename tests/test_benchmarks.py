@@ -15,6 +15,9 @@ CASES = {
     "replay_paper_table.py": ["--concepts", "circle", "--iterations", "2", "--images", "2", "--accuracy-images", "2",
                               "--preset", "fast"],
     "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2"],
+    # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
+    "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
+    "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2"],
 }
 

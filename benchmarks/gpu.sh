@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the fast-path issue in one command, on a CUDA machine with the repo's
+# .venv (or any env with unlearn_guard installed): rows are appended to benchmarks/RESULTS.md.
+#   bash benchmarks/gpu.sh            # about 10-20 minutes on one H100
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+py="${PYTHON:-../.venv/bin/python}"
+"$py" kernels.py --batches 1,16,64,256 --autograd-max-batch 16
+"$py" probe_throughput.py --model world --images 64 --presets mofc,fast --reference-images 4 --compile
+"$py" probe_throughput.py --model sd14-shaped --images 8 --presets mofc,fast --reference-images 2 --compile
+"$py" probe_throughput.py --model sd14-shaped --images 16 --presets fast --skip-reference-style --batch-size 16
+"$py" probe_presets.py --model sd14-shaped --device cuda --dtype bfloat16 --images 16 --batch-sizes 4,8,16
