@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from unlearn_guard import ProbeConfig, probe
+from unlearn_guard.errors import InputError
 from unlearn_guard.inversion.renoise import Conditioning, NoisePredictor
 from unlearn_guard.probe import with_compiled_unet
 from unlearn_guard.world import load_world_model
@@ -84,3 +85,17 @@ def test_compiled_unet_shares_weights_and_agrees(tiny_model):
     got = compiled.predict_noise(latents, 501, embeddings)
     torch.testing.assert_close(got, expected)
     assert next(compiled.unet.parameters()) is next(tiny_model.unet.parameters())
+
+
+def test_report_records_which_ops_ran_and_a_triton_request_that_cannot_run_fails_first(tiny_model, tiny_images, monkeypatch):
+    short = dataclasses.replace(ProbeConfig.from_preset("ddim").inversion, num_steps=2)
+    result = probe(tiny_model, tiny_images[:1], "a shape", config="ddim", progress=False, inversion=short)
+    assert result.provenance["fused_ops"] == "torch"  # auto on CPU
+    from unlearn_guard.kernels import _dispatch
+
+    monkeypatch.setattr(_dispatch, "INTERPRETING", False)
+    calls = []
+    monkeypatch.setattr(tiny_model, "predict_noise", lambda *a: calls.append(a))
+    with pytest.raises(InputError, match="backend='triton'"):
+        probe(tiny_model, tiny_images[:1], "a shape", config="ddim", progress=False, backend="triton")
+    assert calls == []  # refused before any UNet call

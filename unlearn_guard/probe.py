@@ -29,6 +29,7 @@ from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, NoisePredictor, check_finite_latents, renoise_invert
 from .inversion.schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet, load_image_set
+from .kernels._dispatch import resolve_backend
 from .models.bundle import DiffusionModel
 from .models.module_state import preserve_module_state
 from .provenance import provenance
@@ -242,6 +243,8 @@ def probe(
     config = resolve_config(config, overrides)
     model = as_model(model)
     model.check()
+    # The fused ops' backend, resolved now: a Triton request that can't run fails before any compute.
+    fused_ops = resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
     # 0. validate everything before any compute
     erased = load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")
     reference_set = None
@@ -282,5 +285,5 @@ def probe(
         memory_distance=distance,
         normal_nll=normal,
         config=config,
-        provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+        provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops),
     )
