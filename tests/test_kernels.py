@@ -255,3 +255,26 @@ def test_dispatchers_agree_across_backends():
     y = _randn((2, 4, 16, 16), 31)
     assert _close(sum_of_squares(x, backend="torch"), sum_of_squares(x.to(KERNEL_DEVICE), backend="triton"))
     assert _close(squared_error(x, y, backend="torch"), squared_error(x.to(KERNEL_DEVICE), y.to(KERNEL_DEVICE), backend="triton"))
+
+
+# ----------------------------------------------------------------------------- low-precision inputs
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_with_half_precision_inputs_match_float64_within_dtype_tolerance(dtype):
+    # The fast path feeds bf16/fp16 UNet outputs; the kernels compute in fp32. The reference sees
+    # the same rounded inputs in float64, so only the kernel's own error is measured.
+    shape = (2, 4, 16, 16)
+    eps, eps_opt = _randn(shape, 40).to(dtype), _randn(shape, 41).to(dtype)
+    offsets = draw_roll_offsets([torch.Generator().manual_seed(i) for i in range(2)], 4, 5, 4, 16, 16)
+    expected = noise_regularization_torch(eps.double(), eps_opt.double(), offsets)
+    got = noise_regularization_triton(eps.to(KERNEL_DEVICE), eps_opt.to(KERNEL_DEVICE), offsets.to(KERNEL_DEVICE))
+    assert got.dtype == dtype  # the result keeps the input dtype
+    assert _close(got, expected, dtype)
+    assert not _close(got.double() + 0.1, expected, dtype)  # negative control
+
+    z = _randn(shape, 42)
+    expected_update = renoise_update_torch(z.double(), eps.double(), eps_opt.double(), 7.5, None, 0, (1.2, -0.4))
+    update = renoise_update_triton(z.to(KERNEL_DEVICE), eps.to(KERNEL_DEVICE), eps_opt.to(KERNEL_DEVICE), 7.5, None, 0, (1.2, -0.4))
+    for got_t, exp_t in zip(update, expected_update):
+        assert _close(got_t, exp_t)  # fp32 outputs from half inputs: fp32 tolerance
+
+    assert _close(sum_of_squares_triton(eps.to(KERNEL_DEVICE)), sum_of_squares_torch(eps.double()))
