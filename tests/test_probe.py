@@ -211,3 +211,17 @@ def test_probe_reads_folders_with_prompts_csv_and_pil_images(tiny_model, tiny_im
     from_pil = probe(tiny_model, pil, ["a concept number 0", "a concept number 1"], config=QUICK)
     # Same pixels, same prompts, same seed: the same numbers whichever way the images arrived.
     assert_close(from_pil.erased.nll, result.erased.nll)
+
+
+def test_atomic_write_leaves_no_temporary_file_and_a_normal_mode(tmp_path):
+    import os
+    import stat
+
+    from unlearn_guard.results import write_text_atomic
+
+    target = write_text_atomic(tmp_path / "sub" / "result.json", "{}")
+    assert target.read_text() == "{}"
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]  # the temporary file was renamed
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600

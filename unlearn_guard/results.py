@@ -23,6 +23,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)
     os.replace(temp, target)
     return target
 

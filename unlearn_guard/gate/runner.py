@@ -308,8 +308,6 @@ def write_reports(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
 
     json_path = write_text_atomic(output / GATE_JSON, json.dumps(report, indent=1))
     html_path = write_text_atomic(output / REPORT_HTML, render_report(report))
-    for path in (json_path, html_path):  # temporary files are created 0600; reports are for sharing
-        path.chmod(0o644)
     return json_path, html_path
 
 
