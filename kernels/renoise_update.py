@@ -84,8 +84,8 @@ if HAS_TRITON:
     def _renoise_update_kernel(
         z_ptr, cond_ptr, uncond_ptr, avg_in_ptr, eps_out_ptr, avg_out_ptr, z_out_ptr,
         numel, guidance_scale, avg_index, coef_z, coef_eps,
-        HAS_UNCOND: tl.constexpr, READ_AVG: tl.constexpr, WRITE_AVG: tl.constexpr, STEP: tl.constexpr,
-        BLOCK: tl.constexpr,
+        HAS_UNCOND: tl.constexpr, WRITE_EPS: tl.constexpr, READ_AVG: tl.constexpr, WRITE_AVG: tl.constexpr,
+        STEP: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offsets < numel
@@ -93,7 +93,8 @@ if HAS_TRITON:
         if HAS_UNCOND:
             uncond = tl.load(uncond_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             eps = uncond + guidance_scale * (eps - uncond)
-        tl.store(eps_out_ptr + offsets, eps, mask=mask)
+        if WRITE_EPS:
+            tl.store(eps_out_ptr + offsets, eps, mask=mask)
         if WRITE_AVG:
             if READ_AVG:
                 avg = tl.load(avg_in_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -121,7 +122,9 @@ def renoise_update_triton(
     _check(z, eps_cond, eps_uncond, eps_avg, avg_index, step_coefficients)
     cond = eps_cond.contiguous()
     numel = cond.numel()
-    eps_out = torch.empty(cond.shape, dtype=torch.float32, device=cond.device)
+    # Without CFG a float32 eps is the input itself (as in the reference): no copy to write.
+    write_eps = eps_uncond is not None or cond.dtype != torch.float32
+    eps_out = torch.empty(cond.shape, dtype=torch.float32, device=cond.device) if write_eps else cond
     avg_out = torch.empty_like(eps_out) if avg_index is not None else None
     z_out = torch.empty_like(eps_out) if step_coefficients is not None else None
     if numel == 0:
@@ -137,7 +140,7 @@ def renoise_update_triton(
         avg_out if avg_out is not None else eps_out,
         z_out if z_out is not None else eps_out,
         numel, float(guidance_scale), float(avg_index or 0), float(coef_z), float(coef_eps),
-        HAS_UNCOND=eps_uncond is not None, READ_AVG=read_avg, WRITE_AVG=avg_index is not None,
+        HAS_UNCOND=eps_uncond is not None, WRITE_EPS=write_eps, READ_AVG=read_avg, WRITE_AVG=avg_index is not None,
         STEP=step_coefficients is not None, BLOCK=block, num_warps=4,
     )  # fmt: skip
     return RenoiseUpdate(eps_out, avg_out, z_out)

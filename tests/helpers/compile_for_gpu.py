@@ -44,7 +44,7 @@ def main(arch: int) -> None:
                 {"z_ptr": "*fp32", "cond_ptr": f"*{dtype}", "uncond_ptr": f"*{dtype}", "avg_in_ptr": "*fp32",
                  "eps_out_ptr": "*fp32", "avg_out_ptr": "*fp32", "z_out_ptr": "*fp32", "numel": "i32",
                  "guidance_scale": "fp32", "avg_index": "fp32", "coef_z": "fp32", "coef_eps": "fp32"},
-                dict(HAS_UNCOND=True, READ_AVG=True, WRITE_AVG=True, STEP=True, BLOCK=1024),
+                dict(HAS_UNCOND=True, WRITE_EPS=True, READ_AVG=True, WRITE_AVG=True, STEP=True, BLOCK=1024),
                 4,
             ),
             "sum_of_squares": (

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
+from ..kernels.renoise_update import inverse_step_coefficients
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,10 @@ def ddim_schedule(scheduler_config: dict[str, Any], num_steps: int) -> DDIMSched
 def inverse_ddim_step(z_s: torch.Tensor, eps: torch.Tensor, alpha_prod_t: float, alpha_prod_s: float) -> torch.Tensor:
     """z_t = sqrt(abar_t/abar_s) z_s + (sqrt(1-abar_t) - sqrt(abar_t) sqrt(1-abar_s)/sqrt(abar_s)) eps.
 
-    The exact algebraic inverse of `ddim_step` (SPEC 1). Coefficients are formed in float64 and
-    applied in the tensors' dtype.
+    The exact algebraic inverse of `ddim_step` (SPEC 1). Coefficients are formed in float64 (the
+    same `inverse_step_coefficients` the fused ReNoise update uses) and applied in the tensors' dtype.
     """
-    a_t, a_s = float(alpha_prod_t), float(alpha_prod_s)
-    coef_z = (a_t / a_s) ** 0.5
-    coef_eps = (1 - a_t) ** 0.5 - a_t**0.5 * (1 - a_s) ** 0.5 / a_s**0.5
+    coef_z, coef_eps = inverse_step_coefficients(alpha_prod_t, alpha_prod_s)
     return coef_z * z_s + coef_eps * eps
 
 
