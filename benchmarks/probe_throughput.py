@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--presets", default="mofc,fast")
     parser.add_argument("--batch-size", type=int, default=None, help="chunk size of the batched rows (default: all images)")
     parser.add_argument("--fast-dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    parser.add_argument("--fast-backend", default="auto", choices=["auto", "triton", "torch"],
+                        help="fused ops of the fast rows; 'triton' on CPU needs TRITON_INTERPRET=1 (agreement check only)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile row (minutes of compile on CPU)")
     parser.add_argument("--skip-reference-style", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -123,11 +125,11 @@ def main() -> None:
     batch = args.batch_size or args.images
     variants += [
         ("torch batched", fp32, dict(batch_size=batch, backend="torch"), False, args.images),
-        (f"fused + {args.fast_dtype}", fast, dict(batch_size=batch, backend="auto"), False, args.images),
+        (f"fused + {args.fast_dtype}", fast, dict(batch_size=batch, backend=args.fast_backend), False, args.images),
     ]
     if args.compile:
         variants.append((f"fused + {args.fast_dtype} + compile", fast,
-                         dict(batch_size=batch, backend="auto", compile_unet=True), False, args.images))
+                         dict(batch_size=batch, backend=args.fast_backend, compile_unet=True), False, args.images))
 
     rows = []
     for preset in args.presets.split(","):
@@ -169,7 +171,8 @@ def main() -> None:
     header = ["preset", "variant", "images", "s/image", "images/s", "speedup", "UNet evals/image", "UNet TFLOP/s",
               "of matmul peak", "wall s", "vs torch batched"]
     table = markdown_table(header, rows)
-    fused_ops = "Triton" if device.type == "cuda" else "PyTorch (backend auto on CPU)"
+    fused_ops = {"triton": "Triton" + (" (interpreted)" if device.type == "cpu" else ""), "torch": "PyTorch",
+                 "auto": "Triton" if device.type == "cuda" else "PyTorch (backend auto on CPU)"}[args.fast_backend]
     note = (f"UNet FLOPs per evaluation (flop counter, batch 1, {side}x{side} images): {flops / 1e9:.4g} GFLOP; "
             f"matmul peak measured now: {peak:.3g} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); "
             f"fused rows ran their ops on {fused_ops}")
