@@ -3,8 +3,8 @@
 On the shipped world model with the `mofc` science on 10 steps (3 of them regularise, 7 calls
 each). Without CUDA the kernels run under the interpreter on CPU; with CUDA on the GPU.
 Tolerances (the GPU issue's targets): per-image NLL within 0.5 %, PSNR within 0.5 dB, d_N within
-5 %. Measured on CPU (world model, 4 + 4 images, mofc at 50 steps): NLL 0.18 %, PSNR 0.07 dB,
-d_N 0.2 %.
+5 %. Measured on CPU (world model, 4 + 4 images, mofc at 50 steps; benchmarks/probe_throughput.py
+--fast-backend triton, row in RESULTS.md): NLL 0.18 %, PSNR 0.07 dB, d_N 1.057 vs 1.055.
 """
 
 from __future__ import annotations
