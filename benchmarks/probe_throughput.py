@@ -102,6 +102,8 @@ def main() -> None:
                         help="fused ops of the fast rows; 'triton' on CPU needs TRITON_INTERPRET=1 (agreement check only)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile row (minutes of compile on CPU)")
     parser.add_argument("--skip-reference-style", action="store_true")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="count one UNet evaluation's FLOPs, print (and record) them, and stop")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
@@ -117,6 +119,12 @@ def main() -> None:
     resize = lambda x: torch.nn.functional.interpolate(x.float() / 255, size=side, mode="bilinear")  # noqa: E731
     erased, reference = resize(erased), resize(reference)
     flops = unet_flops(fp32)
+    if args.flops_only:
+        line = f"one UNet evaluation of {args.model} at {fp32.resolution}x{fp32.resolution} images, batch 1: {flops / 1e9:.1f} GFLOP"
+        print(line)
+        if not args.no_record:
+            append_results(f"UNet FLOPs (torch.utils.flop_counter): {args.model}", line, device)
+        return
     peak = matmul_rate(device, fast_dtype if device.type == "cuda" else torch.float32)
 
     variants = []
