@@ -112,12 +112,7 @@ def main() -> None:
     device = torch.device(args.device)
     fast_dtype = getattr(torch, args.fast_dtype)
 
-    erased, erased_prompts, reference, reference_prompts = probe_sets("circle", args.images, 0)
     fp32 = build(args.model, args.device, torch.float32)
-    fast = build(args.model, args.device, fast_dtype)
-    side = fp32.resolution
-    resize = lambda x: torch.nn.functional.interpolate(x.float() / 255, size=side, mode="bilinear")  # noqa: E731
-    erased, reference = resize(erased), resize(reference)
     flops = unet_flops(fp32)
     if args.flops_only:
         line = f"one UNet evaluation of {args.model} at {fp32.resolution}x{fp32.resolution} images, batch 1: {flops / 1e9:.1f} GFLOP"
@@ -125,6 +120,11 @@ def main() -> None:
         if not args.no_record:
             append_results(f"UNet FLOPs (torch.utils.flop_counter): {args.model}", line, device)
         return
+    fast = build(args.model, args.device, fast_dtype)
+    erased, erased_prompts, reference, reference_prompts = probe_sets("circle", args.images, 0)
+    side = fp32.resolution
+    resize = lambda x: torch.nn.functional.interpolate(x.float() / 255, size=side, mode="bilinear")  # noqa: E731
+    erased, reference = resize(erased), resize(reference)
     peak = matmul_rate(device, fast_dtype if device.type == "cuda" else torch.float32)
 
     variants = []
