@@ -115,7 +115,7 @@ def main() -> None:
     fp32 = build(args.model, args.device, torch.float32)
     flops = unet_flops(fp32)
     if args.flops_only:
-        line = f"one UNet evaluation of {args.model} at {fp32.resolution}x{fp32.resolution} images, batch 1: {flops / 1e9:.1f} GFLOP"
+        line = f"one UNet evaluation of {args.model} at {fp32.resolution}x{fp32.resolution} images, batch 1: {flops / 1e9:.4g} GFLOP"
         print(line)
         if not args.no_record:
             append_results(f"UNet FLOPs (torch.utils.flop_counter): {args.model}", line, device)
