@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import InputError
-from ._dispatch import HAS_TRITON, Backend, resolve_backend
+from ._dispatch import HAS_TRITON, Backend, in_layout_of, resolve_backend
 
 if HAS_TRITON:
     import triton
@@ -161,4 +161,7 @@ def renoise_update(
     tensors = [t for t in (z, eps_cond, eps_uncond, eps_avg) if t is not None]
     chosen = resolve_backend(backend, *tensors, op="renoise_update")
     implementation = renoise_update_triton if chosen == "triton" else renoise_update_torch
-    return implementation(z, eps_cond, eps_uncond, guidance_scale, eps_avg, avg_index, step_coefficients)
+    update = implementation(z, eps_cond, eps_uncond, guidance_scale, eps_avg, avg_index, step_coefficients)
+    # Outputs keep the inputs' memory layout (a channels_last latent stays channels_last).
+    return RenoiseUpdate(*(None if t is None else in_layout_of(t, like)
+                           for t, like in ((update.eps, eps_cond), (update.eps_avg, eps_cond), (update.z_next, z))))

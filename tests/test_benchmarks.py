@@ -18,6 +18,8 @@ CASES = {
     # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
     "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
     "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
+    # 2 of the golden run's 50 steps: the script end to end; agreement is the golden test's job.
+    "released_parity.py": ["--rows", "batched", "--steps", "2", "--threads", "1"],
     "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2"],
 }
 

@@ -43,6 +43,11 @@ def test_json_round_trip(name):
         (lambda: ProbeConfig.from_preset("slow"), "unknown preset 'slow'"),
         (lambda: PRESETS["mofc"].replace(colour="red"), "no field"),
         (lambda: ProbeConfig.from_dict({"presett": "mofc"}), "unknown fields"),
+        (lambda: ProbeConfig(rng="numpy"), "rng"),
+        (lambda: ProbeConfig(image_seed=42), "image_seed"),  # only meaningful with rng="released"
+        (lambda: ProbeConfig(rng="released", image_seed=1.5), "image_seed"),
+        (lambda: ProbeConfig(normal_seed="0"), "normal_seed"),
+        (lambda: ProbeConfig(seed=True), "seed"),
     ],
 )
 def test_invalid_values_name_the_field(build, match):
@@ -55,3 +60,19 @@ def test_overrides_relabel_only_when_the_science_changes():
     assert ProbeConfig.from_preset("fast", distance="w1").preset == "custom"
     assert PRESETS["mofc"].replace(inversion=InversionConfig(num_steps=20)).preset == "custom"
     assert PRESETS["mofc"].replace(inversion=InversionConfig()).preset == "mofc"  # same values: still mofc
+
+
+def test_the_released_random_stream_is_bookkeeping_not_science():
+    released = ProbeConfig.from_preset("mofc", rng="released", image_seed=7, normal_seed=3)
+    assert released.preset == "mofc" and released.image_generator_seed == 7
+    assert ProbeConfig.from_preset("mofc", rng="released").image_generator_seed == 42  # the released code's seed
+    assert PRESETS["mofc"].image_generator_seed is None  # per-image derived seeds by default
+    again = ProbeConfig.from_json(released.to_json())
+    assert again == released and again.rng == "released"
+
+
+def test_the_cli_reaches_the_released_stream_through_set():
+    from unlearn_guard.gate.knobs import apply_settings
+
+    config = apply_settings(PRESETS["mofc"], ["rng=released", "image_seed=42", "normal_seed=none"])
+    assert (config.rng, config.image_seed, config.normal_seed, config.preset) == ("released", 42, None, "mofc")

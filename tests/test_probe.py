@@ -225,3 +225,57 @@ def test_atomic_write_leaves_no_temporary_file_and_a_normal_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_released_stream_is_batch_invariant_and_seeds_every_image_alike(tiny_model, tiny_images):
+    # rng="released": a fresh generator seeded 42 per image, so identical images get identical
+    # seeds wherever they sit in the set, and chunking changes nothing.
+    images = torch.cat([tiny_images[:2], tiny_images[:1]])  # image 0 again at index 2
+    config = QUICK.replace(rng="released")
+    whole = probe(tiny_model, images, "p", config=config, batch_size=3, keep_seeds=True)
+    single = probe(tiny_model, images, "p", config=config, batch_size=1, keep_seeds=True)
+    assert_close(whole.erased.seeds, single.erased.seeds, scale=10)
+    assert torch.equal(whole.erased.seeds[0], whole.erased.seeds[2])
+    derived = probe(tiny_model, images, "p", config=QUICK, keep_seeds=True)  # per-image streams differ
+    assert not torch.allclose(derived.erased.seeds[0], derived.erased.seeds[2])
+
+
+def test_released_stream_draws_the_posterior_sample_then_two_unused_latents(tiny_model, tiny_images):
+    # The first regularisation call's offsets come after 3 latent-sized randn draws: changing the
+    # image seed changes the result, and replaying the stream by hand gives the same z_T.
+    from unlearn_guard.probe import consume_released_extra_draws, image_generators
+
+    config = QUICK.replace(rng="released", image_seed=5)
+    result = probe(tiny_model, tiny_images[:1], "p", config=config, keep_seeds=True)
+    other = probe(tiny_model, tiny_images[:1], "p", config=config.replace(image_seed=6), keep_seeds=True)
+    assert not torch.allclose(result.erased.seeds, other.erased.seeds)
+    generators = image_generators(config, "erased", [0])
+    assert generators[0].initial_seed() == 5
+    before = generators[0].get_state()
+    consume_released_extra_draws(generators, (4, 8, 8))
+    replay = torch.Generator().manual_seed(5)
+    torch.randn((2, 1, 4, 8, 8), generator=replay)
+    assert torch.equal(generators[0].get_state(), replay.get_state()) and not torch.equal(before, replay.get_state())
+
+
+def test_external_normal_set_is_used_and_recorded(tiny_model, tiny_images):
+    normal = [float(v) for v in torch.linspace(355.0, 366.0, 12)]
+    result = probe(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], reference_prompts="q",
+                   config=QUICK, normal_nll=normal)
+    assert torch.equal(result.normal_nll, torch.tensor(normal, dtype=torch.float64))
+    assert result.memory_distance.n_normal == 12 and result.provenance["normal_set"] == "external"
+    from unlearn_guard.stats.functional import memory_relative_distance
+
+    assert result.d_n == pytest.approx(memory_relative_distance(result.erased.nll, result.reference.nll, normal))
+    drawn = probe(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], reference_prompts="q", config=QUICK)
+    assert drawn.provenance["normal_set"] == "drawn" and drawn.memory_distance.n_normal == QUICK.n_normal
+
+
+@pytest.mark.parametrize(
+    "normal,match",
+    [([360.0], "at least 2"), ([[1.0, 2.0]], "1-D"), ([360.0, float("nan")], "NaN or Inf"), ("abc", "sequence of numbers")],
+)
+def test_bad_external_normal_set_is_refused_before_compute(tiny_model, tiny_images, normal, match):
+    with pytest.raises(InputError, match=match):
+        probe(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], reference_prompts="q", config=QUICK,
+              normal_nll=normal)

@@ -31,6 +31,12 @@ DistanceKind = Literal["mofc", "w1"]
 ResizePolicy = Literal["error", "resize", "center_crop"]
 PresetName = Literal["mofc", "fast", "ddim", "custom"]
 BackendName = Literal["auto", "triton", "torch"]
+RngMode = Literal["per_image", "released"]
+
+# The released MoFC code seeds a fresh generator with 42 for every image, and the golden N set
+# (shared/parity) was drawn from manual_seed(0).
+RELEASED_IMAGE_SEED = 42
+RELEASED_NORMAL_SEED = 0
 
 
 def _require(condition: bool, name: str, value: Any, expected: str) -> None:
@@ -142,6 +148,18 @@ class ProbeConfig:
             "auto" (Triton on CUDA, PyTorch on CPU), "triton", or "torch" (the reference).
         compile_unet: run the UNet through `torch.compile` (fixed shapes per chunk; first
             chunk pays the compile time). The model's own module is left untouched.
+        rng: where the random draws come from.
+            "per_image" (default): each image's generator is seeded from (seed, set, index), so
+            results are independent of batching and of the other images.
+            "released": bit-for-bit the released MoFC code's random stream. Every image gets a
+            fresh generator seeded with `image_seed` (42); z0 is its VAE posterior sample, then
+            two unused randn draws of the latent's shape, then the roll offsets; the image tensor
+            goes into the VAE channels_last, as diffusers' preprocessing hands it over; the N set
+            is drawn one seed at a time from a generator seeded with `normal_seed` (0).
+            Still batch-invariant (every image starts from the same seed).
+        image_seed: the per-image generator seed in "released" mode (None: 42); must stay None
+            in "per_image" mode, where `seed` fixes everything.
+        normal_seed: the N set's generator seed (None: derived from `seed`, or 0 in "released" mode).
     """
 
     preset: PresetName = "mofc"
@@ -160,6 +178,9 @@ class ProbeConfig:
     check_finite: bool = True
     backend: BackendName = "auto"
     compile_unet: bool = False
+    rng: RngMode = "per_image"
+    image_seed: int | None = None
+    normal_seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
@@ -174,6 +195,20 @@ class ProbeConfig:
         )
         _require(self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
         _require(self.backend in ("auto", "triton", "torch"), "backend", self.backend, "auto|triton|torch")
+        _require(self.rng in ("per_image", "released"), "rng", self.rng, "'per_image' or 'released'")
+        _require(_is_seed(self.seed), "seed", self.seed, "an int (torch.Generator.manual_seed range)")
+        for name in ("image_seed", "normal_seed"):
+            value = getattr(self, name)
+            _require(value is None or _is_seed(value), name, value, "None or an int (manual_seed range)")
+        _require(self.image_seed is None or self.rng == "released", "image_seed", self.image_seed,
+                 "None unless rng='released' (in 'per_image' mode `seed` fixes every draw)")
+
+    @property
+    def image_generator_seed(self) -> int | None:
+        """The seed of every image's generator in "released" mode; None in "per_image" mode."""
+        if self.rng != "released":
+            return None
+        return RELEASED_IMAGE_SEED if self.image_seed is None else self.image_seed
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ProbeConfig":
@@ -222,11 +257,17 @@ class ProbeConfig:
         return cls.from_dict(json.loads(text))
 
 
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64
+
+
 # Fields that change how a probe runs or what it keeps, but not the numbers it measures.
 _BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
                           "bootstrap_samples", "confidence", "n_normal", "resize",
                           # How the numbers are computed, not which: same science within dtype tolerance.
-                          "backend", "compile_unet"})
+                          "backend", "compile_unet",
+                          # Which random stream, not which algorithm: like `seed`.
+                          "rng", "image_seed", "normal_seed"})
 
 PRESETS: dict[str, ProbeConfig] = {
     "mofc": ProbeConfig(preset="mofc"),

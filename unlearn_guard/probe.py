@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .config import PRESETS, ProbeConfig
+from .config import PRESETS, RELEASED_NORMAL_SEED, ProbeConfig
 from .errors import InputError, InsufficientDataError, UnlearnGuardError
 from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, NoisePredictor, check_finite_latents, renoise_invert
@@ -50,8 +50,30 @@ def derive_seed(seed: int, label: str, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def image_generators(seed: int, label: str, indices: Sequence[int]) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(derive_seed(seed, label, i)) for i in indices]
+def image_generators(config: ProbeConfig, label: str, indices: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image: seeded from (seed, set, index), or in rng="released" mode a
+    fresh generator seeded with `image_seed` (42) for every image, as the released code does."""
+    released_seed = config.image_generator_seed
+    if released_seed is not None:
+        return [torch.Generator().manual_seed(released_seed) for _ in indices]
+    return [torch.Generator().manual_seed(derive_seed(config.seed, label, i)) for i in indices]
+
+
+def consume_released_extra_draws(generators: Sequence[torch.Generator], latent_shape: Sequence[int]) -> None:
+    """The released pipeline's two randn draws of the latent's shape after the posterior sample
+    (img2img's noise and the inversion's stored noise); neither is used, both move the stream."""
+    for generator in generators:
+        for _ in range(2):
+            torch.randn((1, *latent_shape), generator=generator)
+
+
+def normal_set(config: ProbeConfig, seed_shape: tuple[int, ...]) -> torch.Tensor:
+    """NLLs of the N set for this config (SPEC 4): (n_normal,) float64."""
+    if config.rng == "released":
+        seed = RELEASED_NORMAL_SEED if config.normal_seed is None else config.normal_seed
+        return normal_nll_set(seed_shape, config.n_normal, seed, one_at_a_time=True)
+    seed = derive_seed(config.seed, "normal", 0) if config.normal_seed is None else config.normal_seed
+    return normal_nll_set(seed_shape, config.n_normal, seed)
 
 
 def resolve_config(config: ProbeConfig | str | None, overrides: dict[str, Any]) -> ProbeConfig:
@@ -78,6 +100,20 @@ def as_model(model: Any) -> DiffusionModel:
         f"model: got {type(model).__name__}; expected a DiffusionModel, a StableDiffusionPipeline, "
         "or a hub id / local pipeline folder"
     )
+
+
+def check_normal_nll(values: Any) -> torch.Tensor:
+    """An external N set as (n,) float64: 1-D, at least 2 finite numbers; InputError otherwise."""
+    try:
+        tensor = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f"normal_nll: expected a 1-D sequence of numbers, got {type(values).__name__}") from error
+    if tensor.dim() != 1 or tensor.numel() < 2:
+        raise InputError(f"normal_nll: expected a 1-D sequence of at least 2 NLLs, got shape {tuple(tensor.shape)}")
+    bad = torch.nonzero(~torch.isfinite(tensor)).flatten().tolist()
+    if bad:
+        raise InputError(f"normal_nll: NaN or Inf at indices {bad[:10]}; expected finite NLLs")
+    return tensor
 
 
 def _auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
@@ -145,10 +181,21 @@ def _probe_chunk(
     names = [images.names[i] for i in indices]
     prompts = [images.prompts[i] for i in indices]
     pixels = images.pixels[indices]  # (b, 3, H, W) in [-1, 1]
-    generators = image_generators(config.seed, label, indices)
+    released = config.rng == "released"
+    if released:
+        # diffusers' preprocessing hands the VAE a channels_last tensor, and every later latent
+        # inherits that layout; the convolutions' rounding, and so the seeds, depend on it.
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    generators = image_generators(config, label, indices)
     predict = NoisePredictor(model, backend=config.backend)
     # 1. conditioning and z0 (SPEC 2.1-2.2)
-    z0 = model.encode_images(pixels, generators, mode=inv.z0_mode)  # (b, C, h, w) float32
+    if released:
+        # The released code encodes each image alone; the VAE's convolutions round differently
+        # at other batch sizes, and an inversion can amplify a 1e-5 change in z0 to 1e-1 in z_T.
+        z0 = torch.cat([model.encode_images(pixels[i : i + 1], [g], mode=inv.z0_mode) for i, g in enumerate(generators)])
+        consume_released_extra_draws(generators, z0.shape[1:])
+    else:
+        z0 = model.encode_images(pixels, generators, mode=inv.z0_mode)  # (b, C, h, w) float32
     if config.check_finite:
         check_finite_latents(z0, names, "after VAE encoding")
     conditioning = _conditioning(model, prompts, inv.guidance_scale)
@@ -161,7 +208,7 @@ def _probe_chunk(
     if inv.reconstruction_guidance_scale != inv.guidance_scale:
         conditioning = _conditioning(model, prompts, inv.reconstruction_guidance_scale)
     clean = ddim_reconstruct(
-        predict, seeds, conditioning, schedule, names, config.check_finite,
+        predict, seeds.contiguous(), conditioning, schedule, names, config.check_finite,
         on_step=lambda _: bar.update(len(indices)),
     )
     reconstructions = model.decode_latents(clean)  # (b, 3, H, W) in [0, 1]
@@ -224,6 +271,7 @@ def probe(
     reference: Any = None,
     reference_prompts: str | Sequence[str] | dict[str, str] | None = None,
     config: ProbeConfig | str | None = None,
+    normal_nll: Any = None,
     **overrides: Any,
 ) -> ProbeResult:
     """Probe an (erased) model with images of the erased concept; optionally against a reference set.
@@ -235,6 +283,10 @@ def probe(
         prompts: one prompt for all, one per image, or {file name: prompt}.
         reference / reference_prompts: the reference set R (other content), same forms. Needed for d_N.
         config: a `ProbeConfig` or a preset name ("mofc" default, "fast", "ddim").
+            `config="mofc", rng="released"` reproduces the released code's random stream bit
+            for bit (see `ProbeConfig.rng`).
+        normal_nll: an external N set, (n,) NLLs of N(0, I) draws of z_T's shape (n >= 2), e.g.
+            the list a published run used; replaces the N set drawn from the config.
         **overrides: ProbeConfig fields to replace (e.g. seed=1, batch_size=2, progress=False).
     Returns:
         ProbeResult with per-image NLL and PSNR, d_N with its interval (when R is given),
@@ -243,6 +295,7 @@ def probe(
     config = resolve_config(config, overrides)
     model = as_model(model)
     model.check()
+    external_normal = None if normal_nll is None else check_normal_nll(normal_nll)
     # The fused ops' backend, resolved now: a Triton request that can't run fails before any compute.
     fused_ops = resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
     # 0. validate everything before any compute
@@ -267,7 +320,7 @@ def probe(
         )
     factor = model.vae_scale_factor
     seed_shape = (model.latent_channels, erased.pixels.shape[-2] // factor, erased.pixels.shape[-1] // factor)
-    normal = normal_nll_set(seed_shape, config.n_normal, derive_seed(config.seed, "normal", 0))
+    normal = normal_set(config, seed_shape) if external_normal is None else external_normal
     distance = None
     if reference_result is not None:
         distance = memory_distance(
@@ -285,5 +338,8 @@ def probe(
         memory_distance=distance,
         normal_nll=normal,
         config=config,
-        provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops),
+        provenance={
+            **provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops),
+            "normal_set": "external" if external_normal is not None else "drawn",
+        },
     )

@@ -15,8 +15,8 @@ an average exists, so the draw count per call and per step is the released code'
 the UNet evaluation whose output is never used (that last iteration, outside the window) is
 skipped, which changes no result.
 
-Fast path: every roll-offset table of the whole inversion is drawn before the first step (same
-draws, same order) and copied to the device once; the elementwise work of an iteration and the
+Fast path: every roll-offset table of the whole inversion is drawn before the first step (the
+draws a lazy loop would make, in the released code's order) and copied to the device once; the elementwise work of an iteration and the
 regularisation run as fused ops (`unlearn_guard.kernels`, backend "auto" | "triton" | "torch");
 NaN/Inf is tracked on the device and checked once at the end, so the step loop never waits on
 the host.

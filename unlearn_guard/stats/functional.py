@@ -75,11 +75,13 @@ def _check_seed_shape(seed_shape: Any) -> tuple[int, ...]:
     return shape
 
 
-def normal_nll_set(seed_shape: tuple[int, ...], n: int, seed: int) -> torch.Tensor:
+def normal_nll_set(seed_shape: tuple[int, ...], n: int, seed: int, one_at_a_time: bool = False) -> torch.Tensor:
     """NLLs of the N set: `n` draws z ~ N(0, I) of `seed_shape` (SPEC 4).
 
-    The draws are one float32 `torch.randn((n, *seed_shape))` on CPU from
-    `torch.Generator().manual_seed(seed)`, so the set depends only on (seed_shape, n, seed).
+    The draws come, in float32 on CPU, from `torch.Generator().manual_seed(seed)`: one
+    `torch.randn((n, *seed_shape))`, or with `one_at_a_time` n draws of shape (1, *seed_shape)
+    as the released code makes them. The set depends only on (seed_shape, n, seed) and the
+    draw mode (the two agree whenever a seed has a multiple of 16 entries, as SD's do).
 
     Returns:
         (n,) float64 on CPU.
@@ -88,7 +90,10 @@ def normal_nll_set(seed_shape: tuple[int, ...], n: int, seed: int) -> torch.Tens
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InputError(f"n: expected an int >= 1 (number of N(0, I) draws), got {n!r}")
     generator = torch.Generator().manual_seed(int(seed))
-    draws = torch.randn((n, *shape), generator=generator)  # (n, *seed_shape) float32
+    if one_at_a_time:
+        draws = torch.cat([torch.randn((1, *shape), generator=generator) for _ in range(n)])
+    else:
+        draws = torch.randn((n, *shape), generator=generator)  # (n, *seed_shape) float32
     return seed_nll(draws)
 
 
