@@ -19,6 +19,7 @@ CASES = {
     "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
     "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2"],
+    "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
 }
 
 
