@@ -376,3 +376,17 @@ def test_threads_flag_sets_torchs_threads_for_the_command_only(world, tmp_path, 
                                capsys)
         assert code == 2 and f"--threads: got {int(bad)}; expected an int >= 1" in err.strip().splitlines()[-1]
     assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("cores, omp, expected", [(1, None, 1), (2, None, 1), (4, None, None), (16, None, None),
+                                                  (2, "2", None)])
+def test_default_threads_is_one_on_two_cores_unless_the_user_said(monkeypatch, cores, omp, expected):
+    """benchmarks/threads_contention.py: on 2 shared cores one thread ran 8-20x faster than two."""
+    import unlearn_guard.cli as cli
+
+    monkeypatch.setattr(cli, "_usable_cores", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert cli.default_threads() == expected

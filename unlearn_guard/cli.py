@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -63,8 +64,6 @@ def _train_world(args: argparse.Namespace) -> int:
           f"{report['classifier_heldout_accuracy']:.3f}; generated concept accuracy "
           f"{report['generated_concept_accuracy_mean']:.3f}; VAE PSNR {report['vae_psnr_mean']:.1f} dB")
     return 0
-
-
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -138,15 +137,38 @@ def _progress_bars_off(libraries: tuple[str, ...]) -> Iterator[None]:
             enable()
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int | None:
+    """The CLI's thread count when --threads is not given: 1 on a machine with at most 2 usable
+    cores, else None (torch's default); None too when OMP_NUM_THREADS says what the user wants.
+
+    Measured (benchmarks/threads_contention.py, RESULTS.md): on 2 cores shared with other torch
+    jobs, ESD steps of the demo took a median 15-22 s with 2 threads against 0.8-2.9 s with 1,
+    because OpenMP threads spin-wait for cores another process holds. On 2 cores the best case of
+    a second thread is 2x; the measured worst case was 20x the other way.
+    """
+    if "OMP_NUM_THREADS" in os.environ or _usable_cores() > 2:
+        return None
+    return 1
+
+
 @contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op CPU threads set to `count` (None: torch's default), restored afterwards."""
+    """torch's intra-op CPU threads set to `count` (None: `default_threads()`), restored afterwards."""
     if count is None:
-        yield
-        return
+        count = default_threads()
+        if count is None:
+            yield
+            return
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InputError(f"--threads: got {count!r}; expected an int >= 1 (default: torch's, "
-                         "usually the number of CPU cores)")
+        raise InputError(f"--threads: got {count!r}; expected an int >= 1 (default: 1 on machines with at most "
+                         "2 cores, else torch's: one per core)")
     import torch
 
     before = torch.get_num_threads()
@@ -329,8 +351,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser, checkpoints: bool) -> 
 
 def _add_threads_argument(group: Any) -> None:
     group.add_argument("--threads", type=int, metavar="N",
-                       help="torch CPU threads (default: torch's, one per core). On a machine shared with another "
-                            "torch job, --threads 1 avoids threads spinning against each other")
+                       help="torch CPU threads (default: 1 on a machine with at most 2 cores, where a second thread "
+                            "ran 8-20x slower beside another job; else torch's, one per core; OMP_NUM_THREADS is "
+                            "respected). If another torch job shares the CPU, fewer threads help")
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
