@@ -255,6 +255,7 @@ def _with_handler(parser, command, handler):
 # --------------------------------------------------------------------------- 6. reused vs resumed
 def test_identical_checkpoints_are_reused_not_resumed(hostile_run):
     done, output = hostile_run
+    assert done.returncode == 0, done.stderr  # the shared run also resizes (item 2)
     text = done.stdout + done.stderr
     assert "checkpoint-6: d_N = " in text and "(reused the result of checkpoint-2: identical weights)" in text
     assert "reused this run's result for 1 checkpoint(s) with identical weights: checkpoint-6 (same as checkpoint-2)" in text
@@ -270,6 +271,7 @@ def test_identical_checkpoints_are_reused_not_resumed(hostile_run):
 # --------------------------------------------------------------------------- 7. long prompts
 def test_a_long_prompt_is_warned_about_once(hostile_run):
     done, _ = hostile_run
+    assert done.returncode == 0, done.stderr  # the shared run also resizes (item 2)
     cut = [line for line in done.stderr.splitlines() if "longer than the tokenizer's limit" in line]
     assert len(cut) == 1, done.stderr  # once, although three checkpoints were gated (two probed)
     assert cut[0].startswith("warning: prompts: 1 of 8 prompts are longer than the tokenizer's limit of 12 tokens")
@@ -279,6 +281,7 @@ def test_a_long_prompt_is_warned_about_once(hostile_run):
 # --------------------------------------------------------------------------- 8. one-line warnings
 def test_warnings_are_one_line_each(hostile_run):
     done, _ = hostile_run
+    assert done.returncode == 0, done.stderr  # the shared run also resizes (item 2)
     lines = done.stderr.splitlines()
     warned = [line for line in lines if "warning" in line.lower()]
     assert len(warned) >= 2  # the resize and the long-prompt notes (a negative control for the next line)
@@ -289,6 +292,7 @@ def test_warnings_are_one_line_each(hostile_run):
 # --------------------------------------------------------------------------- 10. quiet start-up, at the CLI only
 def test_no_library_start_up_noise_in_the_cli(hostile_run):
     done, _ = hostile_run
+    assert done.returncode == 0, done.stderr  # the shared run also resizes (item 2)
     assert "torchvision" not in done.stderr and "Loading pipeline components" not in done.stderr, done.stderr
     assert "Loading weights" not in done.stderr
     assert "probe erased" in done.stderr  # our own progress bars still show (not quiet)
