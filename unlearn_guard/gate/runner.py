@@ -28,8 +28,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ProbeConfig
-from ..config import ResizePolicy
+from ..config import ProbeConfig, ResizePolicy
 from ..errors import InputError, InsufficientDataError, OutputError, UnlearnGuardError
 from ..io import ImageSet, load_image_set
 from ..probe import ProbeFailure, probe
@@ -156,7 +155,7 @@ def load_folder(folder: str | os.PathLike, flag: str, minimum: int = 2, resoluti
     return images
 
 
-def _wrote_nothing_note(cache: ResultCache, probed: int) -> str:
+def _cached_so_far(cache: ResultCache, probed: int) -> str:
     if probed == 0:
         return "no checkpoint had finished"
     return (f"the {probed} checkpoint result(s) probed before it stay cached in {str(cache.folder)!r}: "
@@ -319,7 +318,7 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
                 cache.put(key, entry)
             except OutputError as error:
                 raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
-                                  f"{_wrote_nothing_note(cache, probed)}") from None
+                                  f"{_cached_so_far(cache, probed)}") from None
             probed += 1
             this_run[key] = (checkpoint.name, entry)
         # 3. decide
