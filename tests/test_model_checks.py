@@ -66,6 +66,22 @@ def test_nan_lora_of_a_unet_in_training_is_named_before_any_inversion(wrap, tiny
     assert "image" not in message.replace("not the images", ""), message  # no image is blamed
 
 
+def test_the_training_monitor_records_the_nan_parameter_by_name(tiny_images, monkeypatch):
+    """The callback path: a probe during training fails on the weights, named, and training goes on."""
+    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, ProbeWarning
+
+    model, unet = _in_training_model("add_adapter")
+    name = next(n for n, _ in unet.named_parameters() if "lora_A" in n)
+    monitor = ProbeMonitor(model, tiny_images, "a cat", reference=tiny_images, reference_prompts="a dog",
+                           config=MonitorConfig(every_n_steps=1, probe="fast"))
+    with torch.no_grad():
+        dict(unet.named_parameters())[name][0, 0] = math.inf
+    monkeypatch.setattr(PROBE_MODULE, "renoise_invert", _never_invert)
+    with pytest.warns(ProbeWarning):
+        record = monitor.probe_now(1)
+    assert record.error.startswith("NonFiniteWeightsError") and f"'unet.{name}'" in record.error, record.error
+
+
 def test_inf_in_the_vae_or_text_encoder_is_named_too():
     model = DiffusionModel.from_components(**build_tiny_components(0))  # fresh: the fixture's weights are shared
     with torch.no_grad():
