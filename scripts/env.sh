@@ -1,23 +1,14 @@
 #!/usr/bin/env bash
 # Creates .venv and installs unlearn_guard with its test extras. Idempotent: re-runs only when
 # pyproject.toml changed. torch is installed first and pinned to 2.13.0 so that pip takes the
-# CPU build on this machine's disk instead of pulling a multi-GB CUDA build.
+# CPU build on this machine's disk instead of pulling a multi-GB CUDA build. Installs nothing
+# outside .venv: the browser only the tests need comes from scripts/test_setup.sh (test.sh runs it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.unlearn_guard_installed"
 log="$venv/install.log"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
-# Headless Chromium renders the HTML report in its test (tests/test_report_html.py). Installed from
-# Debian's archive on fresh CI machines when missing and we are root with apt-get; idempotent.
-if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing Debian's chromium for the HTML report test (log: /tmp/unlearn_guard_chromium.log)"
-  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } >/tmp/unlearn_guard_chromium.log 2>&1; then
-    echo "apt-get install chromium failed; last lines of /tmp/unlearn_guard_chromium.log:" >&2
-    tail -n 20 /tmp/unlearn_guard_chromium.log >&2
-    exit 1
-  fi
-fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -11,16 +11,20 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 CASES = {
-    "probe_presets.py": ["--images", "1", "--presets", "fast", "--batch-sizes", "1"],
+    # --threads 1 everywhere: on 2 cores shared with another job, 2 threads ran 8-20x slower
+    # (benchmarks/threads_contention.py), enough to hit the timeout below.
+    "probe_presets.py": ["--images", "1", "--presets", "fast", "--batch-sizes", "1", "--threads", "1"],
     "replay_paper_table.py": ["--concepts", "circle", "--iterations", "2", "--images", "2", "--accuracy-images", "2",
-                              "--preset", "fast"],
-    "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2"],
+                              "--preset", "fast", "--threads", "1"],
+    "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2", "--threads", "1"],
     # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
     "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
     "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     # 2 of the golden run's 50 steps: the script end to end; agreement is the golden test's job.
     "released_parity.py": ["--rows", "batched", "--steps", "2", "--threads", "1"],
-    "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2"],
+    "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2",
+                                "--threads", "1"],
+    "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
 }
 
 

@@ -250,8 +250,11 @@ def test_too_few_reference_images_exit_2(world, tmp_path, capsys):
     assert code == 2 and "needs at least 2" in _single_error_line(err)
 
 
-# --------------------------------------------------------------------------- probe failures (exit 3)
-def test_non_finite_weights_make_the_probe_fail_with_exit_3(world, tmp_path, capsys):
+# --------------------------------------------------------------------------- non-finite weights (exit 2)
+def test_non_finite_weights_are_named_with_exit_2_before_any_probe(world, tmp_path, capsys, monkeypatch):
+    """NaN in the weights is the weights' fault (bad input), named by file and tensor; the images are
+    never blamed and nothing is probed."""
+    import unlearn_guard.gate.runner as runner
     from unlearn_guard.world import load_world_pipeline
 
     state = {k: v.clone() for k, v in load_world_pipeline().unet.state_dict().items()}
@@ -259,13 +262,16 @@ def test_non_finite_weights_make_the_probe_fail_with_exit_3(world, tmp_path, cap
     state[key] = torch.full_like(state[key], math.nan)
     nan_unet = tmp_path / "nan_unet.safetensors"
     save_file(state, str(nan_unet))
+    monkeypatch.setattr(runner, "probe", lambda *a, **k: pytest.fail("probed a model with NaN weights"))
     code, out, err = run_cli(gate_args(world, tmp_path / "out", *CHEAP, "--json", "--min-dn", "2",
                                        "--unet-weights", str(nan_unet)), capsys)
     line = _single_error_line(err)
-    assert code == 3 and line.startswith("error: probe failed:") and "NaN" in line, line
-    assert json_line(out)["exit_code"] == 3
+    assert code == 2 and "nan_unet.safetensors" in line and f"'{key}'" in line and "NaN" in line, line
+    assert "latent" not in line and "image" not in line, line
+    assert json_line(out)["exit_code"] == 2
 
 
+# --------------------------------------------------------------------------- probe failures (exit 3)
 @pytest.mark.parametrize("raised", [RuntimeError("CUDA error: an illegal memory access"), "probe_failure"])
 def test_crashes_inside_the_probe_exit_3(world, tmp_path, capsys, monkeypatch, raised):
     import unlearn_guard.gate.runner as runner

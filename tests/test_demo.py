@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from unlearn_guard.demo import DemoConfig, run_demo
+from unlearn_guard.demo import DemoConfig, SlowStepHint, run_demo
 from unlearn_guard.models import load_lora_adapter
 from unlearn_guard.world import load_world_model
 
 
 def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
-    config = DemoConfig(iterations=4, probe_every=2, images_per_set=2, accuracy_images=2, gate_preset="fast")
+    # slow_step_factor ~0: the 4th step (after 3 timed ones) counts as slow, so the hint's wiring shows
+    config = DemoConfig(iterations=4, probe_every=2, images_per_set=2, accuracy_images=2, gate_preset="fast",
+                        slow_step_factor=1e-9)
     lines = []
     result = run_demo(tmp_path, config, progress=False, echo=lines.append)
+    hints = [line for line in lines if line.startswith("hint:")]
+    assert len(hints) == 1 and hints[0].startswith("hint: ESD step 4 took") and "--threads 1" in hints[0], lines
     assert [row["step"] for row in result["probes"]] == [0, 2, 4]
     assert all(row["error"] is None and row["d_n"] > 0 for row in result["probes"])
     assert result["gate"]["passed"] == (result["gate"]["d_n"] >= config.gate_min_d_n)
@@ -36,3 +41,22 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     c = fresh.encode_prompts(["a circle"])
     base = load_world_model()
     assert not torch.allclose(fresh.predict_noise(z, 501, c), base.predict_noise(z, 501, c), atol=1e-6)
+
+
+def test_slow_step_hint_fires_once_at_five_times_the_median():
+    hint = SlowStepHint()  # factor 5, after 3 steps
+    assert [hint.observe(step, s) for step, s in enumerate([0.5, 0.6, 0.4], start=1)] == [None, None, None]
+    assert hint.observe(4, 2.4) is None  # 4.8x the median 0.5: not yet
+    line = hint.observe(5, 8.0)  # 16x the median of [0.5, 0.6, 0.4, 2.4] = 0.55
+    assert line is not None and line.startswith("hint: ESD step 5 took 8.0 s, 15x the median step (0.55 s)")
+    assert "\n" not in line and "--threads 1" in line
+    assert hint.observe(6, 20.0) is None  # once only
+
+
+def test_slow_step_hint_needs_history_and_can_be_off():
+    early = SlowStepHint()
+    assert early.observe(1, 0.1) is None and early.observe(2, 0.1) is None and early.observe(3, 50.0) is None
+    off = SlowStepHint(factor=0)
+    assert all(off.observe(step, s) is None for step, s in enumerate([0.1, 0.1, 0.1, 99.0], start=1))
+    with pytest.raises(ValueError, match="slow_step_factor"):
+        DemoConfig(slow_step_factor=-1)

@@ -227,3 +227,53 @@ def test_file_hash_matches_hashlib(tmp_path):
     data = bytes(range(256)) * 40_000  # 10 MB: several read chunks
     _touch(tmp_path / "w.bin", data)
     assert file_sha256(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- output folder and image sizes
+def test_writes_that_fail_name_the_file_and_leave_no_temporary_file(tmp_path):
+    from unlearn_guard.errors import OutputError
+    from unlearn_guard.results import write_text_atomic
+
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(OutputError) as caught:
+        write_text_atomic(tmp_path / "blocker" / "gate.json", "{}")
+    message = str(caught.value)
+    assert f"could not write '{tmp_path / 'blocker' / 'gate.json'}'" in message and "is a file" in message
+    assert ".tmp" not in message and isinstance(caught.value, OSError)
+    (tmp_path / "report.html").mkdir()  # the rename fails after the temporary file was written
+    with pytest.raises(OutputError, match="report.html"):
+        write_text_atomic(tmp_path / "report.html", "<html>")
+    assert not list(tmp_path.glob(".*.tmp"))  # cleaned up
+    assert write_text_atomic(tmp_path / "new" / "ok.json", "{}").read_text() == "{}"  # negative control
+
+
+def test_unwritable_output_folders_are_found_without_leaving_anything(tmp_path):
+    from unlearn_guard.errors import OutputError
+    from unlearn_guard.results import check_writable_folder
+
+    (tmp_path / "blocker").write_text("x")
+    with pytest.raises(OutputError, match=r"--output: '.*blocker/out' cannot be created: '.*blocker' is a file"):
+        check_writable_folder(tmp_path / "blocker" / "out", "--output")
+    with pytest.raises(OutputError, match=r"--output: '.*blocker' is a file; expected a writable folder"):
+        check_writable_folder(tmp_path / "blocker", "--output")
+    with pytest.raises(OutputError, match=r"--output: cannot write '.*blocker/p.json': '.*blocker' is a file"):
+        check_writable_folder(tmp_path / "blocker", "--output", file=tmp_path / "blocker" / "p.json")
+    check_writable_folder(tmp_path / "a" / "b" / "c", "--output")  # writable: proven, nothing created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_model_resolution_comes_from_the_config_files(tmp_path):
+    import json
+
+    from unlearn_guard.gate.runner import model_resolution, resolve_model_source
+    from unlearn_guard.world import load_world_model
+
+    assert model_resolution(resolve_model_source("shapes-world")) == load_world_model().resolution == 32
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"sample_size": 64}))
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [128, 256, 512, 512]}))
+    assert model_resolution(str(tmp_path)) == 512  # SD 1.4's layout
+    (tmp_path / "vae" / "config.json").write_text("{broken")
+    assert model_resolution(str(tmp_path)) is None
+    assert model_resolution("no-such-org/no-such-model") is None

@@ -1,7 +1,8 @@
 """The HTML report opens in a real browser (headless Chromium) with every image loaded, offline.
 
-Chromium comes from Debian's `chromium` package, which scripts/env.sh installs; without it these
-tests fail (never skip): the report is only known to render once a browser has rendered it.
+Chromium comes from Debian's `chromium` package, which scripts/test_setup.sh installs (scripts/test.sh
+runs it; the main job does not); without it these tests fail (never skip): the report is only known
+to render once a browser has rendered it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def chromium() -> str:
     path = Path("/usr/bin/chromium")
     found = str(path) if path.is_file() else shutil.which("chromium")
     if found is None:
-        pytest.fail("headless Chromium is missing: run `bash scripts/env.sh` as root (it installs Debian's chromium "
+        pytest.fail("headless Chromium is missing: run `bash scripts/test_setup.sh` as root (it installs Debian's chromium "
                     "package with apt-get), or `apt-get install chromium`")
     return found
 

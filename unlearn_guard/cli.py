@@ -7,29 +7,42 @@
 
 Exit codes (probe, gate, report): 0 pass (gate) or done, 1 at least one gated checkpoint still
 remembers (d_N below --min-dn, or mean PSNR above --max-psnr), 2 bad usage or bad input (the
-message says what), 3 the probe itself failed (out of memory at batch size 1, NaN/Inf, crash).
+message says what), 3 the probe itself failed (out of memory at batch size 1, NaN/Inf, crash),
+130 interrupted (Ctrl-C, also during start-up).
+
+Everything a command prints about a problem is one line: `error: ...` (then the exit code) or
+`warning: ...`. Library start-up noise (transformers' note that torchvision is missing, diffusers'
+and transformers' loading bars) is silenced while a command runs, and only then: the settings are
+restored when `main` returns, and importing unlearn_guard changes none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 from .errors import InputError, NonFiniteError, UnlearnGuardError
 
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_PROBE_FAILED = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_PROBE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES_HELP = """exit codes:
   0  every gated checkpoint passes (probe/report: done)
   1  at least one checkpoint still remembers (d_N < --min-dn, or mean PSNR > --max-psnr)
   2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
-     that do not match the model, unknown preset or --set key, bad threshold, missing device
+     that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
+     unknown preset or --set key, bad threshold, missing device, an output that cannot be written
   3  the probe itself failed (out of memory at batch size 1, NaN/Inf in a latent, a crash)
   130  interrupted (Ctrl-C): finished checkpoints are cached; rerun with --resume
 """
+# Commands that load models (and so import diffusers and transformers).
+_MODEL_COMMANDS = ("probe", "gate", "demo", "train-world")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -53,8 +66,6 @@ def _train_world(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 # --------------------------------------------------------------------------- shared helpers
 class _Output:
     """Where human text goes: stdout, or stderr when --json owns stdout; nothing extra when quiet."""
@@ -74,16 +85,118 @@ class _Output:
             tqdm.write(text, file=self.stream)
 
 
-def _quiet_libraries() -> None:
-    """No loading bars from diffusers/transformers in quiet mode (CI logs)."""
-    try:
-        import diffusers
-        import transformers
+class _DropMessages(logging.Filter):
+    """Drops log records whose message contains any of `fragments`."""
 
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+# transformers logs, from the image-processor fallback it sets up when torchvision is absent, a
+# note per processor class ("`CLIPImageProcessor` requires torchvision (not installed); ...").
+# Nothing here processes images with transformers, so the note is noise for our commands.
+_TORCHVISION_NOTE = ("transformers.utils.import_utils", _DropMessages("requires torchvision"))
+
+
+def _one_line_warnings(stream: TextIO) -> Any:
+    """A `warnings.showwarning` that prints `warning: <message>` on one line, each text once."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' API
+        text = " ".join(str(message).split())
+        if text in seen:  # e.g. the same long-prompt note from each gated checkpoint's probe
+            return
+        seen.add(text)
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"warning: {text}", file=stream)  # above any progress bar, not through it
+
+    return show
+
+
+@contextlib.contextmanager
+def _progress_bars_off(libraries: tuple[str, ...]) -> Iterator[None]:
+    """diffusers' "Loading pipeline components" and transformers' "Loading weights" bars off, then back."""
+    import importlib
+
+    restore = []
+    for name in libraries:
+        library_logging = importlib.import_module(f"{name}.utils.logging")
+        if library_logging.is_progress_bar_enabled():
+            library_logging.disable_progress_bar()
+            restore.append(library_logging.enable_progress_bar)
+    try:
+        yield
+    finally:
+        for enable in restore:
+            enable()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int | None:
+    """The CLI's thread count when --threads is not given: 1 on a machine with at most 2 usable
+    cores, else None (torch's default); None too when OMP_NUM_THREADS says what the user wants.
+
+    Measured (benchmarks/threads_contention.py, RESULTS.md): on 2 cores shared with other torch
+    jobs, ESD steps of the demo took a median 15-22 s with 2 threads against 0.8-2.9 s with 1,
+    because OpenMP threads spin-wait for cores another process holds. On 2 cores the best case of
+    a second thread is 2x; the measured worst case was 20x the other way.
+    """
+    if "OMP_NUM_THREADS" in os.environ or _usable_cores() > 2:
+        return None
+    return 1
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` (None: `default_threads()`), restored afterwards."""
+    if count is None:
+        count = default_threads()
+        if count is None:
+            yield
+            return
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"--threads: got {count!r}; expected an int >= 1 (default: 1 on machines with at most "
+                         "2 cores, else torch's: one per core)")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _command_scope(args: argparse.Namespace) -> Iterator[None]:
+    """What a command runs inside: one-line warnings, no library start-up noise, --threads.
+
+    Everything is set on entry and restored on exit, so calling `main` from Python leaves the
+    caller's warning filters, logging and progress bars as they were.
+    """
+    loads_models = args.command in _MODEL_COMMANDS
+    logger_name, note_filter = _TORCHVISION_NOTE
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.showwarning = _one_line_warnings(sys.stderr)
+        logging.getLogger(logger_name).addFilter(note_filter)
+        stack.callback(logging.getLogger(logger_name).removeFilter, note_filter)
+        if loads_models:
+            stack.enter_context(_progress_bars_off(("diffusers", "transformers")))
+            stack.enter_context(_threads(getattr(args, "threads", None)))
+        yield
 
 
 def _probe_config(args: argparse.Namespace):
@@ -97,6 +210,8 @@ def _probe_config(args: argparse.Namespace):
         if args.batch_size < 1:
             raise InputError(f"--batch-size: got {args.batch_size}; expected an int >= 1")
         overrides["batch_size"] = args.batch_size
+    if args.resize is not None:
+        overrides["resize"] = args.resize
     config = ProbeConfig.from_preset(args.preset, **overrides)
     return apply_settings(config, args.set).replace(progress=not args.quiet)
 
@@ -112,10 +227,10 @@ def _single_checkpoint(args: argparse.Namespace):
 # --------------------------------------------------------------------------- probe
 def _probe(args: argparse.Namespace) -> int:
     from .gate.checkpoints import model_fingerprint, weight_hashes
-    from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, resolve_model_source
-    from .gate.runner import thumbnail_rows
+    from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, model_resolution
+    from .gate.runner import resolve_model_source, thumbnail_rows
     from .report.loading import PROBE_KIND
-    from .results import write_text_atomic
+    from .results import check_writable_folder, write_text_atomic
 
     out = _Output(args)
     config = _probe_config(args)
@@ -127,9 +242,13 @@ def _probe(args: argparse.Namespace) -> int:
         raise InputError(f"--output: {str(output)!r} already exists; pass --overwrite to replace it or choose another file")
     if args.html and Path(args.html).exists() and not args.overwrite:
         raise InputError(f"--html: {str(args.html)!r} already exists; pass --overwrite to replace it or choose another file")
-    concept = load_folder(args.concept_images, "--concept-images", minimum=1)
-    reference = load_folder(args.reference_images, "--reference-images") if args.reference_images else None
     source = resolve_model_source(args.model)
+    sizing = {"resolution": model_resolution(source), "resize": config.resize}
+    concept = load_folder(args.concept_images, "--concept-images", minimum=1, **sizing)
+    reference = load_folder(args.reference_images, "--reference-images", **sizing) if args.reference_images else None
+    check_writable_folder(output.parent, "--output", file=output)  # before any compute, not after it
+    if args.html:
+        check_writable_folder(Path(args.html).parent, "--html", file=args.html)
     config = config.replace(keep_reconstructions=args.thumbnails > 0)
     result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype)
     data = result.to_dict()
@@ -230,6 +349,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser, checkpoints: bool) -> 
                                 "LoRA adapter, a unet/ folder, a text_encoder/ folder or one UNet state dict file")
 
 
+def _add_threads_argument(group: Any) -> None:
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="torch CPU threads (default: 1 on a machine with at most 2 cores, where a second thread "
+                            "ran 8-20x slower beside another job; else torch's, one per core; OMP_NUM_THREADS is "
+                            "respected). If another torch job shares the CPU, fewer threads help")
+
+
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import PRESETS
 
@@ -244,6 +370,11 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: where the model loads, CPU)")
     group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (default: as loaded)")
     group.add_argument("--batch-size", type=int, help="images per chunk (default: automatic; OOM halves it)")
+    group.add_argument("--resize", choices=["resize", "center_crop", "error"],
+                       help="images whose size is not the model's resolution (512 for SD 1.4, 32 for shapes-world): "
+                            "resize (default: bicubic, with a warning), center_crop (crop to the aspect ratio, then "
+                            "resize) or error")
+    _add_threads_argument(group)
     group.add_argument("--thumbnails", type=int, default=8,
                        help="concept images (with reconstructions) kept as thumbnails for the report (default: 8)")
     group.add_argument("--quiet", action="store_true", help="no progress bars or per-step lines (CI logs)")
@@ -324,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="unlearn_guard_outputs/demo", help="output folder")
     demo.add_argument("--strict", action="store_true", help="exit 1 when the gate fails")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_threads_argument(demo)
     demo.set_defaults(handler=_demo)
     world = commands.add_parser("train-world", help="train the small shapes world's model and classifier (CPU, ~25 min)")
     world.add_argument("--output", default="unlearn_guard/world/weights", help="output folder")
@@ -338,29 +470,52 @@ def _one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module docstring)."""
-    from .probe import ProbeFailure
+def _interrupted(command: str | None) -> int:
+    if command is None:
+        message = "interrupted during start-up; nothing was run"
+    elif command == "gate":
+        message = "interrupted; finished checkpoints are cached: rerun with --resume to continue"
+    else:
+        message = f"interrupted; {command} did not finish"
+    print(message, file=sys.stderr)
+    return EXIT_INTERRUPTED
 
-    parser = build_parser()
+
+def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]:
+    """The command's exit code and, when it failed, the one-line error message."""
+    from .probe import ProbeFailure  # imports torch and diffusers: seconds, inside main's Ctrl-C handling
+
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # argparse: 2 on bad usage (message printed), 0 for --help
-        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
-    if getattr(args, "quiet", False):
-        _quiet_libraries()
-    try:
-        return args.handler(args)
+        with _command_scope(args):
+            started.append(args.command)
+            return args.handler(args), None
     except (ProbeFailure, NonFiniteError) as error:
-        code, message = EXIT_PROBE_FAILED, f"probe failed: {_one_line(error)}"
+        return EXIT_PROBE_FAILED, f"probe failed: {_one_line(error)}"
     except UnlearnGuardError as error:
-        code, message = EXIT_BAD_INPUT, _one_line(error)
-    except KeyboardInterrupt:
-        print("interrupted; finished checkpoints are cached: rerun with --resume to continue", file=sys.stderr)
-        return 130
+        return EXIT_BAD_INPUT, _one_line(error)
     except Exception as error:  # noqa: BLE001 - a crash is a failed probe (3), never a verdict (1)
         traceback.print_exc(file=sys.stderr)
-        code, message = EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+        return EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring).
+
+    Everything runs under one Ctrl-C handler, the imports of torch and diffusers included (they
+    take seconds), so an interrupt at any point exits 130 with one line and no traceback.
+    """
+    started: list[str] = []  # the command, once its handler runs
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # argparse: 2 on bad usage (message printed), 0 for --help
+            return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+        code, message = _run(args, started)
+    except KeyboardInterrupt:
+        return _interrupted(started[0] if started else None)
+    if message is None:
+        return code
     print(f"error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": "error", "exit_code": code, "error": message}))

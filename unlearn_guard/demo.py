@@ -12,12 +12,16 @@ No flags, no downloads:
      (`checkpoints/checkpoint-<step>/`) and the probe's image folders (`images/concept`,
      `images/reference`, with prompts.csv), so `unlearn-guard gate` can gate the run, and say
      where they went.
+An ESD step that takes `slow_step_factor` times the median step so far gets a one-line hint,
+once: on a 2-core machine shared with another torch job, steps went from about 0.5 s to 8-11 s
+because both jobs' OpenMP threads spin against each other, and fewer threads help.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +55,43 @@ class DemoConfig:
     gate_preset: str = "mofc"
     gate_min_d_n: float = 2.0
     seed: int = 0
+    slow_step_factor: float = 5.0  # hint once when an ESD step takes this many times the median (0: never)
 
     def __post_init__(self) -> None:
-        if self.concept not in SHAPES:
-            from .errors import InputError
+        from .errors import InputError
 
+        if self.concept not in SHAPES:
             raise InputError(f"concept: got {self.concept!r}; expected one of {SHAPES}")
+        if not self.slow_step_factor >= 0:
+            raise InputError(f"slow_step_factor: got {self.slow_step_factor!r}; expected a number >= 0 (0: no hint)")
+
+
+class SlowStepHint:
+    """One line, once, when a training step takes `factor` times the median of the steps before it.
+
+    The median needs `min_history` steps first, so warm-up steps never trigger it.
+    """
+
+    def __init__(self, factor: float = 5.0, min_history: int = 3) -> None:
+        self.factor = factor
+        self.min_history = min_history
+        self.durations: list[float] = []
+        self.given = False
+
+    def observe(self, step: int, seconds: float) -> str | None:
+        """Record one step's duration; the hint when this step is the first slow one, else None."""
+        hint = None
+        if self.factor > 0 and not self.given and len(self.durations) >= self.min_history:
+            median = statistics.median(self.durations)
+            if median > 0 and seconds >= self.factor * median:
+                import torch
+
+                self.given = True
+                hint = (f"hint: ESD step {step} took {seconds:.1f} s, {seconds / median:.0f}x the median step "
+                        f"({median:.2f} s) with {torch.get_num_threads()} torch threads; if another job shares "
+                        "the CPU, fewer threads help: unlearn-guard demo --threads 1 (torch.set_num_threads(1) in Python)")
+        self.durations.append(seconds)
+        return hint
 
 
 def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], config: DemoConfig, out: Path) -> str:
@@ -132,12 +167,18 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
 
     esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
                            seed=config.seed)
+    slow_steps = SlowStepHint(config.slow_step_factor)
+    step_started = [time.perf_counter()]  # when the current ESD step began (probing and saving excluded)
 
     def on_step(iteration: int, loss: float) -> None:
         step = iteration + 1
+        hint = slow_steps.observe(step, time.perf_counter() - step_started[0])
+        if hint is not None:
+            echo(hint)
         if monitor.maybe_probe(step) is not None:
             record(step)
             save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{step}", config=esd_config)
+        step_started[0] = time.perf_counter()
 
     training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress)
     if rows[-1]["step"] != config.iterations:

@@ -29,6 +29,21 @@ class StateDictMismatchError(ModelError):
     """A state dict's keys do not match the module it is loaded into."""
 
 
+class NonFiniteWeightsError(ModelError):
+    """The model's own weights (or a weights file) hold NaN or Inf; the message names the tensors.
+
+    A `ModelError`, not a `NonFiniteError`: the weights are at fault, not the images, and it is
+    raised before any inversion (at load time for a file, by `probe` for a model in memory).
+    """
+
+
+class OutputError(UnlearnGuardError, OSError):
+    """A result could not be written (unwritable or read-only folder, a file in the way, a full disk).
+
+    Also an `OSError`, so code that handles failed writes as OSError keeps working.
+    """
+
+
 class NonFiniteError(UnlearnGuardError):
     """NaN or Inf appeared in a tensor; the message says where (image, timestep, stage)."""
 

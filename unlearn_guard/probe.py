@@ -1,7 +1,8 @@
 """`probe`: does an erased model still remember? Invert, reconstruct, measure (SPEC 2-5).
 
 Order of work (each step cites the SPEC):
-  0. Check every input before any compute: model parts, images, prompts, sizes, set sizes.
+  0. Check every input before any compute: model parts, finite weights, images, prompts (and
+     their length), sizes, set sizes.
   1. Per chunk of images: text embeddings c, z0 from the VAE (sample or mean, per-image generator).
   2. ReNoise inversion z0 -> z_T (SPEC 2).
   3. DDIM reconstruction z_T -> z0', decode, PSNR against the input (SPEC 3).
@@ -31,6 +32,7 @@ from .inversion.schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet, load_image_set
 from .kernels._dispatch import resolve_backend
 from .models.bundle import DiffusionModel
+from .models.checks import check_finite_weights, warn_long_prompts
 from .models.module_state import preserve_module_state
 from .provenance import provenance
 from .results import ImageProbe, ProbeResult, SetProbe
@@ -295,6 +297,7 @@ def probe(
     config = resolve_config(config, overrides)
     model = as_model(model)
     model.check()
+    check_finite_weights(model)  # a diverged LoRA is named as the weights' fault, before any inversion
     external_normal = None if normal_nll is None else check_normal_nll(normal_nll)
     # The fused ops' backend, resolved now: a Triton request that can't run fails before any compute.
     fused_ops = resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
@@ -311,6 +314,7 @@ def probe(
                     f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
                     "Add images, or probe without `reference` to get per-image NLL and PSNR only"
                 )
+    warn_long_prompts(model, {"images": erased, "reference": reference_set})
     schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
     with preserve_module_state(*model.modules()), torch.no_grad():
         runner = with_compiled_unet(model) if config.compile_unet else model

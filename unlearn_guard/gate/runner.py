@@ -2,13 +2,16 @@
 
 Order of work:
   0. Check everything cheap before loading any model: thresholds, device, output folder, both
-     image folders (decoded, prompts matched, at least 2 images each), every checkpoint's files.
+     image folders (decoded, prompts matched, at least 2 images each, sized to the base model's
+     resolution by the `resize` policy), every checkpoint's files; then that the output folder
+     and its cache/ can be written.
   1. Per checkpoint: hash its weight files; the cache key joins them with the base model's
      fingerprint, the images' pixel hashes and prompts, and the probe config.
-  2. With --resume and a cached entry under that key: take it. Otherwise load the base model
-     with the erased weights on top, probe it (d_N, per-image NLL and PSNR, reconstructions),
-     and cache the entry atomically before moving on, so an interruption loses one checkpoint
-     at most.
+  2. A key this run already probed (two checkpoints with identical weights) reuses that result.
+     With --resume and an entry an earlier run cached under that key: take it ("resumed").
+     Otherwise load the base model with the erased weights on top, probe it (d_N, per-image
+     NLL and PSNR, reconstructions), and cache the entry atomically before moving on, so an
+     interruption (or a write that fails) loses one checkpoint at most.
   3. Decide per checkpoint (thresholds are applied after the cache, so changing a threshold
      never re-probes) and overall; write gate.json, then report.html, each atomically.
 """
@@ -25,12 +28,12 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ProbeConfig
-from ..errors import InputError, InsufficientDataError, UnlearnGuardError
+from ..config import ProbeConfig, ResizePolicy
+from ..errors import InputError, InsufficientDataError, OutputError, UnlearnGuardError
 from ..io import ImageSet, load_image_set
 from ..probe import ProbeFailure, probe
 from ..provenance import package_versions, provenance
-from ..results import ProbeResult, write_text_atomic
+from ..results import ProbeResult, check_writable_folder, write_text_atomic
 from .cache import ResultCache, cache_key
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
 from .decision import Decision, Thresholds, decide, overall
@@ -50,6 +53,31 @@ def resolve_model_source(name: str) -> str:
 
         return str(WEIGHTS_DIR / "pipeline")
     return name
+
+
+def model_resolution(source: str) -> int | None:
+    """The image side the base model was built for, read from its config files (no weights loaded).
+
+    sample_size of unet/config.json times the VAE factor 2 ** (len(block_out_channels) - 1), as
+    `DiffusionModel.resolution`: 512 for SD 1.4. A folder or a hub id in the local cache; None when
+    the configs cannot be read (the model's loader then says why).
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(source), local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the local cache: the loader will say so
+            return None
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        sample_size = unet["sample_size"]
+        sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
+        return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def check_device(name: str | None) -> torch.device | None:
@@ -105,14 +133,19 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def load_folder(folder: str | os.PathLike, flag: str, minimum: int = 2) -> ImageSet:
-    """An image folder with prompts.csv, validated (decodes every image); at least 2 images for d_N."""
+def load_folder(folder: str | os.PathLike, flag: str, minimum: int = 2, resolution: int | None = None,
+                resize: ResizePolicy = "resize") -> ImageSet:
+    """An image folder with prompts.csv, validated (decodes every image); at least 2 images for d_N.
+
+    With `resolution` (the model's, `model_resolution`), images of another size are handled by the
+    `resize` policy here, as `probe` would, so a folder of mixed sizes is accepted or refused up front.
+    """
     path = Path(folder)
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise InputError(f"{flag}: {str(path)!r} {what}; expected a folder of images with a prompts.csv (file,prompt)")
     try:
-        images = load_image_set(path, None, label=flag)
+        images = load_image_set(path, None, resolution=resolution, resize=resize, label=flag)
     except InputError as error:  # name the flag in every message (prompts.csv errors name only the file)
         if str(error).startswith(flag):
             raise
@@ -120,6 +153,13 @@ def load_folder(folder: str | os.PathLike, flag: str, minimum: int = 2) -> Image
     if len(images) < minimum:
         raise InsufficientDataError(f"{flag}: {str(path)!r} holds {len(images)} image; d_N needs at least {minimum}")
     return images
+
+
+def _cached_so_far(cache: ResultCache, probed: int) -> str:
+    if probed == 0:
+        return "no checkpoint had finished"
+    return (f"the {probed} checkpoint result(s) probed before it stay cached in {str(cache.folder)!r}: "
+            "rerun with --resume once the output can be written")
 
 
 @dataclass(frozen=True)
@@ -223,8 +263,10 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
              notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Gate every checkpoint of `config`; returns the report written to output/gate.json.
 
-    `echo` receives one line per checkpoint; `notice` (default: `echo`) the line saying how many
-    checkpoints were resumed from the cache.
+    `echo` receives one line per checkpoint; `notice` (default: `echo`) the lines saying how many
+    checkpoints were resumed from an earlier run's cache and which reused a result of this run.
+    Raises OutputError (exit code 2 on the command line) when the output cannot be written: before
+    any compute when the folder is unwritable, and naming what stays cached when a later write fails.
     """
     notice = notice or echo
     # 0. cheap checks before any model is loaded
@@ -232,53 +274,82 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     check_output(output, config.resume, config.overwrite)
     device = check_device(config.device)
     check_dtype(config.dtype)
-    concept = load_folder(config.concept_images, "--concept-images")
-    reference = load_folder(config.reference_images, "--reference-images")
     source = resolve_model_source(config.model)
-    fingerprint = model_fingerprint(source)
+    resolution = model_resolution(source)
     probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
+    concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
+    reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
+                            resize=probe_config.resize)
+    fingerprint = model_fingerprint(source)
     cache = ResultCache(output / CACHE_DIR)
+    check_writable_folder(output, "--output")  # before any compute, not after it
+    if cache.folder.is_dir():
+        check_writable_folder(cache.folder, "--output")
     concept_pairs = list(zip(concept.sha256, concept.prompts))
     reference_pairs = list(zip(reference.sha256, reference.prompts))
 
-    records, decisions, resumed = [], {}, 0
+    records, decisions, resumed, probed = [], {}, 0, 0
+    this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, entry) probed now
+    reused: list[str] = []
     bar = tqdm(config.checkpoints, desc="gate", unit="checkpoint", disable=not config.progress or len(config.checkpoints) < 2)
     for checkpoint in bar:
         # 1. the cache key
         hashes = weight_hashes(checkpoint.weights)
         key = cache_key(fingerprint, hashes, concept_pairs, reference_pairs, probe_config.to_dict(),
                         extra={"thumbnails": min(config.thumbnails, len(concept))})
-        # 2. cached or probed
-        entry = cache.get(key) if config.resume else None
-        from_cache = entry is not None
-        if from_cache:
-            resumed += 1
+        # 2. reused from this run, resumed from an earlier run's cache, or probed
+        reused_from = None
+        from_cache = False
+        if key in this_run:
+            reused_from, entry = this_run[key]
+            reused.append(f"{checkpoint.name} (same as {reused_from})")
+        else:
+            entry = cache.get(key) if config.resume else None
+            from_cache = entry is not None
+        if reused_from is not None or from_cache:
+            resumed += from_cache
             entry = {**entry, **checkpoint.to_dict(), "weight_sha256": hashes}  # names and paths of this run
         else:
             started = time.perf_counter()
             result = load_and_probe(source, checkpoint, concept, reference, probe_config, config.device, config.dtype)
             seconds = time.perf_counter() - started
             entry = checkpoint_entry(checkpoint, result, concept, config.thumbnails, hashes, seconds)
-            cache.put(key, entry)
+            try:
+                cache.put(key, entry)
+            except OutputError as error:
+                raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
+                                  f"{_cached_so_far(cache, probed)}") from None
+            probed += 1
+            this_run[key] = (checkpoint.name, entry)
         # 3. decide
         decision = decide(entry["d_n"], entry["psnr_mean"], config.thresholds)
         decisions[checkpoint.name] = decision
-        records.append({**entry, "cache_key": key, "from_cache": from_cache, **decision.to_dict()})
+        records.append({**entry, "cache_key": key, "from_cache": from_cache, "reused_from": reused_from,
+                        **decision.to_dict()})
         line = (f"{checkpoint.name}: d_N = {entry['d_n']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "
-                f"({entry['distance_kind']}), mean PSNR {entry['psnr_mean']:.2f} dB -> {decision.verdict.upper()}")
+                f"({entry['distance_kind']}), mean PSNR {entry['psnr_mean']:.2f} dB -> {decision.verdict.upper()}"
+                + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
         echo(line)
     if config.resume:
         notice(f"resumed {resumed} of {len(config.checkpoints)} checkpoints from cache ({cache.folder})")
+    if reused:
+        notice(f"reused this run's result for {len(reused)} checkpoint(s) with identical weights: {', '.join(reused)}")
 
     verdict = overall(decisions)
-    report = build_report(config, fingerprint, concept, reference, probe_config, records, verdict, resumed, device)
-    write_reports(report, output)
+    report = build_report(config, fingerprint, concept, reference, probe_config, records, verdict, resumed, device,
+                          reused=len(reused))
+    try:
+        write_reports(report, output)
+    except OutputError as error:
+        raise OutputError(f"--output: {error}; all {len(records)} checkpoint result(s) are cached in "
+                          f"{str(cache.folder)!r}: rerun with --resume once the output can be written, "
+                          "nothing will be probed again") from None
     return report
 
 
 def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: ImageSet, reference: ImageSet,
                  probe_config: ProbeConfig, records: list[dict[str, Any]], verdict: Decision, resumed: int,
-                 device: torch.device | None) -> dict[str, Any]:
+                 device: torch.device | None, reused: int = 0) -> dict[str, Any]:
     first = records[0]["probe"]["provenance"] if records else {}
     return {
         "kind": REPORT_KIND,
@@ -297,7 +368,8 @@ def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: Image
         "versions": package_versions(),
         "provenance": provenance(device or torch.device("cpu"), check_dtype(config.dtype) or torch.float32,
                                  seed=probe_config.seed, model_source=config.model),
-        "resumed_from_cache": resumed,
+        "resumed_from_cache": resumed,  # entries an earlier run cached (--resume)
+        "reused_in_run": reused,  # checkpoints whose weights equal one probed earlier in this run
         "checkpoints": records,
     }
 
@@ -314,7 +386,7 @@ def write_reports(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
     """The machine-readable verdict `--json` prints: no per-image data, no thumbnails."""
     keys = ("name", "step", "d_n", "ci_low", "ci_high", "confidence", "distance_kind", "psnr_mean", "verdict",
-            "passed", "reasons", "from_cache")
+            "passed", "reasons", "from_cache", "reused_from")
     verdict = {
         "verdict": report["verdict"],
         "passed": report["passed"],

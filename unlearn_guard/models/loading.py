@@ -14,13 +14,17 @@ with a wall of text or, for LoRA keys that match no layer, only log a warning an
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import InputError, ModelError, StateDictMismatchError
+from ..errors import InputError, ModelError, NonFiniteWeightsError, StateDictMismatchError
 from .bundle import DiffusionModel, module_device_dtype, unwrap_unet
+from .checks import listing, non_finite_tensors
 
 PathLike = str | os.PathLike
 
@@ -149,7 +153,12 @@ def _existing_file(path: PathLike, argument: str) -> Path:
 
 
 def read_state_dict(path: PathLike, argument: str = "path") -> dict[str, torch.Tensor]:
-    """Tensors from a `.safetensors` or torch file (`weights_only=True`), unwrapping "state_dict"/"model"."""
+    """Tensors from a `.safetensors` or torch file (`weights_only=True`), unwrapping "state_dict"/"model".
+
+    Raises ModelError in one line for a file that cannot be read or that pickles objects other than
+    tensors (never unpickled: that could run code), and NonFiniteWeightsError naming file and tensors
+    when any tensor holds NaN or Inf.
+    """
     file = _existing_file(path, argument)
     suffix = file.suffix.lower()
     if suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
@@ -162,9 +171,13 @@ def read_state_dict(path: PathLike, argument: str = "path") -> dict[str, torch.T
 
             loaded: Any = load_file(str(file), device="cpu")
         else:
-            loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, truncated or pickled with arbitrary objects
-        raise ModelError(f"could not read weights file {str(file)!r}: {type(error).__name__}: {error}") from error
+            with warnings.catch_warnings():  # torch's note on pickle protocols is not the user's business
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refused the file: never unpickled
+        raise ModelError(_refused_pickle_message(file, error)) from None
+    except Exception as error:  # corrupt or truncated
+        raise ModelError(f"could not read weights file {str(file)!r}: {type(error).__name__}: {_one_line(error)}") from None
     # Training scripts often save {"state_dict": ..., "epoch": ...} or {"model": ...}.
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
@@ -175,7 +188,45 @@ def read_state_dict(path: PathLike, argument: str = "path") -> dict[str, torch.T
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise ModelError(f"weights file {str(file)!r} has non-tensor entries {not_tensors[:MAX_LISTED]}")
+    non_finite = non_finite_tensors(loaded.items())
+    if non_finite:
+        raise NonFiniteWeightsError(
+            f"weights file {str(file)!r} holds NaN or Inf in {len(non_finite)} of {len(loaded)} tensors: "
+            f"{listing(non_finite)}; expected finite weights (the run that wrote it diverged, or the file is damaged)"
+        )
     return dict(loaded)
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's text on one line, without terminal colour codes."""
+    return " ".join(_ANSI_ESCAPE.sub("", str(error)).split())
+
+
+def _refused_pickle_message(file: Path, error: BaseException) -> str:
+    """One line for a torch file that `weights_only=True` would not unpickle, and what to do.
+
+    torch's own text is about 1,100 characters with terminal colour codes and suggests
+    `weights_only=False`; a file that references a global (a class or function) is refused as
+    unsafe, with the one-time conversion to safetensors for a trusted file.
+    """
+    text = _ANSI_ESCAPE.sub("", str(error))
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found is None:  # an opcode the safe unpickler does not know: damaged, or not a torch checkpoint
+        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+        reason = " ".join(detail.group(1).split()) if detail else "unreadable pickle"
+        return (f"could not read weights file {str(file)!r}: it is not a torch checkpoint of tensors that can be "
+                f"read safely ({reason}); expected a state dict saved with torch.save or safetensors")
+    target = file.with_suffix(".safetensors")
+    return (
+        f"weights file {str(file)!r} holds Python objects other than tensors (it references {found.group(1)}), so it "
+        "was not loaded: unpickling it could run arbitrary code. If you trust its source, convert it once to "
+        "safetensors and pass that file instead: python -c \"import torch; from safetensors.torch import save_file; "
+        f"sd = torch.load('{file}', weights_only=False); sd = sd.get('state_dict', sd); "
+        f"save_file({{k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}}, '{target}')\""
+    )
 
 
 def _first(items: list[str]) -> str:
@@ -242,6 +293,12 @@ def load_text_encoder(folder: PathLike, like: torch.nn.Module | None = None) -> 
         encoder = CLIPTextModel.from_pretrained(str(path), local_files_only=True)
     except Exception as error:
         raise ModelError(f"could not load a CLIPTextModel from {str(path)!r}: {type(error).__name__}: {error}") from error
+    non_finite = non_finite_tensors(encoder.named_parameters())
+    if non_finite:
+        raise NonFiniteWeightsError(
+            f"text encoder {str(path)!r} holds NaN or Inf in {len(non_finite)} tensor(s): {listing(non_finite)}; "
+            "expected finite weights"
+        )
     encoder.eval()
     if like is not None:
         device, dtype = module_device_dtype(like, "text_encoder")
