@@ -7,7 +7,8 @@ preset, the monitor's default, for E = R = 4, 8 and 16 images, on several indepe
 sets per size, and reports per size: the mean 95% interval width, the spread of the point
 estimate across image sets, and the seconds per probe. Appends the table to RESULTS.md.
 
-    .venv/bin/python benchmarks/decision_interval.py --threads 1
+    .venv/bin/python benchmarks/decision_interval.py --threads 1 --sets 5
+    .venv/bin/python benchmarks/decision_interval.py --threads 1 --sets 5 --n-normal 200
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="4,8,16", help="images per set (E and R each)")
     parser.add_argument("--sets", type=int, default=3, help="independent image sets per size")
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--n-normal", type=int, default=None, help="size of the N set (default: the preset's, 50)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -37,6 +39,8 @@ def main() -> None:
 
     model = load_world_model()
     config = ProbeConfig.from_preset(args.preset, seed=0, progress=False)
+    if args.n_normal is not None:
+        config = config.replace(n_normal=args.n_normal)
     rows, summary = [], []
     for size in (int(s) for s in args.sizes.split(",")):
         widths, values, seconds = [], [], []
@@ -56,10 +60,11 @@ def main() -> None:
     table = markdown_table(("E + R", "mean 95% width", "min width", "max width", "sd of d_N across sets",
                             "s per probe"), summary)
     body = (f"shipped world model (not erased), concept '{args.concept}', preset {args.preset}, "
-            f"{args.sets} image sets per size\n\n{table}\n\n{per_set}")
+            f"N set {config.n_normal}, {args.sets} image sets per size\n\n{table}\n\n{per_set}")
     print(body)
     if not args.no_record:
-        append_results(f"decision_interval: d_N interval width vs images per set ({args.preset})", body)
+        append_results(f"decision_interval: d_N interval width vs images per set ({args.preset}, N set "
+                       f"{config.n_normal})", body)
 
 
 if __name__ == "__main__":
