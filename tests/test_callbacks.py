@@ -560,47 +560,100 @@ def fresh_accelerate_state():
     PartialState._reset_state()
 
 
-def test_accelerate_loop_probes_on_schedule_and_checkpoints(tiny_components, concept, reference, tmp_path,
-                                                            fresh_accelerate_state):
+def _recording_tracker():
+    """An accelerate tracker (the documented custom-tracker API) that keeps what it is given."""
+    from accelerate.tracking import GeneralTracker
+
+    class RecordingTracker(GeneralTracker):
+        name = "recording"
+        requires_logging_directory = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.logged: list[tuple[int | None, dict]] = []
+
+        @property
+        def tracker(self):
+            return self.logged
+
+        def store_init_configuration(self, values: dict) -> None:
+            pass
+
+        def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+            self.logged.append((step, dict(values)))
+
+    return RecordingTracker()
+
+
+def test_accelerate_two_monitors_log_to_the_trackers_and_checkpoint(tiny_components, concept, reference, tmp_path,
+                                                                    fresh_accelerate_state):
     from accelerate import Accelerator
 
     from unlearn_guard.callbacks.loop import AcceleratorProbe
 
-    components = copy.deepcopy(tiny_components)
-    accelerator = Accelerator(cpu=True)
-    unet = components.pop("unet")
-    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    model = DiffusionModel.from_components(unet=unet, **components)
+    def build(probe_fn_square):
+        components = copy.deepcopy(tiny_components)
+        tracker = _recording_tracker()
+        accelerator = Accelerator(cpu=True, log_with=[tracker])
+        accelerator.init_trackers("erase")
+        unet = components.pop("unet")
+        unet, optimizer = accelerator.prepare(unet, torch.optim.SGD(unet.parameters(), lr=0.1))
+        model = DiffusionModel.from_components(unet=unet, **components)
+        circle = AcceleratorProbe(make_monitor(model, concept, reference, every_n_steps=2, name="circle"), accelerator)
+        square = AcceleratorProbe(make_monitor(model, concept, reference, probe_fn_square, every_n_steps=3,
+                                               name="square"), accelerator)
+        return accelerator, tracker, unet, optimizer, model, circle, square
+
+    accelerator, tracker, unet, optimizer, model, circle, square = build(scripted([RuntimeError("oom"), 1.5]))
+    accelerator.register_for_checkpointing(circle, square)
     embeddings = model.encode_prompts(["a red circle"])
-    probing = AcceleratorProbe(make_monitor(model, concept, reference, every_n_steps=2), accelerator)
-    accelerator.register_for_checkpointing(probing)
     initial = snapshot_module_state(unet)
-    stops = []
     generator = torch.Generator().manual_seed(0)
-    for step in range(1, 6):
-        latents, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
-        loss = denoising_loss(unet, embeddings, latents, noise)
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad()
-        stops.append(probing.step(step))
-    history = probing.monitor.history
-    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
-    assert stops == [False] * 5 and probing.last_record is history[-1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, 7):
+            latents, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+            accelerator.backward(denoising_loss(unet, embeddings, latents, noise))
+            optimizer.step()
+            optimizer.zero_grad()
+            line = inspect.currentframe().f_lineno + 1
+            assert not circle.step(step) and not square.step(step)
     assert snapshot_module_state(unet).differences(initial)  # it trained
-    assert history[0].d_n != history[1].d_n  # each probe saw the weights of its step
+    history = circle.monitor.history
+    assert [r.step for r in history] == [2, 4, 6] and all(r.ok for r in history)
+    assert len({r.d_n for r in history}) == 3  # each probe saw the weights of its step
+    # Every probe reached the tracker at its step, under its monitor's name; the failure too.
+    assert [(step, sorted({key.split("/")[0] for key in values})) for step, values in tracker.logged] == [
+        (2, ["circle"]), (3, ["square"]), (4, ["circle"]), (6, ["circle"]), (6, ["square"])]
+    assert tracker.logged[0][1] == circle.monitor.metrics(history[0])
+    assert tracker.logged[1][1] == {"square/failed": 1.0, "square/failures": 1.0, "square/regularization_weight": 1.0}
+    assert tracker.logged[4][1]["square/d_n"] == 1.5 and tracker.logged[4][1]["square/failures"] == 1.0
+    probe_warnings = [w for w in caught if issubclass(w.category, ProbeWarning)]
+    assert [(w.filename, w.lineno) for w in probe_warnings] == [(__file__, line)]  # the loop's line, not the SDK's
 
     accelerator.save_state(str(tmp_path / "state"))
-    components2 = copy.deepcopy(tiny_components)
-    accelerator2 = Accelerator(cpu=True)
-    unet2 = components2.pop("unet")
-    unet2, optimizer2 = accelerator2.prepare(unet2, torch.optim.SGD(unet2.parameters(), lr=0.1))
-    model2 = DiffusionModel.from_components(unet=unet2, **components2)
-    resumed = AcceleratorProbe(make_monitor(model2, concept, reference, every_n_steps=2), accelerator2)
-    accelerator2.register_for_checkpointing(resumed)
-    accelerator2.load_state(str(tmp_path / "state"))
-    assert resumed.monitor.history == history
+    accelerator.end_training()
+    _, _, _, _, _, circle2, square2 = build(scripted([]))
+    circle2.accelerator.register_for_checkpointing(circle2, square2)
+    circle2.accelerator.load_state(str(tmp_path / "state"))
+    assert circle2.monitor.history == history and square2.monitor.history == square.monitor.history
+    assert square2.monitor.failures == 1
+
+    _, _, _, _, _, circle3, square3 = build(scripted([]))
+    circle3.accelerator.register_for_checkpointing(square3, circle3)  # swapped: the states would be swapped
+    with pytest.raises(InputError, match="belongs to monitor 'circle'; this monitor is 'square'"):
+        circle3.accelerator.load_state(str(tmp_path / "state"))
+
+
+def test_accelerate_refuses_two_probes_with_one_name(tiny_model, concept, reference, fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    from unlearn_guard.callbacks.loop import AcceleratorProbe
+
+    accelerator = Accelerator(cpu=True)
+    AcceleratorProbe(make_monitor(tiny_model, concept, reference, every_n_steps=2), accelerator)
+    with pytest.raises(InputError, match="already has a probe for a monitor named 'probe'"):
+        AcceleratorProbe(make_monitor(tiny_model, concept, reference, every_n_steps=3), accelerator)
 
 
 def test_accelerate_probe_stops_every_process_at_the_target(tiny_model, concept, reference, fresh_accelerate_state):
@@ -657,39 +710,94 @@ def _toy_rows(count: int) -> list[dict[str, torch.Tensor]]:
             for _ in range(count)]
 
 
-def test_transformers_trainer_probes_logs_stops_and_resumes(tiny_components, concept, reference, tmp_path,
-                                                           fresh_accelerate_state):
-    from transformers import Trainer, TrainingArguments
+def _run_trainer(model, wrapper, monitors, output_dir, max_steps, resume=None):
+    """A transformers.Trainer run with one ProbeTrainerCallback per monitor, and a recorder of
+    on_log listed *before* them, where the report_to integrations sit."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from unlearn_guard.callbacks.transformers import STATE_FILE, ProbeTrainerCallback
+    from unlearn_guard.callbacks.transformers import ProbeTrainerCallback
 
-    components = copy.deepcopy(tiny_components)
-    model = DiffusionModel.from_components(**components)
+    class OnLogRecorder(TrainerCallback):
+        def __init__(self) -> None:
+            self.logs: list[tuple[int, dict]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append((state.global_step, dict(logs)))
+
+    recorder = OnLogRecorder()
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=2,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="steps", save_steps=2,
+                             logging_steps=50, disable_tqdm=True, dataloader_num_workers=0)
+    trainer = Trainer(model=wrapper, args=args, train_dataset=_toy_rows(16), callbacks=[recorder])
+    for monitor in monitors:
+        trainer.add_callback(ProbeTrainerCallback(monitor, trainer))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        trainer.train(resume_from_checkpoint=resume)
+    probe_warnings = [(w.filename, w.lineno, str(w.message)) for w in caught if issubclass(w.category, ProbeWarning)]
+    return trainer, recorder, probe_warnings, line
+
+
+def test_transformers_two_monitors_log_through_on_log_and_resume_from_anywhere(
+        tiny_components, concept, reference, tmp_path, fresh_accelerate_state):
+    import shutil
+
+    from transformers.trainer_callback import TrainerState
+
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
     wrapper = _UNetWithLoss(model.unet, model.encode_prompts(["a red circle"]))
 
-    def run(max_steps: int, resume: str | None = None) -> tuple[Trainer, ProbeTrainerCallback]:
-        # d_N >= 0 always, so target 0.0 stops at the first probe.
-        callback = ProbeTrainerCallback(make_monitor(model, concept, reference, every_n_steps=2, target_d_n=0.0))
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
-                                 learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="steps",
-                                 save_steps=2, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
-        trainer = Trainer(model=wrapper, args=args, train_dataset=_toy_rows(16), callbacks=[callback])
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer, callback
+    def monitors(square_outcomes):
+        # circle: real probes, stops at its third probe (nothing beats the first by 1e9);
+        # square: scripted, its first probe fails.
+        return (make_monitor(model, concept, reference, every_n_steps=2, name="circle", patience=2, min_delta=1e9),
+                make_monitor(model, concept, reference, scripted(square_outcomes), every_n_steps=3, name="square"))
 
-    trainer, callback = run(max_steps=6)
-    assert trainer.state.global_step == 2  # stopped early: 6 steps were allowed
-    history = callback.monitor.history
-    assert [r.step for r in history] == [2] and history[0].ok and callback.should_stop
-    logged = [entry for entry in trainer.state.log_history if "probe/d_n" in entry]
-    assert logged == [{"probe/d_n": history[0].d_n, "probe/ci_low": history[0].ci_low,
-                       "probe/ci_high": history[0].ci_high, "probe/regularization_weight": 0.0, "step": 2}]
-    saved = json.loads((tmp_path / "checkpoint-2" / STATE_FILE).read_text())
-    assert saved["stop_reason"] == "target" and saved["history"][0]["d_n"] == history[0].d_n
+    circle, square = monitors([RuntimeError("out of memory")])
+    trainer, recorder, probe_warnings, line = _run_trainer(model, wrapper, [circle, square], tmp_path / "run", 4)
+    assert trainer.state.global_step == 4 and [r.step for r in circle.history] == [2, 4]
+    assert [r.step for r in square.history] == [3] and not square.history[0].ok
+    # on_log of a callback listed before the probes (like TensorBoard or W&B) receives every probe
+    # at its step, and log_history holds the same entries.
+    received = [(step, logs) for step, logs in recorder.logs if any(k.startswith(("circle/", "square/")) for k in logs)]
+    assert [step for step, _ in received] == [2, 3, 4]
+    for (step, logs), record in zip([received[0], received[2]], circle.history):
+        assert logs.items() >= {"circle/d_n": record.d_n, "circle/ci_low": record.ci_low,
+                                "circle/ci_high": record.ci_high, "circle/failed": 0.0}.items()
+    assert received[1][1].items() >= {"square/failed": 1.0, "square/failures": 1.0}.items()
+    in_history = [entry for entry in trainer.state.log_history if any(k.startswith(("circle/", "square/")) for k in entry)]
+    assert [{**logs, "step": step} for step, logs in received] == in_history
+    assert probe_warnings == [(__file__, line, "square: probe at step 3 failed and was skipped: "
+                                               "RuntimeError: out of memory")]
 
-    trainer, callback = run(max_steps=6, resume=str(tmp_path / "checkpoint-2"))
-    assert trainer.state.global_step == 4
-    assert [r.step for r in callback.monitor.history] == [2, 4]  # the restored probe, then a new one
+    # Resume from a copy of the checkpoint outside output_dir, in a new run with new monitors.
+    moved = tmp_path / "elsewhere" / "step-4"
+    shutil.copytree(tmp_path / "run" / "checkpoint-4", moved)
+    shutil.rmtree(tmp_path / "run")
+    saved = TrainerState.load_from_json(str(moved / "trainer_state.json")).stateful_callbacks
+    assert saved["unlearn_guard.ProbeMonitor/circle"]["probes_without_improvement"] == 1
+    circle, square = monitors([1.0])
+    triangle = make_monitor(model, concept, reference, every_n_steps=100, name="triangle")  # not in the first run
+    trainer, recorder, probe_warnings, line = _run_trainer(model, wrapper, [circle, square, triangle],
+                                                           tmp_path / "resumed", 10, resume=str(moved))
+    # The restored patience counter stops it at its next probe (a fresh one would run to step 10).
+    assert trainer.state.global_step == 6 and circle.stop_reason == "patience"
+    assert [r.step for r in circle.history] == [2, 4, 6] and [r.step for r in square.history] == [3, 6]
+    assert square.failures == 1
+    logged_steps = [entry["step"] for entry in trainer.state.log_history if "circle/d_n" in entry]
+    assert logged_steps == [r.step for r in circle.history]  # log_history and the monitor agree
+    assert probe_warnings == [(__file__, line, "resuming at step 4, but the checkpoint holds no state for monitor "
+                                               "'triangle': its history, patience counter and stop decision start over")]
+
+
+def test_transformers_refuses_two_probes_with_one_name(tiny_components, concept, reference, tmp_path,
+                                                      fresh_accelerate_state):
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    wrapper = _UNetWithLoss(model.unet, model.encode_prompts(["a red circle"]))
+    twins = [make_monitor(model, concept, reference, every_n_steps=2) for _ in range(2)]
+    with pytest.raises(InputError, match="2 probe callbacks share the monitor name 'probe'"):
+        _run_trainer(model, wrapper, twins, tmp_path, 4)
 
 
 class _LitUNet:
@@ -718,10 +826,9 @@ class _LitUNet:
         return LitUNet()
 
 
-@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
-@pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # lightning 2.6.6 with torch 2.13
-def test_lightning_trainer_probes_logs_stops_and_checkpoints(tiny_components, concept, reference, tmp_path):
+def _fit(model, embeddings, monitors, tmp_path, run, max_steps, ckpt_path=None):
+    """A lightning.Trainer fit with one ProbeLightningCallback per monitor, a CSVLogger at the
+    default log_every_n_steps (50), and a checkpoint every 4 steps."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -729,31 +836,79 @@ def test_lightning_trainer_probes_logs_stops_and_checkpoints(tiny_components, co
 
     from unlearn_guard.callbacks.lightning import ProbeLightningCallback
 
-    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
-    embeddings = model.encode_prompts(["a red circle"])
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 4, 8, 8, generator=g), torch.randn(16, 4, 8, 8, generator=g))
-
-    def fit(ckpt_path: str | None = None):
-        callback = ProbeLightningCallback(make_monitor(model, concept, reference, every_n_steps=2,
-                                                       **STOP_AT_SECOND_PROBE))
-        run = "resumed" if ckpt_path else "first"
-        checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=10, callbacks=[callback, checkpoints],
-                             logger=CSVLogger(tmp_path / "logs", name=run), log_every_n_steps=1,
-                             enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False)
+    callbacks = [ProbeLightningCallback(monitor) for monitor in monitors]
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, callbacks=[*callbacks, checkpoints],
+                         logger=CSVLogger(tmp_path / "logs", name=run), enable_checkpointing=True,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
         trainer.fit(_LitUNet.make(model.unet, embeddings), DataLoader(data, batch_size=1), ckpt_path=ckpt_path)
-        return trainer, callback
+    probe_warnings = [(w.filename, w.lineno, str(w.message)) for w in caught if issubclass(w.category, ProbeWarning)]
+    return trainer, callbacks, probe_warnings, line
 
-    trainer, callback = fit()
-    history = callback.monitor.history
-    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
-    assert trainer.global_step == 4 and callback.monitor.stop_reason == "patience"  # 10 steps were allowed
-    assert trainer.logged_metrics["probe/d_n"] == pytest.approx(history[-1].d_n)
-    assert trainer.callback_metrics["probe/regularization_weight"] == pytest.approx(1.0)
-    assert "probe/d_n" in (tmp_path / "logs" / "first" / "version_0" / "metrics.csv").read_text()
 
-    checkpoint = next((tmp_path / "ckpt").glob("*step=4*.ckpt"))
-    trainer, callback = fit(ckpt_path=str(checkpoint))
-    # The restored history and counters: the stop decision holds, so it stops at the next probe.
-    assert [r.step for r in callback.monitor.history] == [2, 4, 6] and trainer.global_step == 6
+def _csv_rows(path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # lightning 2.6.6 with torch 2.13
+def test_lightning_two_monitors_log_every_probe_at_its_step_and_resume(tiny_components, concept, reference,
+                                                                       tmp_path):
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    embeddings = model.encode_prompts(["a red circle"])
+
+    def monitors(square_outcomes):
+        # circle: real probes, stops at its third probe; square: scripted, its first probe fails.
+        return (make_monitor(model, concept, reference, every_n_steps=2, name="circle", patience=2, min_delta=1e9),
+                make_monitor(model, concept, reference, scripted(square_outcomes), every_n_steps=3, name="square"))
+
+    circle, square = monitors([RuntimeError("out of memory")])
+    trainer, _, probe_warnings, line = _fit(model, embeddings, [circle, square], tmp_path, "first", max_steps=4)
+    assert [r.step for r in circle.history] == [2, 4] and [r.step for r in square.history] == [3]
+    rows = _csv_rows(tmp_path / "logs" / "first" / "version_0" / "metrics.csv")
+    by_step = {}
+    for row in rows:
+        by_step.setdefault(int(row["step"]), {}).update({k: v for k, v in row.items() if v != ""})
+    # Every probe reached the CSV at its own step with its interval, whatever log_every_n_steps is.
+    for record in circle.history:
+        logged = by_step[record.step]
+        assert (float(logged["circle/d_n"]), float(logged["circle/ci_low"]), float(logged["circle/ci_high"])) == \
+            pytest.approx((record.d_n, record.ci_low, record.ci_high))
+    assert float(by_step[3]["square/failed"]) == 1.0 and "square/d_n" not in by_step[3]
+    assert trainer.callback_metrics["circle/d_n"] == pytest.approx(circle.history[-1].d_n)
+    assert probe_warnings == [(__file__, line, "square: probe at step 3 failed and was skipped: "
+                                               "RuntimeError: out of memory")]
+
+    # Resume both from the checkpoint at step 4 (one fit, two state keys), with new monitors.
+    circle, square = monitors([1.5])
+    trainer, callbacks, probe_warnings, _ = _fit(model, embeddings, [circle, square], tmp_path, "resumed",
+                                                 max_steps=10, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt"))
+    assert sorted(callback.state_key for callback in callbacks) == [
+        "ProbeLightningCallback{'name': 'circle'}", "ProbeLightningCallback{'name': 'square'}"]
+    # The restored patience counter stops it at its next probe (a fresh one would run to step 10).
+    assert trainer.global_step == 6 and circle.stop_reason == "patience"
+    assert [r.step for r in circle.history] == [2, 4, 6] and [r.step for r in square.history] == [3, 6]
+    assert square.failures == 1 and probe_warnings == []
+    rows = _csv_rows(tmp_path / "logs" / "resumed" / "version_0" / "metrics.csv")
+    assert {(int(row["step"]), key) for row in rows for key in ("circle/d_n", "square/d_n") if row.get(key)} == {
+        (6, "circle/d_n"), (6, "square/d_n")}
+
+
+def test_lightning_checks_the_monitor_when_training_starts(tiny_components, concept, reference, tmp_path):
+    """A part left behind when the framework moves the module is caught before the first step."""
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    embeddings = model.encode_prompts(["a red circle"])
+    monitor = make_monitor(model, concept, reference, every_n_steps=1)
+    model.vae.to("meta")  # stands in for a VAE outside the LightningModule, left on another device
+    with pytest.raises(ModelError, match="different devices"):
+        _fit(model, embeddings, [monitor], tmp_path, "broken", max_steps=4)
+    assert monitor.history == []
