@@ -10,13 +10,15 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
+# "--threads 1" everywhere: tiny sizes gain nothing from a second thread, and on a shared 2-core
+# machine two OpenMP threads spin against the other jobs (callback_overhead.py at these sizes: 67 s
+# with 1 thread, over the 900 s timeout with 2, measured at load average 5).
 CASES = {
-    # --threads 1 everywhere: on 2 cores shared with another job, 2 threads ran 8-20x slower
-    # (benchmarks/threads_contention.py), enough to hit the timeout below.
     "probe_presets.py": ["--images", "1", "--presets", "fast", "--batch-sizes", "1", "--threads", "1"],
     "replay_paper_table.py": ["--concepts", "circle", "--iterations", "2", "--images", "2", "--accuracy-images", "2",
                               "--preset", "fast", "--threads", "1"],
     "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2", "--threads", "1"],
+    "decision_interval.py": ["--sizes", "2", "--sets", "2", "--threads", "1"],
     # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
     "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
     "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],

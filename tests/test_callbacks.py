@@ -5,6 +5,7 @@ the real library (accelerate, transformers.Trainer, lightning.Trainer)."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import re
@@ -14,9 +15,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, ProbeRecord, ProbeWarning, default_probe_fn
+from unlearn_guard.callbacks import (
+    MonitorConfig,
+    ProbeMonitor,
+    ProbeRecord,
+    ProbeWarning,
+    Signal,
+    decisive_value,
+    default_probe_fn,
+)
+from unlearn_guard.callbacks import monitor as monitor_module
 from unlearn_guard.config import InversionConfig, ProbeConfig
-from unlearn_guard.errors import InputError, InsufficientDataError, NonFiniteError
+from unlearn_guard.errors import InputError, InsufficientDataError, ModelError, NonFiniteError
 from unlearn_guard.models import DiffusionModel, snapshot_module_state
 from unlearn_guard.probe import ProbeFailure, probe
 from unlearn_guard.results import ImageProbe, ProbeResult, SetProbe
@@ -54,22 +64,26 @@ def reference(tiny_images):
     return tiny_images[2:]
 
 
-def make_monitor(model, concept, reference, probe_fn=None, **config) -> ProbeMonitor:
+def make_monitor(model, concept, reference, probe_fn=None, name="probe", **config) -> ProbeMonitor:
     config.setdefault("probe", CHEAP)
     return ProbeMonitor(model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
-                        config=MonitorConfig(**config), probe_fn=probe_fn)
+                        config=MonitorConfig(**config), probe_fn=probe_fn, name=name)
 
 
-def fake_result(d_n: float) -> ProbeResult:
-    """A ProbeResult with a chosen d_N (for tests of decisions, not of measurement)."""
+def fake_result(d_n: float, low: float | None = None, high: float | None = None) -> ProbeResult:
+    """A ProbeResult with a chosen d_N and interval, [d_N - 0.1, d_N + 0.1] unless given (for tests
+    of decisions, not of measurement)."""
+    low = d_n - 0.1 if low is None else low
+    high = d_n + 0.1 if high is None else high
     erased = SetProbe("erased", [ImageProbe("a.png", "p", "a.png", "0" * 64, 100.0, 20.0),
                                  ImageProbe("b.png", "p", "b.png", "1" * 64, 102.0, 22.0)], 0, 0.0)
-    distance = MemoryDistanceResult(d_n, d_n - 0.1, d_n + 0.1, 0.95, "mofc", 2, 2, 20, 20, d_n, 1.0)
+    distance = MemoryDistanceResult(d_n, low, high, 0.95, "mofc", 2, 2, 20, 20, d_n, 1.0)
     return ProbeResult(erased, None, distance, torch.zeros(20), CHEAP)
 
 
 def scripted(values):
-    """A probe_fn that returns the given d_N values in turn (an exception instance is raised)."""
+    """A probe_fn that returns the given outcomes in turn: a d_N, a (d_N, low, high) tuple, or an
+    exception instance (raised)."""
     queue = list(values)
     calls = []
 
@@ -78,7 +92,7 @@ def scripted(values):
         value = queue.pop(0)
         if isinstance(value, BaseException):
             raise value
-        return fake_result(value)
+        return fake_result(*value) if isinstance(value, tuple) else fake_result(value)
 
     probe_fn.calls = calls
     return probe_fn
@@ -161,33 +175,44 @@ def test_probing_mid_training_changes_nothing_but_the_history(tiny_components, c
     assert grad_enabled == [False]
 
 
+NAN = math.nan
+
+
 @pytest.mark.parametrize(
     "config, values, stop_at, reason",
     [
-        # (MonitorConfig fields, d_N per probe, 1-based probe after which should_stop turns True, reason)
-        ({"target_d_n": 2.0}, [1.0, 1.5, 2.1, 2.2], 3, "target"),
-        ({"target_d_n": 2.0}, [2.0], 1, "target"),                                     # >= target
-        ({"target_d_n": 2.0}, [1.0, 1.9, 1.99], None, None),
-        ({"target_d_n": 2.0}, [2.5, 1.0, 1.0], 1, "target"),                           # stays stopped
-        ({"target_d_n": 0.5, "mode": "min"}, [1.0, 0.6, 0.4], 3, "target"),            # <= target
-        ({"target_d_n": 0.5, "mode": "min"}, [0.1], 1, "target"),
+        # (MonitorConfig fields, probe outcomes: d_N or (d_N, low, high), 1-based probe after which
+        #  should_stop turns True, reason). Plain d_N values get the interval [d_N - 0.1, d_N + 0.1].
+        # The target counts only when the whole interval is past it (low in "max", high in "min").
+        ({"target_d_n": 2.0}, [(1.0, 0.8, 1.2), (2.1, 1.9, 2.3), (2.2, 2.0, 2.4)], 3, "target"),
+        ({"target_d_n": 2.0}, [(2.5, 2.0, 3.0)], 1, "target"),                           # low == target
+        ({"target_d_n": 2.0}, [(2.5, 1.99, 3.0)], None, None),                           # point far past: not enough
+        ({"target_d_n": 2.0}, [(2.5, 2.1, 2.9), (1.0, 0.8, 1.2)], 1, "target"),          # stays stopped
+        ({"target_d_n": 0.5, "mode": "min"}, [(0.4, 0.3, 0.6), (0.4, 0.3, 0.5)], 2, "target"),  # high <= target
+        # Patience compares conservative ends: the issue's 4 + 4 case, the point creeps up inside
+        # wide intervals whose low end does not move, so nothing improved.
+        ({"patience": 2}, [(1.00, 0.93, 1.01), (1.01, 0.93, 1.04), (1.02, 0.92, 1.06)], 3, "patience"),
+        ({"patience": 2}, [(1.0, 0.90, 1.1), (0.98, 0.91, 1.05), (0.97, 0.89, 1.05), (0.99, 0.92, 1.06)],
+         None, None),                                                                    # low rose twice
+        ({"patience": 2, "min_delta": 0.05}, [(1.0, 0.9, 1.1), (1.1, 0.94, 1.2), (1.2, 0.95, 1.3)], 3, "patience"),
+        ({"patience": 2, "min_delta": 0.05}, [(1.0, 0.9, 1.1), (1.1, 0.94, 1.2), (1.2, 0.96, 1.3)], None, None),
+        ({"patience": 1}, [1.0, 1.0], 2, "patience"),                                  # equal is no improvement
         ({"patience": 2}, [1.0, 1.2, 1.1, 1.15], 4, "patience"),
         ({"patience": 2}, [1.0, 1.2, 1.1, 1.3, 1.25], None, None),                     # 1.3 resets the count
-        ({"patience": 2, "min_delta": 0.1}, [1.0, 1.05, 1.08], 3, "patience"),         # too small to count
-        ({"patience": 2, "min_delta": 0.1}, [1.0, 1.05, 1.11], None, None),
-        ({"patience": 1, "mode": "min"}, [1.0, 1.2], 2, "patience"),                   # growing is worse
-        ({"patience": 1, "mode": "max"}, [1.0, 1.2], None, None),
-        ({"patience": 1}, [1.0, 1.0], 2, "patience"),                                  # equal is no improvement
-        ({"patience": 1, "min_delta": 0.25}, [1.0, 1.25], 2, "patience"),              # must beat by more
-        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [1.0, 0.75], 2, "patience"),
-        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [1.0, 0.5], None, None),
+        ({"patience": 1, "mode": "min"}, [(1.0, 0.9, 1.1), (0.8, 0.5, 1.2)], 2, "patience"),   # high rose: worse
+        ({"patience": 1, "mode": "min"}, [(1.0, 0.9, 1.1), (1.05, 0.95, 1.08)], None, None),   # high fell: better
+        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [(1.0, 0.9, 1.1), (0.75, 0.7, 0.9)], 2, "patience"),
+        ({"patience": 1, "mode": "min", "min_delta": 0.25}, [(1.0, 0.9, 1.1), (0.7, 0.6, 0.8)], None, None),
         ({"patience": 1}, [1.0, RuntimeError("boom"), 1.5], None, None),               # failures don't count
         ({"patience": 1}, [1.0, RuntimeError("boom"), 0.9], 3, "patience"),
         ({"target_d_n": 2.0, "patience": 1}, [1.0, 0.9], 2, "patience"),
         ({}, [1.0, 0.5, 0.1, 0.0], None, None),                                        # no criteria: never
+        # No interval (bootstrap off): the point value is its own conservative end.
+        ({"target_d_n": 2.0}, [(2.0, NAN, NAN)], 1, "target"),
+        ({"patience": 1}, [(1.0, NAN, NAN), (1.01, NAN, NAN)], None, None),
     ],
 )
-def test_early_stopping_semantics(tiny_model, concept, reference, config, values, stop_at, reason):
+def test_early_stopping_decides_on_the_interval(tiny_model, concept, reference, config, values, stop_at, reason):
     monitor = make_monitor(tiny_model, concept, reference, scripted(values), every_n_steps=1, **config)
     decisions = []
     with warnings.catch_warnings(record=True) as caught:
@@ -202,37 +227,68 @@ def test_early_stopping_semantics(tiny_model, concept, reference, config, values
 
 
 @pytest.mark.parametrize(
-    "config, d_n, expected",
+    "mode, signal, expected",
+    [("max", Signal(1.0, 0.9, 1.2), 0.9), ("min", Signal(1.0, 0.9, 1.2), 1.2),
+     ("max", Signal(1.0, NAN, NAN), 1.0), ("min", Signal(1.0, NAN, NAN), 1.0)],
+)
+def test_decisive_value_is_the_conservative_end(mode, signal, expected):
+    assert decisive_value(signal, mode) == expected
+
+
+def test_every_decision_reads_the_signal_through_one_function(tiny_model, concept, reference, monkeypatch):
+    """Swapping `decisive_value` (a new signal, another rule) changes target, patience and the
+    weight together: no decision reads d_N on its own."""
+    outcomes = [(1.5, 1.0, 2.0), (2.2, 1.9, 2.5)]
+    config = dict(every_n_steps=1, target_d_n=2.0, patience=5)
+    by_interval = make_monitor(tiny_model, concept, reference, scripted(outcomes), **config)
+    by_interval.step(1)
+    assert by_interval.regularization_weight == pytest.approx(1.0)     # gap = 2.0 - 1.0 = scale
+    assert not by_interval.step(2)                                      # low 1.9 < 2.0
+    assert by_interval.best_bound == 1.9
+
+    monkeypatch.setattr(monitor_module, "decisive_value", lambda signal, mode: signal.value)
+    by_point = make_monitor(tiny_model, concept, reference, scripted(outcomes), **config)
+    by_point.step(1)
+    assert by_point.regularization_weight == pytest.approx(0.5)        # gap = 2.0 - 1.5
+    assert by_point.step(2) and by_point.stop_reason == "target"       # 2.2 >= 2.0
+    assert by_point.best_bound == 2.2
+
+
+@pytest.mark.parametrize(
+    "config, outcome, expected",
     [
-        # w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); scale defaults to |target - 1|
+        # w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); gap from the conservative end b
+        # (low in "max", high in "min"); scale defaults to |target - 1|
         ({"target_d_n": 3.0}, None, 1.0),                                       # before any probe
-        ({}, 1.5, 1.0),                                                         # no target
-        ({"target_d_n": 3.0}, 1.0, 1.0),                                        # still remembers
-        ({"target_d_n": 3.0}, 2.0, 0.5),
-        ({"target_d_n": 3.0}, 3.0, 0.0),
-        ({"target_d_n": 3.0}, 4.0, 0.0),
-        ({"target_d_n": 3.0}, 0.5, 1.0),                                        # clipped at w_max
-        ({"target_d_n": 3.0, "regularization_min": 0.2, "regularization_max": 2.0}, 2.0, 1.1),
-        ({"target_d_n": 3.0, "regularization_scale": 4.0}, 2.0, 0.25),
-        ({"target_d_n": 0.5, "mode": "min"}, 0.75, 0.5),                        # gap = d_N - target
-        ({"target_d_n": 1.0}, 0.5, 0.5),                                        # |target - 1| = 0: scale 1
+        ({}, (1.5, 1.4, 1.6), 1.0),                                             # no target
+        ({"target_d_n": 3.0}, (1.2, 1.0, 1.4), 1.0),                            # still remembers
+        ({"target_d_n": 3.0}, (2.5, 2.0, 3.0), 0.5),
+        ({"target_d_n": 3.0}, (3.5, 3.0, 4.0), 0.0),
+        ({"target_d_n": 3.0}, (3.2, 2.9, 3.5), pytest.approx(0.05)),           # point past, low not
+        ({"target_d_n": 3.0}, (4.5, 4.0, 5.0), 0.0),
+        ({"target_d_n": 3.0}, (0.7, 0.5, 0.9), 1.0),                            # clipped at w_max
+        ({"target_d_n": 3.0, "regularization_min": 0.2, "regularization_max": 2.0}, (2.5, 2.0, 3.0), 1.1),
+        ({"target_d_n": 3.0, "regularization_scale": 4.0}, (2.5, 2.0, 3.0), 0.25),
+        ({"target_d_n": 0.5, "mode": "min"}, (0.6, 0.4, 0.75), 0.5),            # gap = high - target
+        ({"target_d_n": 1.0}, (0.7, 0.5, 0.9), 0.5),                            # |target - 1| = 0: scale 1
     ],
 )
-def test_regularization_weight_schedule(tiny_model, concept, reference, config, d_n, expected):
-    monitor = make_monitor(tiny_model, concept, reference, scripted([] if d_n is None else [d_n]),
+def test_regularization_weight_schedule(tiny_model, concept, reference, config, outcome, expected):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([] if outcome is None else [outcome]),
                            every_n_steps=1, **config)
-    if d_n is not None:
+    if outcome is not None:
         monitor.probe_now(1)
     assert monitor.regularization_weight == pytest.approx(expected, abs=1e-12)
 
 
 def test_weight_keeps_the_last_good_value_after_a_failure(tiny_model, concept, reference):
-    monitor = make_monitor(tiny_model, concept, reference, scripted([2.0, ValueError("bad")]),
+    monitor = make_monitor(tiny_model, concept, reference, scripted([(2.1, 2.0, 2.2), ValueError("bad")]),
                            every_n_steps=1, target_d_n=3.0)
     monitor.probe_now(1)
     with pytest.warns(ProbeWarning, match="ValueError: bad"):
         monitor.probe_now(2)
-    assert monitor.latest_d_n == 2.0 and monitor.regularization_weight == pytest.approx(0.5)
+    assert monitor.latest_d_n == 2.1 and monitor.latest_signal == Signal(2.1, 2.0, 2.2)
+    assert monitor.regularization_weight == pytest.approx(0.5)
 
 
 def test_state_dict_round_trip_resumes_to_the_same_decision(tiny_model, concept, reference):
@@ -245,7 +301,7 @@ def test_state_dict_round_trip_resumes_to_the_same_decision(tiny_model, concept,
     resumed = make_monitor(tiny_model, concept, reference, scripted([1.15]), **config)
     resumed.load_state_dict(state)
     assert resumed.history == original.history
-    assert (resumed.best_d_n, resumed.probes_without_improvement) == (1.2, 1)
+    assert (resumed.best_bound, resumed.probes_without_improvement) == (pytest.approx(1.1), 1)  # low of 1.2
     assert resumed.overhead_seconds == original.overhead_seconds
     assert resumed.maybe_probe(30) is None  # the last recorded step is not probed again
     fresh = make_monitor(tiny_model, concept, reference, scripted([1.15]), **config)
@@ -335,7 +391,7 @@ def test_non_finite_d_n_and_broken_log_fn_do_not_raise(tiny_model, concept, refe
         second = monitor.probe_now(2)
     assert first.error.startswith("NonFiniteError: d_N = inf") and second.d_n == 1.0
     assert any("disk full" in str(w.message) for w in caught)
-    assert monitor.best_d_n == 1.0 and not monitor.should_stop  # inf never became the best value
+    assert monitor.best_bound == pytest.approx(0.9) and not monitor.should_stop  # inf never became the best
 
 
 @pytest.mark.parametrize(
@@ -381,6 +437,116 @@ def test_monitor_validates_its_inputs_once(tiny_model, tiny_images):
     assert monitor.images.size == (64, 64) and monitor.images.prompts == ["p", "p"]
 
 
+def test_metrics_are_keyed_by_the_monitor_name_and_count_failures(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([(1.5, 1.4, 1.7), RuntimeError("oom")]),
+                           every_n_steps=1, target_d_n=2.0, name="circle/fast")
+    ok = monitor.probe_now(1)
+    assert monitor.metrics(ok) == {
+        "circle/fast/d_n": 1.5, "circle/fast/ci_low": 1.4, "circle/fast/ci_high": 1.7,
+        "circle/fast/psnr_mean": ok.erased_psnr_mean, "circle/fast/nll_mean": ok.erased_nll_mean,
+        "circle/fast/seconds": ok.seconds, "circle/fast/regularization_weight": pytest.approx(0.6),
+        "circle/fast/failed": 0.0, "circle/fast/failures": 0.0,
+    }
+    with pytest.warns(ProbeWarning, match="circle/fast: probe at step 2 failed"):
+        failed = monitor.probe_now(2)
+    assert monitor.metrics(failed) == {"circle/fast/failed": 1.0, "circle/fast/failures": 1.0,
+                                       "circle/fast/regularization_weight": pytest.approx(0.6)}
+    assert (monitor.failures, monitor.consecutive_failures) == (1, 1)
+
+
+def test_metrics_leave_out_a_missing_interval(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([(1.5, NAN, NAN)]), every_n_steps=1)
+    metrics = monitor.metrics(monitor.probe_now(1))
+    assert metrics["probe/d_n"] == 1.5 and "probe/ci_low" not in metrics and "probe/ci_high" not in metrics
+
+
+@pytest.mark.parametrize("name", ["", "a b", "/probe", "probe/", "a//b", 3, "dN=1"])
+def test_monitor_name_must_work_as_a_metric_prefix(tiny_model, concept, reference, name):
+    with pytest.raises(InputError, match="name"):
+        make_monitor(tiny_model, concept, reference, every_n_steps=1, name=name)
+
+
+@pytest.mark.parametrize(
+    "outcomes, limit, probed, active",
+    [
+        # (probe outcomes at steps 1.., max_consecutive_failures, steps probed, active at the end)
+        ([RuntimeError("a"), RuntimeError("b"), 1.0, 1.0], 2, [1, 2], False),
+        ([RuntimeError("a"), 1.0, RuntimeError("b"), 1.0], 2, [1, 2, 3, 4], True),  # a success resets the count
+        ([RuntimeError("a"), RuntimeError("b"), RuntimeError("c"), 1.0], None, [1, 2, 3, 4], True),
+    ],
+)
+def test_max_consecutive_failures_stops_monitoring(tiny_model, concept, reference, outcomes, limit, probed, active):
+    monitor = make_monitor(tiny_model, concept, reference, scripted(outcomes), every_n_steps=1,
+                           max_consecutive_failures=limit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, len(outcomes) + 1):
+            monitor.step(step)
+    assert [r.step for r in monitor.history] == probed and monitor.active is active
+    assert any("monitoring stops here" in str(w.message) for w in caught) is (not active)
+    assert not monitor.should_stop  # disabling monitoring is not a stop decision
+
+
+def test_max_consecutive_failures_can_raise(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([RuntimeError("a"), RuntimeError("out of memory")]),
+                           every_n_steps=1, max_consecutive_failures=2, on_max_failures="raise")
+    with pytest.warns(ProbeWarning, match="step 1 failed"):
+        monitor.step(1)
+    with pytest.raises(ProbeFailure, match=r"2 probes in a row failed \(steps \[1, 2\]\).*out of memory") as raised:
+        monitor.step(2)
+    assert isinstance(raised.value.__cause__, RuntimeError) and len(monitor.history) == 2
+
+
+def test_probe_warning_points_at_the_callers_line(tiny_model, concept, reference):
+    monitor = make_monitor(tiny_model, concept, reference, scripted([RuntimeError("boom")]), every_n_steps=1)
+    with pytest.warns(ProbeWarning) as caught:
+        line = inspect.currentframe().f_lineno + 1
+        monitor.step(1)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)
+
+
+def test_misconfiguration_fails_when_the_monitor_is_built(tiny_components, concept, reference, monkeypatch):
+    """What would fail every probe is refused up front, naming the problem, before any training."""
+    from unlearn_guard.kernels import _dispatch
+
+    monkeypatch.setattr(_dispatch, "INTERPRETING", False)  # as without TRITON_INTERPRET=1
+    model = DiffusionModel.from_components(**tiny_components)
+    with pytest.raises(InputError, match=r"ProbeMonitor 'probe'.*backend='triton'.*TRITON_INTERPRET"):
+        make_monitor(model, concept, reference, every_n_steps=1, probe=CHEAP.replace(backend="triton"))
+    split = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    split.text_encoder.to("meta")  # moved after the model was assembled (as a framework may)
+    with pytest.raises(ModelError, match="different devices"):
+        make_monitor(split, concept, reference, every_n_steps=1)
+
+
+def test_a_monitor_without_interval_says_it_decides_on_the_point(tiny_model, concept, reference):
+    with pytest.warns(ProbeWarning, match="bootstrap_samples=0.*point estimate"):
+        make_monitor(tiny_model, concept, reference, every_n_steps=1, patience=2,
+                     probe=CHEAP.replace(bootstrap_samples=0))
+
+
+def test_state_of_another_monitor_is_refused(tiny_model, concept, reference):
+    circle = make_monitor(tiny_model, concept, reference, scripted([1.0]), every_n_steps=1, name="circle")
+    circle.step(1)
+    square = make_monitor(tiny_model, concept, reference, every_n_steps=1, name="square")
+    with pytest.raises(InputError, match="belongs to monitor 'circle'; this monitor is 'square'"):
+        square.load_state_dict(circle.state_dict())
+    assert square.history == []
+
+
+def test_a_version_1_state_is_read_with_todays_rule(tiny_model, concept, reference):
+    """States saved before decisions moved to the interval: counters are recomputed from the history."""
+    history = [ProbeRecord(10, 1.00, 0.93, 1.01, 90.0, 30.0, 1.0).to_dict(),
+               ProbeRecord(20, 1.02, 0.92, 1.06, 90.0, 30.0, 1.0).to_dict(),
+               ProbeRecord(30, None, None, None, None, None, 0.5, "RuntimeError: x").to_dict()]
+    old = {"version": 1, "config": {"mode": "max"}, "history": history, "best_d_n": 1.02,
+           "probes_without_improvement": 0, "stop_reason": None, "overhead_seconds": 2.5}
+    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=10, patience=3)
+    monitor.load_state_dict(old)
+    assert (monitor.best_bound, monitor.probes_without_improvement) == (0.93, 1)  # the point rose, the low did not
+    assert (monitor.failures, monitor.consecutive_failures, monitor.overhead_seconds) == (1, 1, 2.5)
+
+
 # --------------------------------------------------------------------------- adapters, real libraries
 
 
@@ -394,47 +560,100 @@ def fresh_accelerate_state():
     PartialState._reset_state()
 
 
-def test_accelerate_loop_probes_on_schedule_and_checkpoints(tiny_components, concept, reference, tmp_path,
-                                                            fresh_accelerate_state):
+def _recording_tracker():
+    """An accelerate tracker (the documented custom-tracker API) that keeps what it is given."""
+    from accelerate.tracking import GeneralTracker
+
+    class RecordingTracker(GeneralTracker):
+        name = "recording"
+        requires_logging_directory = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.logged: list[tuple[int | None, dict]] = []
+
+        @property
+        def tracker(self):
+            return self.logged
+
+        def store_init_configuration(self, values: dict) -> None:
+            pass
+
+        def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+            self.logged.append((step, dict(values)))
+
+    return RecordingTracker()
+
+
+def test_accelerate_two_monitors_log_to_the_trackers_and_checkpoint(tiny_components, concept, reference, tmp_path,
+                                                                    fresh_accelerate_state):
     from accelerate import Accelerator
 
     from unlearn_guard.callbacks.loop import AcceleratorProbe
 
-    components = copy.deepcopy(tiny_components)
-    accelerator = Accelerator(cpu=True)
-    unet = components.pop("unet")
-    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    model = DiffusionModel.from_components(unet=unet, **components)
+    def build(probe_fn_square):
+        components = copy.deepcopy(tiny_components)
+        tracker = _recording_tracker()
+        accelerator = Accelerator(cpu=True, log_with=[tracker])
+        accelerator.init_trackers("erase")
+        unet = components.pop("unet")
+        unet, optimizer = accelerator.prepare(unet, torch.optim.SGD(unet.parameters(), lr=0.1))
+        model = DiffusionModel.from_components(unet=unet, **components)
+        circle = AcceleratorProbe(make_monitor(model, concept, reference, every_n_steps=2, name="circle"), accelerator)
+        square = AcceleratorProbe(make_monitor(model, concept, reference, probe_fn_square, every_n_steps=3,
+                                               name="square"), accelerator)
+        return accelerator, tracker, unet, optimizer, model, circle, square
+
+    accelerator, tracker, unet, optimizer, model, circle, square = build(scripted([RuntimeError("oom"), 1.5]))
+    accelerator.register_for_checkpointing(circle, square)
     embeddings = model.encode_prompts(["a red circle"])
-    probing = AcceleratorProbe(make_monitor(model, concept, reference, every_n_steps=2), accelerator)
-    accelerator.register_for_checkpointing(probing)
     initial = snapshot_module_state(unet)
-    stops = []
     generator = torch.Generator().manual_seed(0)
-    for step in range(1, 6):
-        latents, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
-        loss = denoising_loss(unet, embeddings, latents, noise)
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad()
-        stops.append(probing.step(step))
-    history = probing.monitor.history
-    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
-    assert stops == [False] * 5 and probing.last_record is history[-1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, 7):
+            latents, noise = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+            accelerator.backward(denoising_loss(unet, embeddings, latents, noise))
+            optimizer.step()
+            optimizer.zero_grad()
+            line = inspect.currentframe().f_lineno + 1
+            assert not circle.step(step) and not square.step(step)
     assert snapshot_module_state(unet).differences(initial)  # it trained
-    assert history[0].d_n != history[1].d_n  # each probe saw the weights of its step
+    history = circle.monitor.history
+    assert [r.step for r in history] == [2, 4, 6] and all(r.ok for r in history)
+    assert len({r.d_n for r in history}) == 3  # each probe saw the weights of its step
+    # Every probe reached the tracker at its step, under its monitor's name; the failure too.
+    assert [(step, sorted({key.split("/")[0] for key in values})) for step, values in tracker.logged] == [
+        (2, ["circle"]), (3, ["square"]), (4, ["circle"]), (6, ["circle"]), (6, ["square"])]
+    assert tracker.logged[0][1] == circle.monitor.metrics(history[0])
+    assert tracker.logged[1][1] == {"square/failed": 1.0, "square/failures": 1.0, "square/regularization_weight": 1.0}
+    assert tracker.logged[4][1]["square/d_n"] == 1.5 and tracker.logged[4][1]["square/failures"] == 1.0
+    probe_warnings = [w for w in caught if issubclass(w.category, ProbeWarning)]
+    assert [(w.filename, w.lineno) for w in probe_warnings] == [(__file__, line)]  # the loop's line, not the SDK's
 
     accelerator.save_state(str(tmp_path / "state"))
-    components2 = copy.deepcopy(tiny_components)
-    accelerator2 = Accelerator(cpu=True)
-    unet2 = components2.pop("unet")
-    unet2, optimizer2 = accelerator2.prepare(unet2, torch.optim.SGD(unet2.parameters(), lr=0.1))
-    model2 = DiffusionModel.from_components(unet=unet2, **components2)
-    resumed = AcceleratorProbe(make_monitor(model2, concept, reference, every_n_steps=2), accelerator2)
-    accelerator2.register_for_checkpointing(resumed)
-    accelerator2.load_state(str(tmp_path / "state"))
-    assert resumed.monitor.history == history
+    accelerator.end_training()
+    _, _, _, _, _, circle2, square2 = build(scripted([]))
+    circle2.accelerator.register_for_checkpointing(circle2, square2)
+    circle2.accelerator.load_state(str(tmp_path / "state"))
+    assert circle2.monitor.history == history and square2.monitor.history == square.monitor.history
+    assert square2.monitor.failures == 1
+
+    _, _, _, _, _, circle3, square3 = build(scripted([]))
+    circle3.accelerator.register_for_checkpointing(square3, circle3)  # swapped: the states would be swapped
+    with pytest.raises(InputError, match="belongs to monitor 'circle'; this monitor is 'square'"):
+        circle3.accelerator.load_state(str(tmp_path / "state"))
+
+
+def test_accelerate_refuses_two_probes_with_one_name(tiny_model, concept, reference, fresh_accelerate_state):
+    from accelerate import Accelerator
+
+    from unlearn_guard.callbacks.loop import AcceleratorProbe
+
+    accelerator = Accelerator(cpu=True)
+    AcceleratorProbe(make_monitor(tiny_model, concept, reference, every_n_steps=2), accelerator)
+    with pytest.raises(InputError, match="already has a probe for a monitor named 'probe'"):
+        AcceleratorProbe(make_monitor(tiny_model, concept, reference, every_n_steps=3), accelerator)
 
 
 def test_accelerate_probe_stops_every_process_at_the_target(tiny_model, concept, reference, fresh_accelerate_state):
@@ -491,39 +710,94 @@ def _toy_rows(count: int) -> list[dict[str, torch.Tensor]]:
             for _ in range(count)]
 
 
-def test_transformers_trainer_probes_logs_stops_and_resumes(tiny_components, concept, reference, tmp_path,
-                                                           fresh_accelerate_state):
-    from transformers import Trainer, TrainingArguments
+def _run_trainer(model, wrapper, monitors, output_dir, max_steps, resume=None):
+    """A transformers.Trainer run with one ProbeTrainerCallback per monitor, and a recorder of
+    on_log listed *before* them, where the report_to integrations sit."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from unlearn_guard.callbacks.transformers import STATE_FILE, ProbeTrainerCallback
+    from unlearn_guard.callbacks.transformers import ProbeTrainerCallback
 
-    components = copy.deepcopy(tiny_components)
-    model = DiffusionModel.from_components(**components)
+    class OnLogRecorder(TrainerCallback):
+        def __init__(self) -> None:
+            self.logs: list[tuple[int, dict]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append((state.global_step, dict(logs)))
+
+    recorder = OnLogRecorder()
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=2,
+                             learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="steps", save_steps=2,
+                             logging_steps=50, disable_tqdm=True, dataloader_num_workers=0)
+    trainer = Trainer(model=wrapper, args=args, train_dataset=_toy_rows(16), callbacks=[recorder])
+    for monitor in monitors:
+        trainer.add_callback(ProbeTrainerCallback(monitor, trainer))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        trainer.train(resume_from_checkpoint=resume)
+    probe_warnings = [(w.filename, w.lineno, str(w.message)) for w in caught if issubclass(w.category, ProbeWarning)]
+    return trainer, recorder, probe_warnings, line
+
+
+def test_transformers_two_monitors_log_through_on_log_and_resume_from_anywhere(
+        tiny_components, concept, reference, tmp_path, fresh_accelerate_state):
+    import shutil
+
+    from transformers.trainer_callback import TrainerState
+
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
     wrapper = _UNetWithLoss(model.unet, model.encode_prompts(["a red circle"]))
 
-    def run(max_steps: int, resume: str | None = None) -> tuple[Trainer, ProbeTrainerCallback]:
-        # d_N >= 0 always, so target 0.0 stops at the first probe.
-        callback = ProbeTrainerCallback(make_monitor(model, concept, reference, every_n_steps=2, target_d_n=0.0))
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=2,
-                                 learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="steps",
-                                 save_steps=2, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
-        trainer = Trainer(model=wrapper, args=args, train_dataset=_toy_rows(16), callbacks=[callback])
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer, callback
+    def monitors(square_outcomes):
+        # circle: real probes, stops at its third probe (nothing beats the first by 1e9);
+        # square: scripted, its first probe fails.
+        return (make_monitor(model, concept, reference, every_n_steps=2, name="circle", patience=2, min_delta=1e9),
+                make_monitor(model, concept, reference, scripted(square_outcomes), every_n_steps=3, name="square"))
 
-    trainer, callback = run(max_steps=6)
-    assert trainer.state.global_step == 2  # stopped early: 6 steps were allowed
-    history = callback.monitor.history
-    assert [r.step for r in history] == [2] and history[0].ok and callback.should_stop
-    logged = [entry for entry in trainer.state.log_history if "probe/d_n" in entry]
-    assert logged == [{"probe/d_n": history[0].d_n, "probe/ci_low": history[0].ci_low,
-                       "probe/ci_high": history[0].ci_high, "probe/regularization_weight": 0.0, "step": 2}]
-    saved = json.loads((tmp_path / "checkpoint-2" / STATE_FILE).read_text())
-    assert saved["stop_reason"] == "target" and saved["history"][0]["d_n"] == history[0].d_n
+    circle, square = monitors([RuntimeError("out of memory")])
+    trainer, recorder, probe_warnings, line = _run_trainer(model, wrapper, [circle, square], tmp_path / "run", 4)
+    assert trainer.state.global_step == 4 and [r.step for r in circle.history] == [2, 4]
+    assert [r.step for r in square.history] == [3] and not square.history[0].ok
+    # on_log of a callback listed before the probes (like TensorBoard or W&B) receives every probe
+    # at its step, and log_history holds the same entries.
+    received = [(step, logs) for step, logs in recorder.logs if any(k.startswith(("circle/", "square/")) for k in logs)]
+    assert [step for step, _ in received] == [2, 3, 4]
+    for (step, logs), record in zip([received[0], received[2]], circle.history):
+        assert logs.items() >= {"circle/d_n": record.d_n, "circle/ci_low": record.ci_low,
+                                "circle/ci_high": record.ci_high, "circle/failed": 0.0}.items()
+    assert received[1][1].items() >= {"square/failed": 1.0, "square/failures": 1.0}.items()
+    in_history = [entry for entry in trainer.state.log_history if any(k.startswith(("circle/", "square/")) for k in entry)]
+    assert [{**logs, "step": step} for step, logs in received] == in_history
+    assert probe_warnings == [(__file__, line, "square: probe at step 3 failed and was skipped: "
+                                               "RuntimeError: out of memory")]
 
-    trainer, callback = run(max_steps=6, resume=str(tmp_path / "checkpoint-2"))
-    assert trainer.state.global_step == 4
-    assert [r.step for r in callback.monitor.history] == [2, 4]  # the restored probe, then a new one
+    # Resume from a copy of the checkpoint outside output_dir, in a new run with new monitors.
+    moved = tmp_path / "elsewhere" / "step-4"
+    shutil.copytree(tmp_path / "run" / "checkpoint-4", moved)
+    shutil.rmtree(tmp_path / "run")
+    saved = TrainerState.load_from_json(str(moved / "trainer_state.json")).stateful_callbacks
+    assert saved["unlearn_guard.ProbeMonitor/circle"]["probes_without_improvement"] == 1
+    circle, square = monitors([1.0])
+    triangle = make_monitor(model, concept, reference, every_n_steps=100, name="triangle")  # not in the first run
+    trainer, recorder, probe_warnings, line = _run_trainer(model, wrapper, [circle, square, triangle],
+                                                           tmp_path / "resumed", 10, resume=str(moved))
+    # The restored patience counter stops it at its next probe (a fresh one would run to step 10).
+    assert trainer.state.global_step == 6 and circle.stop_reason == "patience"
+    assert [r.step for r in circle.history] == [2, 4, 6] and [r.step for r in square.history] == [3, 6]
+    assert square.failures == 1
+    logged_steps = [entry["step"] for entry in trainer.state.log_history if "circle/d_n" in entry]
+    assert logged_steps == [r.step for r in circle.history]  # log_history and the monitor agree
+    assert probe_warnings == [(__file__, line, "resuming at step 4, but the checkpoint holds no state for monitor "
+                                               "'triangle': its history, patience counter and stop decision start over")]
+
+
+def test_transformers_refuses_two_probes_with_one_name(tiny_components, concept, reference, tmp_path,
+                                                      fresh_accelerate_state):
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    wrapper = _UNetWithLoss(model.unet, model.encode_prompts(["a red circle"]))
+    twins = [make_monitor(model, concept, reference, every_n_steps=2) for _ in range(2)]
+    with pytest.raises(InputError, match="2 probe callbacks share the monitor name 'probe'"):
+        _run_trainer(model, wrapper, twins, tmp_path, 4)
 
 
 class _LitUNet:
@@ -552,10 +826,9 @@ class _LitUNet:
         return LitUNet()
 
 
-@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
-@pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # lightning 2.6.6 with torch 2.13
-def test_lightning_trainer_probes_logs_stops_and_checkpoints(tiny_components, concept, reference, tmp_path):
+def _fit(model, embeddings, monitors, tmp_path, run, max_steps, ckpt_path=None):
+    """A lightning.Trainer fit with one ProbeLightningCallback per monitor, a CSVLogger at the
+    default log_every_n_steps (50), and a checkpoint every 4 steps."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -563,31 +836,79 @@ def test_lightning_trainer_probes_logs_stops_and_checkpoints(tiny_components, co
 
     from unlearn_guard.callbacks.lightning import ProbeLightningCallback
 
-    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
-    embeddings = model.encode_prompts(["a red circle"])
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 4, 8, 8, generator=g), torch.randn(16, 4, 8, 8, generator=g))
-
-    def fit(ckpt_path: str | None = None):
-        callback = ProbeLightningCallback(make_monitor(model, concept, reference, every_n_steps=2,
-                                                       **STOP_AT_SECOND_PROBE))
-        run = "resumed" if ckpt_path else "first"
-        checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=10, callbacks=[callback, checkpoints],
-                             logger=CSVLogger(tmp_path / "logs", name=run), log_every_n_steps=1,
-                             enable_checkpointing=True, enable_progress_bar=False, enable_model_summary=False)
+    callbacks = [ProbeLightningCallback(monitor) for monitor in monitors]
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, callbacks=[*callbacks, checkpoints],
+                         logger=CSVLogger(tmp_path / "logs", name=run), enable_checkpointing=True,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
         trainer.fit(_LitUNet.make(model.unet, embeddings), DataLoader(data, batch_size=1), ckpt_path=ckpt_path)
-        return trainer, callback
+    probe_warnings = [(w.filename, w.lineno, str(w.message)) for w in caught if issubclass(w.category, ProbeWarning)]
+    return trainer, callbacks, probe_warnings, line
 
-    trainer, callback = fit()
-    history = callback.monitor.history
-    assert [r.step for r in history] == [2, 4] and all(r.ok for r in history)
-    assert trainer.global_step == 4 and callback.monitor.stop_reason == "patience"  # 10 steps were allowed
-    assert trainer.logged_metrics["probe/d_n"] == pytest.approx(history[-1].d_n)
-    assert trainer.callback_metrics["probe/regularization_weight"] == pytest.approx(1.0)
-    assert "probe/d_n" in (tmp_path / "logs" / "first" / "version_0" / "metrics.csv").read_text()
 
-    checkpoint = next((tmp_path / "ckpt").glob("*step=4*.ckpt"))
-    trainer, callback = fit(ckpt_path=str(checkpoint))
-    # The restored history and counters: the stop decision holds, so it stops at the next probe.
-    assert [r.step for r in callback.monitor.history] == [2, 4, 6] and trainer.global_step == 6
+def _csv_rows(path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")  # lightning 2.6.6 with torch 2.13
+def test_lightning_two_monitors_log_every_probe_at_its_step_and_resume(tiny_components, concept, reference,
+                                                                       tmp_path):
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    embeddings = model.encode_prompts(["a red circle"])
+
+    def monitors(square_outcomes):
+        # circle: real probes, stops at its third probe; square: scripted, its first probe fails.
+        return (make_monitor(model, concept, reference, every_n_steps=2, name="circle", patience=2, min_delta=1e9),
+                make_monitor(model, concept, reference, scripted(square_outcomes), every_n_steps=3, name="square"))
+
+    circle, square = monitors([RuntimeError("out of memory")])
+    trainer, _, probe_warnings, line = _fit(model, embeddings, [circle, square], tmp_path, "first", max_steps=4)
+    assert [r.step for r in circle.history] == [2, 4] and [r.step for r in square.history] == [3]
+    rows = _csv_rows(tmp_path / "logs" / "first" / "version_0" / "metrics.csv")
+    by_step = {}
+    for row in rows:
+        by_step.setdefault(int(row["step"]), {}).update({k: v for k, v in row.items() if v != ""})
+    # Every probe reached the CSV at its own step with its interval, whatever log_every_n_steps is.
+    for record in circle.history:
+        logged = by_step[record.step]
+        assert (float(logged["circle/d_n"]), float(logged["circle/ci_low"]), float(logged["circle/ci_high"])) == \
+            pytest.approx((record.d_n, record.ci_low, record.ci_high))
+    assert float(by_step[3]["square/failed"]) == 1.0 and "square/d_n" not in by_step[3]
+    assert trainer.callback_metrics["circle/d_n"] == pytest.approx(circle.history[-1].d_n)
+    assert probe_warnings == [(__file__, line, "square: probe at step 3 failed and was skipped: "
+                                               "RuntimeError: out of memory")]
+
+    # Resume both from the checkpoint at step 4 (one fit, two state keys), with new monitors.
+    circle, square = monitors([1.5])
+    trainer, callbacks, probe_warnings, _ = _fit(model, embeddings, [circle, square], tmp_path, "resumed",
+                                                 max_steps=10, ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt"))
+    assert sorted(callback.state_key for callback in callbacks) == [
+        "ProbeLightningCallback{'name': 'circle'}", "ProbeLightningCallback{'name': 'square'}"]
+    # The restored patience counter stops it at its next probe (a fresh one would run to step 10).
+    assert trainer.global_step == 6 and circle.stop_reason == "patience"
+    assert [r.step for r in circle.history] == [2, 4, 6] and [r.step for r in square.history] == [3, 6]
+    assert square.failures == 1 and probe_warnings == []
+    rows = _csv_rows(tmp_path / "logs" / "resumed" / "version_0" / "metrics.csv")
+    assert {(int(row["step"]), key) for row in rows for key in ("circle/d_n", "square/d_n") if row.get(key)} == {
+        (6, "circle/d_n"), (6, "square/d_n")}
+
+
+def test_lightning_checks_the_monitor_when_training_starts(tiny_components, concept, reference, tmp_path):
+    """A part left behind when the framework moves the module is caught before the first step."""
+    model = DiffusionModel.from_components(**copy.deepcopy(tiny_components))
+    embeddings = model.encode_prompts(["a red circle"])
+    monitor = make_monitor(model, concept, reference, every_n_steps=1)
+    model.vae.to("meta")  # stands in for a VAE outside the LightningModule, left on another device
+    with pytest.raises(ModelError, match="different devices"):
+        _fit(model, embeddings, [monitor], tmp_path, "broken", max_steps=4)
+    assert monitor.history == []

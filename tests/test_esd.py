@@ -386,3 +386,23 @@ def test_exception_in_on_step_propagates_and_flags_are_restored():
     base_params = [p for n, p in model.unet.named_parameters() if ".lora_" not in n]
     assert [p.requires_grad for p in base_params] == flags
     assert not any(m.training for m in model.unet.modules())
+
+
+@pytest.mark.parametrize(
+    "returns, iterations_run, stopped_early",
+    [
+        # (what on_step returns at iterations 0.., iterations run of 5, stopped_early)
+        ([None, None, True], 3, True),
+        ([False, True], 2, True),
+        ([None, None, None, None, True], 5, False),        # True at the last iteration: ran them all anyway
+        ([1, "yes", object(), None, None], 5, False),      # only True stops (a returned record does not)
+    ],
+)
+def test_on_step_returning_true_stops_training(returns, iterations_run, stopped_early):
+    model = fresh_model()
+    answers = iter(returns)
+    result = esd_lora_erase(model, quick(iterations=5), on_step=lambda step, loss: next(answers, None),
+                            progress=False)
+    assert len(result.losses) == iterations_run and result.stopped_early is stopped_early
+    assert json.loads(result.to_json())["stopped_early"] is stopped_early
+    assert not any(m.training for m in model.unet.modules())  # flags restored on the early exit too

@@ -1,12 +1,15 @@
-"""The README's quick-start example runs as written (in a subprocess, in a temporary folder)."""
+"""The README's runnable examples run as written (in a subprocess, in a temporary folder)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -22,3 +25,29 @@ def test_readme_api_example_runs(tmp_path):
     assert "d_N (mofc)" in done.stdout
     written = json.loads((tmp_path / "probe.json").read_text())
     assert written["memory_distance"]["n_erased"] == 4 and written["config"]["preset"] == "fast"
+
+
+def test_readme_callback_example_runs_as_printed_and_stops_early(tmp_path):
+    """The probe-callback example: ESD on the shipped world model, stopped by the monitor; its
+    printed output is the block that follows it in the README (d_N to within 0.01: CPU kernels
+    may round the last digit differently)."""
+    text = README.read_text()
+    found = re.findall(r"```python\n((?:(?!```).)*)```\n```\n((?:(?!```).)*)```", text, flags=re.S)
+    examples = [(code, out) for code, out in found if "esd_lora_erase" in code and "monitor.step(i + 1)" in code]
+    assert len(examples) == 1, "the README must keep exactly one runnable ESD + monitor example"
+    code, printed = examples[0]
+    # One thread, as the README's timing: on a busy 2-core machine a second OpenMP thread made
+    # this run 10x slower (502 s against 52 s, measured beside other jobs).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, expected = done.stdout.strip().splitlines(), printed.strip().splitlines()
+    assert got[0] == expected[0] and got[0].startswith("ran ") and " of 200 iterations; stopped by patience" in got[0]
+    assert int(got[0].split()[1]) < 200  # it stopped early
+    pattern = re.compile(r"step (\d+): d_N = ([\d.]+) \[([\d.]+), ([\d.]+)\]")
+    got_rows = [pattern.fullmatch(line).groups() for line in got[1:]]
+    expected_rows = [pattern.fullmatch(line).groups() for line in expected[1:]]
+    assert [row[0] for row in got_rows] == [row[0] for row in expected_rows]
+    for row, want in zip(got_rows, expected_rows):
+        assert [float(v) for v in row[1:]] == pytest.approx([float(v) for v in want[1:]], abs=0.01)

@@ -14,7 +14,8 @@ parameters, without the DDP wrapper whose forward would wait for the other proce
 the main process, and hands the decision and the loss weight to every process so they all stop
 at the same step. Count *optimizer* steps (as the diffusers scripts do with `sync_gradients`):
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(log_with="tensorboard", project_dir="runs")   # any trackers, or none
+    accelerator.init_trackers("erase-parachute")
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     vae.to(accelerator.device); text_encoder.to(accelerator.device)
     model = DiffusionModel.from_components(unet=unet, vae=vae, text_encoder=text_encoder,
@@ -31,18 +32,31 @@ at the same step. Count *optimizer* steps (as the diffusers scripts do with `syn
             global_step += 1
             if probing.step(global_step):   # same answer on every process
                 break
+    accelerator.end_training()
+
+When the accelerator has trackers (`log_with=...` and `init_trackers`), every probe goes to
+`accelerator.log(monitor.metrics(record), step=global_step)`: "<name>/d_n", "<name>/ci_low",
+"<name>/ci_high", "<name>/regularization_weight", "<name>/failed", "<name>/failures", ...
 
 `accelerator.register_for_checkpointing(probing)` puts the monitor's history and early-stop
 counters into `accelerator.save_state(...)` and back with `accelerator.load_state(...)`.
+accelerate keys registered objects by their order; each state also holds its monitor's name,
+and loading it into a monitor with another name is refused, so two probes (two monitors with
+different names) cannot swap states silently.
 The other processes wait for the main one while it probes (inside the broadcast), so keep a
 probe well under the process group's timeout (30 minutes by default).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
+from ..errors import InputError
 from .monitor import ProbeMonitor, ProbeRecord
+
+# Monitor names in use per accelerator: two probes logging under one name would mix their metrics.
+_NAMES: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
 
 
 class AcceleratorProbe:
@@ -50,28 +64,43 @@ class AcceleratorProbe:
 
     Args:
         monitor: the monitor; its model's UNet is replaced by `accelerator.unwrap_model(unet)`
-            (the same module and parameters, minus distributed wrappers).
-        accelerator: an `accelerate.Accelerator`.
+            (the same module and parameters, minus distributed wrappers). Its `name` keys the
+            logged metrics; give each probe of one accelerator its own.
+        accelerator: an `accelerate.Accelerator` (after `prepare`, so the model is on its device).
     Attributes:
         should_stop / regularization_weight: the main process's values, on every process.
         last_record: the record of the latest probe (main process; None elsewhere).
     """
 
     def __init__(self, monitor: ProbeMonitor, accelerator: Any) -> None:
+        if not isinstance(monitor, ProbeMonitor):
+            raise InputError(f"monitor: got {type(monitor).__name__}, expected a ProbeMonitor")
+        try:
+            names = _NAMES.setdefault(accelerator, set())
+        except TypeError:  # an object without weak references (a stand-in in tests): nothing to compare with
+            names = set()
+        if monitor.name in names:
+            raise InputError(f"this accelerator already has a probe for a monitor named {monitor.name!r}; "
+                             "give each ProbeMonitor its own name=")
         self.monitor = monitor
         self.accelerator = accelerator
         monitor.model.unet = accelerator.unwrap_model(monitor.model.unet)
+        monitor.check()
+        names.add(monitor.name)
         self.should_stop: bool = monitor.should_stop
         self.regularization_weight: float = monitor.regularization_weight
         self.last_record: ProbeRecord | None = None
 
     def step(self, step: int) -> bool:
-        """Probe on multiples of `every_n_steps` (main process), share the outcome; True to stop."""
+        """Probe on multiples of `every_n_steps` (main process), log it to the accelerator's
+        trackers, share the outcome; True to stop."""
         if step % self.monitor.config.every_n_steps != 0:
             return self.should_stop
         if self.accelerator.is_main_process:
             record = self.monitor.maybe_probe(step)
             self.last_record = record or self.last_record
+            if record is not None and getattr(self.accelerator, "trackers", None):
+                self.accelerator.log(self.monitor.metrics(record), step=step)
         decision = [self.monitor.should_stop, self.monitor.regularization_weight]
         if self.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list

@@ -2,18 +2,46 @@
 
 The framework-agnostic core of the training callbacks (SPEC 5 for d_N). A training loop calls
 `monitor.maybe_probe(step)` (or `monitor.step(step)`) after each optimizer step; every
-`every_n_steps` steps the monitor probes the *same* modules the loop updates, records d_N, and
-updates three signals:
-  - `should_stop`: the concept is forgotten enough (d_N reached `target_d_n`), or d_N has not
-    improved by more than `min_delta` for `patience` probes in a row;
-  - `regularization_weight`: a weight for a memory-aware loss term that shrinks as d_N nears
-    the target (formula in `MonitorConfig`);
+`every_n_steps` steps the monitor probes the *same* modules the loop updates, records the
+outcome, and updates three signals:
+  - `should_stop`: the target is reached, or `patience` probes in a row brought no improvement;
+  - `regularization_weight`: a weight for a memory-aware loss term that shrinks as the signal
+    nears the target (formula in `MonitorConfig`);
   - `history`: one `ProbeRecord` per probe, failures included.
 
+What it decides on, and how. Each successful probe carries a `Signal`: a point value and its
+interval (today d_N and its bootstrap interval, SPEC 5). Every decision reads the signal through
+one function, `decisive_value`: the interval's *conservative* end, the end least favourable to
+the goal (`low` in mode "max", where the signal should grow; `high` in mode "min"). So, as a
+release gate would:
+  - the target counts as reached only when the whole interval is past it
+    (low >= target in "max", high <= target in "min");
+  - a probe is an improvement only when its conservative end beats the best conservative end
+    so far by more than `min_delta` (low > best_low + min_delta in "max"; high < best_high -
+    min_delta in "min"); `patience` counts the probes in a row that are not;
+  - the loss weight reads the gap between the target and the conservative end.
+Another signal (a calibrated one in place of d_N) is a change to `ProbeRecord.signal` (and what
+the record stores); `decisive_value` and the decisions above stay as they are.
+A point estimate that moves inside an unchanged interval therefore changes no decision.
+How many images that takes, measured with `fast` on the shipped world model (5 image sets per
+size, `benchmarks/decision_interval.py`; table in the README): the 95% interval is 0.069 / 0.064 /
+0.053 wide at 4+4 / 8+8 / 16+16 images, while d_N varies across image sets with sd 0.031 / 0.021 /
+0.004. So at 4+4 the interval does not cover the choice of images; use at least 8+8 (16+16 at
+3x the probe time) and a `min_delta` near the half width (0.03).
+Without an interval (`bootstrap_samples=0`) the point value is used (with a warning).
+
 A probe never breaks training: any `Exception` (out of memory, `NonFiniteError`, a bad device)
-is recorded in the history with its message and reported with `warnings.warn` (category
-`ProbeWarning`), unless `fatal=True`. `KeyboardInterrupt` always propagates. Probing leaves
-weights, `requires_grad` flags, train/eval modes and the global random streams as it found them.
+is recorded in the history with its message and reported with a `ProbeWarning` attributed to
+the caller's line (the training loop, `trainer.train()` or `trainer.fit()`), unless `fatal=True`.
+`max_consecutive_failures` sits in between: after that many failures in a row the monitor stops
+probing (`on_max_failures="disable"`) or raises `ProbeFailure` ("raise"). `KeyboardInterrupt`
+always propagates. What can be checked before training (the model's parts on one device, a
+Triton backend that can run) is checked when the monitor is built (`check()`; the adapters run it
+again when training starts, after the framework has moved the model). Probing leaves weights,
+`requires_grad` flags, train/eval modes and the global random streams as it found them.
+
+Several monitors can watch one run (two concepts, two presets): each has a `name` that prefixes
+its logged metrics (`metrics(record)` gives {"<name>/d_n", ...}) and keys its saved state.
 
     monitor = ProbeMonitor(model, concept_images, "a parachute",
                            reference=reference_images, reference_prompts="a photo",
@@ -31,6 +59,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import re
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,25 +72,49 @@ import torch
 from ..config import ProbeConfig
 from ..errors import InputError, InsufficientDataError, NonFiniteError
 from ..io import ImageSet, ImagesInput, PromptsInput, load_image_set
+from ..kernels._dispatch import resolve_backend
 from ..models.bundle import DiffusionModel
-from ..probe import as_model, probe, resolve_config
+from ..probe import ProbeFailure, as_model, probe, resolve_config
 from ..results import ProbeResult
 
 logger = logging.getLogger("unlearn_guard.callbacks")
 
 Mode = Literal["max", "min"]
 StopReason = Literal["target", "patience"]
+FailureAction = Literal["disable", "raise"]
 ProbeFn = Callable[[DiffusionModel, ImageSet, ImageSet, ProbeConfig], ProbeResult]
 LogFn = Callable[[dict[str, Any]], None]
 
 # d_N = 1 means the concept's seeds are as likely as anything the model knows (SPEC 5): the
 # default regularisation scale is the distance from there to the target.
 REMEMBERS_D_N = 1.0
-_STATE_VERSION = 1
+DEFAULT_NAME = "probe"
+# A monitor's name prefixes metric keys ("<name>/d_n") that every logger must accept.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+_STATE_VERSION = 2  # 2: decisions on the interval's conservative end; name and failure counters
+
+# Frames skipped when a ProbeWarning names its caller: this package, and the frameworks whose
+# loops call the adapters (so a warning points at the user's loop, trainer.train() or .fit()).
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_FRAMEWORKS = ("transformers", "lightning", "pytorch_lightning", "accelerate", "torch")
 
 
 class ProbeWarning(UserWarning):
     """A probe failed during training; the monitor recorded it and training went on."""
+
+
+def _warn(message: str) -> None:
+    """`warnings.warn(message, ProbeWarning)` attributed to the first frame outside unlearn_guard
+    and the training frameworks: the line of the user's code that led here."""
+    prefixes = [_PACKAGE_DIR]
+    for name in _FRAMEWORKS:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file:
+            prefixes.append(os.path.dirname(os.path.abspath(file)) + os.sep)
+    frame, level = sys._getframe(0), 1  # level 1 is this function, as warnings.warn counts
+    while frame is not None and frame.f_code.co_filename.startswith(tuple(prefixes)):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ProbeWarning, stacklevel=level)
 
 
 def _require(condition: bool, name: str, value: Any, expected: str) -> None:
@@ -78,24 +133,61 @@ def _from_json_float(value: float | str | None) -> float | None:
     return None if value is None else float(value)
 
 
+# ------------------------------------------------------------------------------ the signal
+@dataclass(frozen=True)
+class Signal:
+    """What the monitor decides on: a point value and its interval [low, high].
+
+    Today d_N and its bootstrap interval (`ProbeRecord.signal`); low/high are nan when the
+    probe config turns the bootstrap off.
+    """
+
+    value: float
+    low: float
+    high: float
+
+
+def decisive_value(signal: Signal, mode: Mode) -> float:
+    """The interval's conservative end, the one number every decision reads.
+
+    `low` in mode "max" (the signal should grow: the concept is forgotten once even the low end
+    is high), `high` in mode "min"; the point value when that end is nan (no bootstrap).
+    """
+    end = signal.low if mode == "max" else signal.high
+    return signal.value if math.isnan(end) else end
+
+
+def _beats(value: float, than: float, margin: float, mode: Mode) -> bool:
+    return value > than + margin if mode == "max" else value < than - margin
+
+
+# ------------------------------------------------------------------------------ config and records
 @dataclass(frozen=True)
 class MonitorConfig:
     """When to probe, with what, and when to stop.
 
+    Decisions read the conservative end of each probe's interval, b (low in mode "max", high in
+    "min"; see the module docstring and `decisive_value`).
+
     Args:
         every_n_steps: probe when `step % every_n_steps == 0` (step 0 included, once per step).
         probe: a `ProbeConfig` or a preset name; a name gets `progress=False` (no bars in logs).
-        target_d_n: stop once d_N reaches it (>= in mode "max", <= in mode "min"); None: never.
+        target_d_n: stop once b reaches it (b >= target in mode "max", b <= target in "min"),
+            i.e. once the whole interval is past it; None: never.
         patience: stop after this many probes in a row without improvement; None: never.
-        min_delta: an improvement must beat the best d_N so far by more than this.
+        min_delta: an improvement must beat the best b so far by more than this.
         mode: "max" (erasure: d_N should grow) or "min" (d_N should shrink).
         regularization_max / regularization_min / regularization_scale: the weight schedule,
-            w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1), with gap = target - d_N in
-            mode "max" (d_N - target in "min") for the latest successful probe, and scale
-            defaulting to |target - 1| (1 when that is 0): d_N = 1 (still remembers) gives
+            w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1), with gap = target - b in
+            mode "max" (b - target in "min") for the latest successful probe, and scale
+            defaulting to |target - 1| (1 when that is 0): b = 1 (still remembers) gives
             w_max, the target gives w_min. Before the first successful probe, or without a
             target, w = w_max.
-        fatal: re-raise probe failures instead of recording them and going on.
+        fatal: re-raise the first probe failure instead of recording it and going on.
+        max_consecutive_failures: after this many failed probes in a row, `on_max_failures`
+            happens; None: failures never end monitoring.
+        on_max_failures: "disable" (warn, stop probing, let training go on) or "raise"
+            (`ProbeFailure` from the last error, into the training loop).
         log_fn: called with each record's dict (e.g. `wandb.log`); not serialised.
     """
 
@@ -109,6 +201,8 @@ class MonitorConfig:
     regularization_min: float = 0.0
     regularization_scale: float | None = None
     fatal: bool = False
+    max_consecutive_failures: int | None = None
+    on_max_failures: FailureAction = "disable"
     log_fn: LogFn | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +221,11 @@ class MonitorConfig:
                  (self.regularization_min, self.regularization_max), "0 <= regularization_min <= regularization_max")
         _require(self.regularization_scale is None or self.regularization_scale > 0,
                  "regularization_scale", self.regularization_scale, "None or a number > 0")
+        _require(self.max_consecutive_failures is None
+                 or (isinstance(self.max_consecutive_failures, int) and self.max_consecutive_failures >= 1),
+                 "max_consecutive_failures", self.max_consecutive_failures, "None or an int >= 1")
+        _require(self.on_max_failures in ("disable", "raise"), "on_max_failures", self.on_max_failures,
+                 "'disable' or 'raise'")
         _require(self.log_fn is None or callable(self.log_fn), "log_fn", self.log_fn, "None or a callable")
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +264,13 @@ class ProbeRecord:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def signal(self) -> Signal | None:
+        """What the monitor decides on (today d_N and its interval); None for a failed probe."""
+        if not self.ok:
+            return None
+        return Signal(self.d_n, self.ci_low, self.ci_high)
+
     @classmethod
     def from_result(cls, step: int, result: ProbeResult, seconds: float) -> "ProbeRecord":
         md = result.memory_distance
@@ -199,6 +305,7 @@ def default_probe_fn(model: DiffusionModel, images: ImageSet, reference: ImageSe
     return probe(model, images, reference=reference, config=config)
 
 
+# ------------------------------------------------------------------------------ the monitor
 class ProbeMonitor:
     """Probes a model every N training steps; records d_N, decides when to stop, weights a loss.
 
@@ -210,9 +317,12 @@ class ProbeMonitor:
         config: a `MonitorConfig` (default: every 100 steps, preset "fast", no early stop).
         probe_fn: replaces the measurement (tests, custom probes); same arguments as
             `default_probe_fn`.
+        name: prefixes the logged metrics ("<name>/d_n") and keys the saved state; give each
+            monitor of one run its own (letters, digits, "_", ".", "-", "/" between parts).
 
-    Images are validated and resized once here (to the model's resolution); both sets need at
-    least 2 images.
+    Built once, checked once: images are validated and resized here (to the model's resolution;
+    both sets need at least 2 images), and `check()` runs (parts on one device, a backend that
+    can run there).
 
         monitor = ProbeMonitor(model, concept, "a parachute", reference=ref, reference_prompts="a photo",
                                config=MonitorConfig(every_n_steps=50, target_d_n=2.0))
@@ -231,12 +341,16 @@ class ProbeMonitor:
         reference_prompts: PromptsInput = None,
         config: MonitorConfig | None = None,
         probe_fn: ProbeFn | None = None,
+        name: str = DEFAULT_NAME,
     ) -> None:
         self.config = config if config is not None else MonitorConfig()
         if not isinstance(self.config, MonitorConfig):
             raise InputError(f"config: got {type(self.config).__name__}, expected a MonitorConfig")
+        if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+            raise InputError(f"name: got {name!r}; expected letters, digits, '_', '.', '-', with '/' between parts")
+        self.name = name
         self.model = as_model(model)
-        self.model.check()
+        self.check()
         probe_config = self.config.probe
         self.images = load_image_set(images, prompts, resolution=self.model.resolution,
                                      resize=probe_config.resize, label="images")
@@ -245,17 +359,33 @@ class ProbeMonitor:
         for label, part in (("images (E)", self.images), ("reference (R)", self.reference)):
             if len(part) < 2:
                 raise InsufficientDataError(f"d_N needs at least 2 images in each set; {label} has {len(part)}")
+        deciding = self.config.target_d_n is not None or self.config.patience is not None
+        if deciding and probe_config.bootstrap_samples == 0:
+            _warn(f"monitor {name!r}: the probe config has bootstrap_samples=0, so there is no interval and "
+                  "early stopping decides on the point estimate of d_N")
         self.probe_fn: ProbeFn = probe_fn or default_probe_fn
         self.history: list[ProbeRecord] = []
         self._best: float | None = None
         self._wait = 0
         self._stop_reason: StopReason | None = None
         self._overhead = 0.0
+        self._failures = 0
+        self._consecutive_failures = 0
+        self._disabled = False
+
+    def check(self) -> None:
+        """Raise now what would make every probe fail: model parts on different devices or with
+        mismatched dtypes (`ModelError`), a `backend` that cannot run on the model's device
+        (`InputError`, e.g. "triton" on CPU without TRITON_INTERPRET=1)."""
+        self.model.check()
+        resolve_backend(self.config.probe.backend, torch.empty(0, device=self.model.device),
+                        op=f"ProbeMonitor {self.name!r}")
 
     # ------------------------------------------------------------------ probing
     def maybe_probe(self, step: int) -> ProbeRecord | None:
-        """Probe when `step % every_n_steps == 0` and this step has not been probed yet."""
-        if step % self.config.every_n_steps != 0:
+        """Probe when `step % every_n_steps == 0`, this step has not been probed yet, and the
+        monitor is active (see `max_consecutive_failures`)."""
+        if step % self.config.every_n_steps != 0 or self._disabled:
             return None
         if self.history and self.history[-1].step == step:
             return None  # gradient accumulation and resumes call again with the same step
@@ -269,8 +399,9 @@ class ProbeMonitor:
     def probe_now(self, step: int) -> ProbeRecord:
         """Probe now, record the outcome and update the stop and weight signals.
 
-        Failures are recorded (d_N None, `error` set) and warned about, or re-raised with
-        `fatal=True`; `KeyboardInterrupt` always propagates.
+        Failures are recorded (d_N None, `error` set) and warned about, re-raised with
+        `fatal=True`, or end monitoring after `max_consecutive_failures`; `KeyboardInterrupt`
+        always propagates.
         """
         started = time.perf_counter()
         try:
@@ -284,10 +415,9 @@ class ProbeMonitor:
                 torch.cuda.empty_cache()  # give training back what the failed probe held
             if self.config.fatal:
                 raise
-            warnings.warn(f"probe at step {step} failed and was skipped: {record.error}", ProbeWarning, stacklevel=2)
+            self._after_failure(record, error)
             return record
         self._record(record)
-        self._update_stop(record.d_n)
         return record
 
     def _run_probe(self) -> ProbeResult:
@@ -302,34 +432,69 @@ class ProbeMonitor:
             return self.probe_fn(self.model, self.images, self.reference, self.config.probe)
 
     def _record(self, record: ProbeRecord) -> None:
+        """Append, update counters and decisions, then tell the logs."""
         self.history.append(record)
         self._overhead += record.seconds
         if record.ok:
-            logger.info("probe at step %d: d_N = %.4f [%.4f, %.4f] (%.1f s)",
+            self._consecutive_failures = 0
+            self._decide(record.signal)
+            logger.info("%s at step %d: d_N = %.4f [%.4f, %.4f] (%.1f s)", self.name,
                         record.step, record.d_n, record.ci_low, record.ci_high, record.seconds)
+        else:
+            self._failures += 1
+            self._consecutive_failures += 1
         if self.config.log_fn is not None:
+            entry = {**record.to_dict(), "name": self.name, "regularization_weight": self.regularization_weight,
+                     "failures": self._failures, "consecutive_failures": self._consecutive_failures}
             try:
-                self.config.log_fn({**record.to_dict(), "regularization_weight": self.regularization_weight})
+                self.config.log_fn(entry)
             except Exception as error:  # noqa: BLE001 - a logging hook must not end the run either
                 if self.config.fatal:
                     raise
-                warnings.warn(f"log_fn failed at step {record.step}: {error!r}", ProbeWarning, stacklevel=3)
+                _warn(f"{self.name}: log_fn failed at step {record.step}: {error!r}")
+
+    def _after_failure(self, record: ProbeRecord, error: Exception) -> None:
+        limit = self.config.max_consecutive_failures
+        if limit is None or self._consecutive_failures < limit:
+            _warn(f"{self.name}: probe at step {record.step} failed and was skipped: {record.error}")
+            return
+        steps = [r.step for r in self.history[-self._consecutive_failures:]]
+        summary = f"{self._consecutive_failures} probes in a row failed (steps {steps}); the last: {record.error}"
+        if self.config.on_max_failures == "raise":
+            raise ProbeFailure(f"{self.name}: {summary} (max_consecutive_failures={limit})") from error
+        self._disabled = True
+        _warn(f"{self.name}: {summary}; monitoring stops here (max_consecutive_failures={limit}), training goes on")
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self, record: ProbeRecord) -> dict[str, float]:
+        """The numbers to log for `record` (call it right after the probe), keyed "<name>/...".
+
+        Always: "failed" (1.0 or 0.0), "failures" (total so far), "regularization_weight".
+        After a successful probe also "d_n", "ci_low", "ci_high" (when finite), "psnr_mean",
+        "nll_mean", "seconds".
+        """
+        values: dict[str, float | None] = {"failed": 0.0 if record.ok else 1.0, "failures": float(self._failures),
+                                           "regularization_weight": self.regularization_weight}
+        if record.ok:
+            values.update(d_n=record.d_n, ci_low=record.ci_low, ci_high=record.ci_high,
+                          psnr_mean=record.erased_psnr_mean, nll_mean=record.erased_nll_mean, seconds=record.seconds)
+        return {f"{self.name}/{key}": float(value) for key, value in values.items()
+                if value is not None and math.isfinite(value)}
 
     # ------------------------------------------------------------------ decisions
-    def _better(self, value: float, than: float, margin: float) -> bool:
-        return value > than + margin if self.config.mode == "max" else value < than - margin
-
-    def _update_stop(self, d_n: float) -> None:
-        """Early stopping: the target is reached, or `patience` probes without improvement."""
+    def _decide(self, signal: Signal) -> None:
+        """Early stopping on the conservative end b: the target is reached, or `patience`
+        probes in a row did not beat the best b by more than `min_delta`."""
         cfg = self.config
-        if self._best is None or self._better(d_n, self._best, cfg.min_delta):
-            self._best, self._wait = d_n, 0
+        bound = decisive_value(signal, cfg.mode)
+        if self._best is None or _beats(bound, self._best, cfg.min_delta, cfg.mode):
+            self._best, self._wait = bound, 0
         else:
             self._wait += 1
         if self._stop_reason is not None:
             return
         target = cfg.target_d_n
-        if target is not None and (d_n >= target if cfg.mode == "max" else d_n <= target):
+        if target is not None and (bound >= target if cfg.mode == "max" else bound <= target):
             self._stop_reason = "target"
         elif cfg.patience is not None and self._wait >= cfg.patience:
             self._stop_reason = "patience"
@@ -344,17 +509,37 @@ class ProbeMonitor:
         return self._stop_reason
 
     @property
+    def latest_signal(self) -> Signal | None:
+        """The signal of the most recent successful probe (failures do not erase it)."""
+        return next((r.signal for r in reversed(self.history) if r.ok), None)
+
+    @property
     def latest_d_n(self) -> float | None:
         """d_N of the most recent successful probe (failures do not erase it)."""
         return next((r.d_n for r in reversed(self.history) if r.ok), None)
 
     @property
-    def best_d_n(self) -> float | None:
+    def best_bound(self) -> float | None:
+        """The best conservative interval end so far (highest low in "max", lowest high in "min")."""
         return self._best
 
     @property
     def probes_without_improvement(self) -> int:
         return self._wait
+
+    @property
+    def failures(self) -> int:
+        """Failed probes so far."""
+        return self._failures
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._consecutive_failures
+
+    @property
+    def active(self) -> bool:
+        """False once `max_consecutive_failures` disabled the monitor (it probes no more)."""
+        return not self._disabled
 
     @property
     def overhead_seconds(self) -> float:
@@ -365,48 +550,80 @@ class ProbeMonitor:
     def regularization_weight(self) -> float:
         """A loss weight that stays high while the concept is remembered and falls at the target.
 
-        w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); gap = target - d_N ("max") or
-        d_N - target ("min"); scale = regularization_scale or |target - 1| (see MonitorConfig).
-        w_max before the first successful probe and without a target.
+        w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); gap = target - b ("max") or
+        b - target ("min"), b the conservative end of the latest successful probe's interval;
+        scale = regularization_scale or |target - 1| (see MonitorConfig). w_max before the
+        first successful probe and without a target.
 
             loss = esd_loss + monitor.regularization_weight * memory_loss
         """
         cfg = self.config
-        d_n = self.latest_d_n
-        if d_n is None or cfg.target_d_n is None:
+        signal = self.latest_signal
+        if signal is None or cfg.target_d_n is None:
             return cfg.regularization_max
-        gap = cfg.target_d_n - d_n if cfg.mode == "max" else d_n - cfg.target_d_n
+        bound = decisive_value(signal, cfg.mode)
+        gap = cfg.target_d_n - bound if cfg.mode == "max" else bound - cfg.target_d_n
         scale = cfg.regularization_scale or (abs(cfg.target_d_n - REMEMBERS_D_N) or 1.0)
         fraction = min(max(gap / scale, 0.0), 1.0)
         return cfg.regularization_min + (cfg.regularization_max - cfg.regularization_min) * fraction
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """History and early-stop counters, JSON-serialisable (`json.dumps` works as is)."""
+        """Name, history and counters, JSON-serialisable (`json.dumps` works as is)."""
         return {
             "version": _STATE_VERSION,
+            "name": self.name,
             "config": self.config.to_dict(),
             "history": [record.to_dict() for record in self.history],
-            "best_d_n": self._best,
+            "best_bound": self._best,
             "probes_without_improvement": self._wait,
             "stop_reason": self._stop_reason,
             "overhead_seconds": self._overhead,
+            "failures": self._failures,
+            "consecutive_failures": self._consecutive_failures,
+            "disabled": self._disabled,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` saved, so a resumed run reaches the same decisions.
 
-        The saved config is informational: this monitor keeps its own, with a warning when the
-        mode differs (the counters would then mean something else).
+        A state saved by another monitor (another `name`) is refused. The saved config is
+        informational: this monitor keeps its own, with a warning when the mode differs (the
+        counters would then mean something else). Version-1 states (decisions on the point
+        estimate) are read too: their counters are recomputed from the history by today's rule.
         """
-        if state.get("version") != _STATE_VERSION:
-            raise InputError(f"monitor state version {state.get('version')!r}; expected {_STATE_VERSION}")
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise InputError(f"monitor state version {version!r}; expected 1 or {_STATE_VERSION}")
+        saved_name = state.get("name", self.name)
+        if saved_name != self.name:
+            raise InputError(f"monitor state belongs to monitor {saved_name!r}; this monitor is {self.name!r} "
+                             "(restore each monitor's own state: register or list them in the same order)")
         saved_mode = state.get("config", {}).get("mode", self.config.mode)
         if saved_mode != self.config.mode:
-            warnings.warn(f"monitor state was saved with mode={saved_mode!r}; this monitor uses "
-                          f"mode={self.config.mode!r}", ProbeWarning, stacklevel=2)
+            _warn(f"monitor state was saved with mode={saved_mode!r}; this monitor uses mode={self.config.mode!r}")
         self.history = [ProbeRecord.from_dict(r) for r in state["history"]]
-        self._best = _from_json_float(state["best_d_n"])
+        self._overhead = float(state["overhead_seconds"])
+        if version == 1:
+            self._replay(state["stop_reason"])
+            return
+        self._best = _from_json_float(state["best_bound"])
         self._wait = int(state["probes_without_improvement"])
         self._stop_reason = state["stop_reason"]
-        self._overhead = float(state["overhead_seconds"])
+        self._failures = int(state["failures"])
+        self._consecutive_failures = int(state["consecutive_failures"])
+        self._disabled = bool(state["disabled"])
+
+    def _replay(self, stop_reason: StopReason | None) -> None:
+        """Counters from the history (version-1 states), keeping the stop decision they record."""
+        self._best, self._wait, self._stop_reason = None, 0, None
+        self._failures = self._consecutive_failures = 0
+        for record in self.history:
+            if record.ok:
+                self._consecutive_failures = 0
+                self._decide(record.signal)
+            else:
+                self._failures += 1
+                self._consecutive_failures += 1
+        self._stop_reason = stop_reason
+        self._disabled = False

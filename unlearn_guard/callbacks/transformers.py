@@ -1,41 +1,48 @@
 """`ProbeTrainerCallback`: a `ProbeMonitor` inside a Hugging Face `transformers.Trainer`.
 
-    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
     from unlearn_guard.callbacks.transformers import ProbeTrainerCallback
 
-    monitor = ProbeMonitor(model, concept, "a parachute", reference=ref, reference_prompts="a photo",
-                           config=MonitorConfig(every_n_steps=100, target_d_n=2.0, patience=5))
-    trainer = Trainer(model=wrapper, args=args, train_dataset=data,
-                      callbacks=[ProbeTrainerCallback(monitor)])
-    trainer.train()
-    monitor.history                      # one ProbeRecord per probe
+    trainer = Trainer(model=wrapper, args=args, train_dataset=data)
+    trainer.add_callback(ProbeTrainerCallback(monitor, trainer))
+    trainer.train()                       # or trainer.train(resume_from_checkpoint=any_checkpoint_folder)
 
-`model` must hold the UNet that `wrapper` trains. At each `on_step_end` with
-`state.global_step % every_n_steps == 0` the world process zero probes; d_N goes into
-`state.log_history` as {"probe/d_n", "probe/ci_low", "probe/ci_high",
-"probe/regularization_weight", "step"}, and `control.should_training_stop` is set once the
-monitor says stop (the decision is broadcast when torch.distributed runs several processes).
+`monitor.model` must hold the UNet that `wrapper` trains. At each `on_step_end` with
+`state.global_step % every_n_steps == 0` the world process zero probes and the outcome is
+broadcast; then:
+  - the probe's numbers go through `trainer.log` (the Trainer's own path): they land in
+    `state.log_history` with the step, and every callback's `on_log` receives them, so the
+    console, TensorBoard, W&B and the other `report_to` integrations show them. Keys are
+    `monitor.metrics(record)`: "<name>/d_n", "<name>/ci_low", "<name>/ci_high",
+    "<name>/regularization_weight", "<name>/failed", "<name>/failures", ... (name "probe" by
+    default); a failed probe logs "<name>/failed" = 1;
+  - `control.should_training_stop` is set once the monitor says stop.
 A custom `compute_loss` can read `callback.regularization_weight`.
 
-Checkpoints: the monitor's state is written as `probe_monitor.json` into each checkpoint folder;
-`trainer.train(resume_from_checkpoint=...)` reads it back for checkpoints under
-`args.output_dir` (transformers restores stateful callbacks by re-creating them from JSON
-arguments, which a monitor holding a model cannot be).
+The callback takes the trainer because a `TrainerCallback` is never handed it, and logging
+through `on_log` alone would miss the integrations listed before it (as the trl callbacks do).
+
+Checkpoints: the monitor's state travels inside `trainer_state.json`, under
+`state.stateful_callbacks["unlearn_guard.ProbeMonitor/<name>"]`, so a resume restores it from
+the checkpoint the Trainer actually resumes from, wherever that folder is; a resume that finds
+no state for this monitor says so with a `ProbeWarning`. (transformers' own restore of stateful
+callbacks re-creates them from JSON arguments, which a monitor holding a model cannot be; with
+`restore_callback_states_from_checkpoint=True` it logs that it ignores these entries.)
+
+Two monitors: add one callback per monitor, each monitor with its own `name`; transformers
+logs that a second callback of this class was added, which is expected here.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .monitor import ProbeMonitor, ProbeRecord
+from ..errors import InputError
+from .monitor import ProbeMonitor, ProbeRecord, _warn
 
-STATE_FILE = "probe_monitor.json"
-_CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
+STATE_KEY_PREFIX = "unlearn_guard.ProbeMonitor/"
 
 
 def _broadcast_from_zero(values: list[Any]) -> list[Any]:
@@ -46,30 +53,65 @@ def _broadcast_from_zero(values: list[Any]) -> list[Any]:
 
 
 class ProbeTrainerCallback(TrainerCallback):
-    """Probes every `monitor.config.every_n_steps` optimizer steps; stops training when told.
+    """Probes every `monitor.config.every_n_steps` optimizer steps, logs through the trainer,
+    stops training when told.
 
     Args:
-        monitor: a `ProbeMonitor` built on the model the Trainer updates.
+        monitor: a `ProbeMonitor` built on the model the Trainer updates; its `name` keys the
+            logged metrics and the saved state.
+        trainer: the `transformers.Trainer` this callback is added to (`trainer.add_callback`).
     Attributes:
         regularization_weight / should_stop: the monitor's signals, the same on every process.
         last_record: the latest probe's record (process zero; None elsewhere).
     """
 
-    def __init__(self, monitor: ProbeMonitor) -> None:
+    def __init__(self, monitor: ProbeMonitor, trainer: Any) -> None:
+        if not isinstance(monitor, ProbeMonitor):
+            raise InputError(f"monitor: got {type(monitor).__name__}, expected a ProbeMonitor")
+        if not callable(getattr(trainer, "log", None)):
+            raise InputError(f"trainer: got {type(trainer).__name__}, expected the transformers.Trainer "
+                             "this callback is added to")
         self.monitor = monitor
+        self.trainer = trainer
         self.regularization_weight: float = monitor.regularization_weight
         self.should_stop: bool = monitor.should_stop
         self.last_record: ProbeRecord | None = None
 
+    @property
+    def state_key(self) -> str:
+        """Where the monitor's state sits in `TrainerState.stateful_callbacks`."""
+        return STATE_KEY_PREFIX + self.monitor.name
+
+    def _check_setup(self, state: TrainerState) -> None:
+        if state is not self.trainer.state:
+            raise InputError("ProbeTrainerCallback runs in a Trainer other than the one it was given; "
+                             "build it with the trainer you add it to")
+        names = [cb.monitor.name for cb in self.trainer.callback_handler.callbacks
+                 if isinstance(cb, ProbeTrainerCallback)]
+        if names.count(self.monitor.name) > 1:
+            raise InputError(f"{names.count(self.monitor.name)} probe callbacks share the monitor name "
+                             f"{self.monitor.name!r}; give each ProbeMonitor its own name=")
+
+    def _publish(self, state: TrainerState) -> None:
+        # The checkpoint written at this step reads it (trainer_state.json is saved after on_step_end).
+        if state.is_world_process_zero:
+            state.stateful_callbacks[self.state_key] = self.monitor.state_dict()
+
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        path = os.path.join(args.output_dir, f"{_CHECKPOINT_PREFIX}-{state.global_step}", STATE_FILE)
-        if state.global_step > 0 and not self.monitor.history and os.path.isfile(path):
-            with open(path) as stream:
-                self.monitor.load_state_dict(json.load(stream))
-            self.regularization_weight = self.monitor.regularization_weight
-            self.should_stop = self.monitor.should_stop
+        self._check_setup(state)
+        self.monitor.check()  # after the Trainer moved the model: parts on one device, backend usable
+        if state.global_step > 0:  # resuming: state is the checkpoint's trainer_state.json
+            saved = state.stateful_callbacks.get(self.state_key)
+            if saved is not None:
+                self.monitor.load_state_dict(saved)
+            elif state.is_world_process_zero:
+                _warn(f"resuming at step {state.global_step}, but the checkpoint holds no state for monitor "
+                      f"{self.monitor.name!r}: its history, patience counter and stop decision start over")
+        self.regularization_weight = self.monitor.regularization_weight
+        self.should_stop = self.monitor.should_stop
+        self._publish(state)
         return control
 
     def on_step_end(
@@ -78,34 +120,16 @@ class ProbeTrainerCallback(TrainerCallback):
         step = state.global_step
         if step % self.monitor.config.every_n_steps != 0:
             return control
-        record = None
-        if state.is_world_process_zero:
-            record = self.monitor.maybe_probe(step)
-        shared = _broadcast_from_zero([
-            None if record is None else record.to_dict(),
-            self.monitor.should_stop,
-            self.monitor.regularization_weight,
-        ])
-        record_dict, self.should_stop, self.regularization_weight = shared[0], bool(shared[1]), float(shared[2])
+        record = self.monitor.maybe_probe(step) if state.is_world_process_zero else None
+        metrics = None if record is None else self.monitor.metrics(record)
+        metrics, should_stop, weight = _broadcast_from_zero(
+            [metrics, self.monitor.should_stop, self.monitor.regularization_weight])
+        self.should_stop, self.regularization_weight = bool(should_stop), float(weight)
         if record is not None:
             self.last_record = record
-        if record_dict is not None and record_dict["error"] is None:
-            state.log_history.append({
-                "probe/d_n": float(record_dict["d_n"]),
-                "probe/ci_low": float(record_dict["ci_low"]),  # to_dict wrote nan as "nan"
-                "probe/ci_high": float(record_dict["ci_high"]),
-                "probe/regularization_weight": self.regularization_weight,
-                "step": step,
-            })
+            self._publish(state)
+        if metrics:
+            self.trainer.log(dict(metrics))  # log_history + every callback's on_log, on every process
         if self.should_stop:
             control.should_training_stop = True
-        return control
-
-    def on_save(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> TrainerControl:
-        folder = os.path.join(args.output_dir, f"{_CHECKPOINT_PREFIX}-{state.global_step}")
-        if state.is_world_process_zero and os.path.isdir(folder):
-            with open(os.path.join(folder, STATE_FILE), "w") as stream:
-                json.dump(self.monitor.state_dict(), stream, indent=2)
         return control

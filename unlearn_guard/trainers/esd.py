@@ -173,7 +173,8 @@ class ESDConfig:
 
 @dataclass(frozen=True)
 class ESDResult:
-    """What `esd_lora_erase` did: the loss per iteration (the weighted loss that was optimised),
+    """What `esd_lora_erase` did: the loss per iteration run (the weighted loss that was
+    optimised; fewer than `config.iterations` when `on_step` stopped it, `stopped_early`),
     wall-clock seconds, the config, the adapter's name, its trainable parameter count, and the
     iterations that started from a memory seed."""
 
@@ -183,6 +184,7 @@ class ESDResult:
     adapter_name: str
     trainable_parameters: int
     memory_iterations: list[int] = field(default_factory=list)
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,6 +194,7 @@ class ESDResult:
             "adapter_name": self.adapter_name,
             "trainable_parameters": self.trainable_parameters,
             "memory_iterations": list(self.memory_iterations),
+            "stopped_early": self.stopped_early,
         }
 
     def to_json(self) -> str:
@@ -331,7 +334,7 @@ def esd_lora_erase(
     config: ESDConfig,
     *,
     memory_seeds: torch.Tensor | None = None,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, float], bool | None] | None = None,
     progress: bool = True,
     adapter_name: str = "esd",
 ) -> ESDResult:
@@ -346,8 +349,10 @@ def esd_lora_erase(
         config: the ESD settings.
         memory_seeds: (N, C, h, w) seeds where the concept still lives, for the memory-aware
             experiment (used only when config.memory_weight > 0).
-        on_step: called as on_step(iteration, loss) after each optimizer step, with the adapter
-            enabled; it may switch modes (the next iteration sets them again).
+        on_step: called as on_step(iteration, loss) after each optimizer step (iteration counts
+            from 0), with the adapter enabled; it may switch modes (the next iteration sets them
+            again). Returning True stops training after this iteration (`stopped_early`), so a
+            `ProbeMonitor` can end it: `on_step=lambda i, loss: monitor.step(i + 1)`.
         progress: show a tqdm bar.
     """
     from tqdm.auto import tqdm
@@ -377,6 +382,7 @@ def esd_lora_erase(
     model.extras.setdefault("esd_configs", {})[adapter_name] = config  # for save_esd_adapter
     losses: list[float] = []
     memory_iterations: list[int] = []
+    stopped_early = False
 
     start = time.perf_counter()
     try:
@@ -408,8 +414,10 @@ def esd_lora_erase(
                     memory_iterations.append(step)
                 if progress:
                     bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if on_step is not None:
-                    on_step(step, losses[-1])
+                if on_step is not None and on_step(step, losses[-1]) is True:
+                    stopped_early = step + 1 < config.iterations
+                    break
+            bar.close()
     finally:
         # The LoRA wrappers did not exist when the flags were recorded: they follow their layer.
         for layer in _tuner_layers(unet):
@@ -421,6 +429,7 @@ def esd_lora_erase(
         adapter_name=adapter_name,
         trainable_parameters=sum(p.numel() for p in params),
         memory_iterations=memory_iterations,
+        stopped_early=stopped_early,
     )
 
 

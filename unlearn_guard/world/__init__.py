@@ -3,6 +3,7 @@
     from unlearn_guard.world import load_world_model, load_classifier
     model = load_world_model()            # DiffusionModel via StableDiffusionPipeline.from_pretrained
     classifier = load_classifier()        # ShapeClassifier: which of SHAPES an image shows
+    sets = probe_sets("circle", 8)        # E (circles) and R (other shapes) with prompts, for probe()
 
 The weights under `weights/` were produced by `unlearn-guard train-world` (see training.json).
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..errors import ModelError
 from .classifier import ShapeClassifier, concept_accuracy
+from .evaluate import ProbeSets, probe_sets
 from .shapes import SHAPES, caption, concept_prompt, make_dataset, render, sample_scene
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -60,6 +62,7 @@ def training_report(folder: str | Path | None = None) -> dict[str, Any]:
 
 
 __all__ = [
+    "ProbeSets",
     "SHAPES",
     "WEIGHTS_DIR",
     "ShapeClassifier",
@@ -70,6 +73,7 @@ __all__ = [
     "load_world_model",
     "load_world_pipeline",
     "make_dataset",
+    "probe_sets",
     "render",
     "sample_scene",
     "training_report",

@@ -1,12 +1,15 @@
 """Measurements in the small world shared by the main job and the experiments.
 
 - `probe_sets`: the concept set E (renders of the concept, with its prompt) and the reference set
-  R (renders of the other shapes, with theirs), as MoFC uses them.
+  R (renders of the other shapes, with theirs), as MoFC uses them: what `probe` and
+  `ProbeMonitor` take as `images` / `reference`.
 - `accuracy_from_prompt`: does the model still draw the concept when asked? (classifier accuracy)
 - `kept_accuracy`: damage to the other concepts (mean accuracy over the shapes not erased).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -16,13 +19,33 @@ from .generate import generate
 from .shapes import SHAPES, concept_prompt, make_dataset
 
 
-def probe_sets(concept: str, count: int, seed: int) -> tuple[torch.Tensor, list[str], torch.Tensor, list[str]]:
-    """(E pixels uint8 (count, 3, 32, 32), E prompts, R pixels, R prompts); R cycles the other shapes."""
+class ProbeSets(NamedTuple):
+    """E and R for one concept; unpacks as (concept, concept_prompts, reference, reference_prompts).
+
+    Pixels are uint8 (count, 3, 32, 32); prompts name the shape only ("a circle")."""
+
+    concept: torch.Tensor
+    concept_prompts: list[str]
+    reference: torch.Tensor
+    reference_prompts: list[str]
+
+
+def probe_sets(concept: str, count: int, seed: int = 0) -> ProbeSets:
+    """`count` renders of `concept` (one of SHAPES) and `count` of the other shapes (cycled), seeded.
+
+        sets = probe_sets("circle", 8)
+        probe(model, sets.concept, sets.concept_prompts, reference=sets.reference,
+              reference_prompts=sets.reference_prompts)
+    """
+    if concept not in SHAPES:
+        from ..errors import InputError
+
+        raise InputError(f"concept: got {concept!r}; expected one of {SHAPES} (a shape name, not a prompt)")
     erased, _, _ = make_dataset(count, seed, shape=concept)
     others = [s for s in SHAPES if s != concept]
     reference = torch.cat([make_dataset(1, seed + 1 + i, shape=others[i % len(others)])[0] for i in range(count)])
     reference_prompts = [concept_prompt(others[i % len(others)]) for i in range(count)]
-    return erased, [concept_prompt(concept)] * count, reference, reference_prompts
+    return ProbeSets(erased, [concept_prompt(concept)] * count, reference, reference_prompts)
 
 
 def accuracy_from_prompt(model: DiffusionModel, classifier: ShapeClassifier, shape: str, count: int, seed: int) -> float:
