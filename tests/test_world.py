@@ -61,6 +61,40 @@ def test_training_command_writes_a_loadable_pipeline(tmp_path):
     load_classifier(tmp_path)
 
 
+def test_exclude_trains_without_the_shape_and_keeps_the_full_classifier(tmp_path):
+    from safetensors.torch import load_file
+
+    from unlearn_guard.world.train import WorldTrainingConfig, retain_set, train_world
+
+    pixels, scenes, _ = make_dataset(200, seed=0)
+    kept_pixels, kept_scenes = retain_set(pixels, scenes, "circle")
+    assert all(scene.shape != "circle" for scene in kept_scenes)
+    dropped = sum(scene.shape == "circle" for scene in scenes)
+    assert dropped > 0 and len(kept_scenes) == 200 - dropped and len(kept_pixels) == len(kept_scenes)
+    # The retain set is the full draw minus the shape: the other scenes are the same, in order.
+    others = [i for i, scene in enumerate(scenes) if scene.shape != "circle"]
+    assert torch.equal(kept_pixels, pixels[others])
+
+    config = WorldTrainingConfig(dataset_size=256, vae_steps=3, unet_steps=3, eval_images_per_concept=1,
+                                 unet_batch=8, vae_batch=8, exclude="square")
+    report = train_world(tmp_path, config, progress=False)
+    assert report["excluded_shape"] == "square" and report["training_images"] < report["training_images_drawn"] == 256
+    assert "copied" in report["classifier_source"]
+    shipped = load_file(str(WEIGHTS_DIR / "classifier.safetensors"))
+    copied = load_file(str(tmp_path / "classifier.safetensors"))
+    assert all(torch.equal(shipped[k], copied[k]) for k in shipped)
+
+
+def test_exclude_names_a_known_shape():
+    from unlearn_guard.cli import SHAPES_FOR_CLI
+    from unlearn_guard.errors import InputError
+    from unlearn_guard.world.train import WorldTrainingConfig
+
+    assert SHAPES_FOR_CLI == SHAPES
+    with pytest.raises(InputError, match="exclude: got 'star'"):
+        WorldTrainingConfig(exclude="star")
+
+
 # ----------------------------------------------------------------------------- the shipped weights
 def test_shipped_weights_are_in_the_package():
     assert (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file()  # never skip: they are committed

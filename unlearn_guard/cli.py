@@ -43,6 +43,8 @@ EXIT_CODES_HELP = """exit codes:
 """
 # Commands that load models (and so import diffusers and transformers).
 _MODEL_COMMANDS = ("probe", "gate", "demo", "train-world")
+# world.shapes.SHAPES, spelled out so `--help` needs no torch import (a test keeps them equal).
+SHAPES_FOR_CLI = ("circle", "square", "triangle", "diamond", "cross", "ring")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -57,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _train_world(args: argparse.Namespace) -> int:
     from .world.train import WorldTrainingConfig, train_world
 
-    config = WorldTrainingConfig(seed=args.seed, threads=args.threads)
+    config = WorldTrainingConfig(seed=args.seed, threads=args.threads, exclude=args.exclude)
     print(f"training the shapes world into {args.output} with {config}")
     report = train_world(args.output, config, progress=not args.quiet)
     print(f"done in {report['timings']['total_s'] / 60:.1f} min; classifier held-out accuracy "
@@ -461,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--output", default="unlearn_guard/world/weights", help="output folder")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    world.add_argument("--exclude", choices=SHAPES_FOR_CLI, default=None, metavar="SHAPE",
+                       help="exact unlearning: train without any image or caption of SHAPE (the ground truth "
+                            "for erasure); the classifier is copied from the shipped world")
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     world.set_defaults(handler=_train_world)
     return parser

@@ -1,6 +1,12 @@
 """Train the small world's text-to-image model and concept classifier, reproducibly, on a CPU.
 
     unlearn-guard train-world --output unlearn_guard/world/weights   # the shipped weights
+    unlearn-guard train-world --exclude circle --output unlearn_guard/world/weights/without-circle
+
+`--exclude SHAPE` is exact unlearning, the ground truth every erasure is measured against: the
+same seed, config, dataset draw and step counts, with every scene of that shape (image and
+caption) dropped before training, so the VAE and the UNet never see it. The classifier stays
+the judge trained on all shapes: it is copied from the full world (`classifier_from`), not retrained.
 
 Stages (each seeded): render scenes -> train the VAE (MSE + small KL) -> measure the latent
 scale -> train the UNet on VAE posterior samples with the denoising objective, caption
@@ -51,6 +57,13 @@ class WorldTrainingConfig:
     classifier_steps: int = 400
     eval_images_per_concept: int = 16
     threads: int = 2
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.exclude is not None and self.exclude not in SHAPES:
+            from ..errors import InputError
+
+            raise InputError(f"exclude: got {self.exclude!r}; expected one of {SHAPES}")
 
 
 def _cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
@@ -148,14 +161,32 @@ def evaluate_world(model: DiffusionModel, classifier, config: WorldTrainingConfi
     }
 
 
-def train_world(output: str | Path, config: WorldTrainingConfig = WorldTrainingConfig(), progress: bool = True) -> dict:
-    """Train everything and write it under `output`; returns the training report."""
+def retain_set(pixels: torch.Tensor, scenes: list, exclude: str | None) -> tuple[torch.Tensor, list]:
+    """The training data without any scene of `exclude` (image and caption); all of it for None."""
+    if exclude is None:
+        return pixels, scenes
+    keep = [i for i, scene in enumerate(scenes) if scene.shape != exclude]
+    return pixels[keep], [scenes[i] for i in keep]
+
+
+def train_world(
+    output: str | Path,
+    config: WorldTrainingConfig = WorldTrainingConfig(),
+    progress: bool = True,
+    classifier_from: str | Path | None = None,
+) -> dict:
+    """Train everything and write it under `output`; returns the training report.
+
+    With `config.exclude`, the classifier is copied from `classifier_from` (default: the shipped
+    world's weights folder) instead of trained, so every world is judged by the same classifier.
+    """
     from safetensors.torch import save_file
 
     torch.set_num_threads(config.threads)
     timings = {}
     started = time.perf_counter()
-    pixels, scenes, _ = make_dataset(config.dataset_size, config.seed)
+    all_pixels, all_scenes, _ = make_dataset(config.dataset_size, config.seed)
+    pixels, scenes = retain_set(all_pixels, all_scenes, config.exclude)
     timings["dataset_s"] = time.perf_counter() - started
 
     tokenizer = build_word_tokenizer()
@@ -178,8 +209,15 @@ def train_world(output: str | Path, config: WorldTrainingConfig = WorldTrainingC
     pipe.register_modules(unet=ema_unet)
 
     t0 = time.perf_counter()
-    labels = torch.tensor([scene.shape_index for scene in scenes])
-    classifier, classifier_losses = train_classifier(pixels, labels, config.classifier_steps, config.seed + 4)
+    if config.exclude is None:
+        labels = torch.tensor([scene.shape_index for scene in scenes])
+        classifier, classifier_losses = train_classifier(pixels, labels, config.classifier_steps, config.seed + 4)
+        classifier_source = "trained"
+    else:
+        from . import load_classifier
+
+        classifier, classifier_losses = load_classifier(classifier_from), []
+        classifier_source = f"copied from {classifier_from or 'the shipped world'} (trained on all shapes)"
     held_pixels, held_scenes, _ = make_dataset(3000, config.seed + 99)
     held_labels = torch.tensor([s.shape_index for s in held_scenes])
     held_accuracy = float((classifier.predict(held_pixels.float() / 255) == held_labels).float().mean())
@@ -199,6 +237,10 @@ def train_world(output: str | Path, config: WorldTrainingConfig = WorldTrainingC
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / CLASSIFIER_FILE))
     report = {
         "config": asdict(config),
+        "excluded_shape": config.exclude,
+        "training_images": len(scenes),
+        "training_images_drawn": len(all_scenes),
+        "classifier_source": classifier_source,
         "scaling_factor": scaling_factor,
         "classifier_heldout_accuracy": held_accuracy,
         "classifier_heldout_images": len(held_labels),
@@ -206,7 +248,7 @@ def train_world(output: str | Path, config: WorldTrainingConfig = WorldTrainingC
         "final_losses": {
             "vae": sum(vae_losses[-100:]) / 100,
             "unet": sum(unet_losses[-200:]) / 200,
-            "classifier": sum(classifier_losses[-50:]) / 50,
+            "classifier": sum(classifier_losses[-50:]) / 50 if classifier_losses else None,
         },
         "parameters": {
             "unet": sum(p.numel() for p in ema_unet.parameters()),
