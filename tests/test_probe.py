@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 import torch
 
-from unlearn_guard import probe as probe_module
 from unlearn_guard.config import InversionConfig, ProbeConfig
 from unlearn_guard.errors import InputError, InsufficientDataError, ModelError, NonFiniteError
 from unlearn_guard.models import DiffusionModel, snapshot_module_state
@@ -15,6 +15,8 @@ from unlearn_guard.models.tiny import build_tiny_components
 from unlearn_guard.probe import ProbeFailure, probe
 
 from conftest import assert_close
+
+probe_module = importlib.import_module("unlearn_guard.probe")  # the module (unlearn_guard.probe is the function)
 
 # A cheap custom preset for behaviour tests: 6 steps, K=1, reachable windows, regularisation on.
 QUICK = ProbeConfig(
@@ -279,3 +281,26 @@ def test_bad_external_normal_set_is_refused_before_compute(tiny_model, tiny_imag
     with pytest.raises(InputError, match=match):
         probe(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], reference_prompts="q", config=QUICK,
               normal_nll=normal)
+
+
+def test_a_concept_set_that_diverges_entirely_is_no_memory_not_an_error(tiny_model, tiny_images, monkeypatch):
+    # Every E image diverges (a poisoned UNet while E is probed), R is fine: the probe reports E as
+    # holding no memory (score 0) and no d_N, instead of raising.
+    original_predict, original_probe_set = tiny_model.predict_noise, probe_module.probe_image_set
+    poisoned = {"on": False}
+
+    def predict(latents, timestep, embeddings):
+        eps = original_predict(latents, timestep, embeddings)
+        return eps * float("nan") if poisoned["on"] and timestep > 500 else eps
+
+    def probe_set(model, images, config, label="erased", schedule=None):
+        poisoned["on"] = label == "erased"
+        return original_probe_set(model, images, config, label, schedule)
+
+    tiny_model.predict_noise = predict
+    monkeypatch.setattr(probe_module, "probe_image_set", probe_set)
+    result = probe(tiny_model, tiny_images[:2], "p", reference=tiny_images[2:], reference_prompts="q", config=QUICK)
+    assert all(image.diverged.startswith("inversion at timestep t=") for image in result.erased.images)
+    assert not any(image.diverged for image in result.reference.images)
+    assert result.memory.value == 0.0 and result.memory.n_diverged == 2
+    assert result.memory_distance is None and any("d_N not computed" in note for note in result.notes)

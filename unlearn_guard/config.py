@@ -50,6 +50,16 @@ class RegularizationConfig:
 
     Each call runs `num_reg_steps` outer steps; each outer step does one clipped KL gradient
     step and `num_ac_rolls` autocorrelation steps of size lambda_ac / num_ac_rolls.
+
+    `ac_reference_size`: lambda_ac is the released step for latents of this many positions per
+    channel (64 x 64 = 4096, SD 1.x, where the released code runs) and is scaled by h*w / 4096
+    elsewhere, so each value moves as far per step at every latent size. The AC loss is a mean
+    over h*w values, so its gradient shrinks as 1 / (h*w); unscaled, a roll r = 0 (a variance
+    penalty) multiplies a channel by 1 - mean(e^2) / 2 per roll on 8 x 8 latents (by
+    1 - mean(e^2) / 128 on 64 x 64): a unit-variance channel is wiped to zero, the PatchKL
+    gradient of a zero-variance patch then hits its clip (a step of 0.065 * 100 = 6.5 per value),
+    and the next AC steps overshoot geometrically to Inf (measured on the shipped world).
+    At 64 x 64 the scale is exactly 1 (the released numbers); None turns the scaling off.
     """
 
     enabled: bool = True
@@ -59,6 +69,7 @@ class RegularizationConfig:
     num_ac_rolls: int = 5
     kl_grad_clip: float = 100.0
     patch_size: int = 4
+    ac_reference_size: int | None = 4096
 
     def __post_init__(self) -> None:
         _require(self.lambda_kl >= 0, "lambda_kl", self.lambda_kl, "a number >= 0")
@@ -67,6 +78,14 @@ class RegularizationConfig:
         _require(self.num_ac_rolls >= 1, "num_ac_rolls", self.num_ac_rolls, "an int >= 1")
         _require(self.kl_grad_clip > 0, "kl_grad_clip", self.kl_grad_clip, "a number > 0")
         _require(self.patch_size >= 2, "patch_size", self.patch_size, "an int >= 2")
+        _require(self.ac_reference_size is None or (isinstance(self.ac_reference_size, int) and self.ac_reference_size >= 1),
+                 "ac_reference_size", self.ac_reference_size, "None or an int >= 1 (latent positions per channel)")
+
+    def lambda_ac_for(self, height: int, width: int) -> float:
+        """The AC step for h x w latents: lambda_ac * h * w / ac_reference_size (see the class doc)."""
+        if self.ac_reference_size is None:
+            return self.lambda_ac
+        return self.lambda_ac * (height * width / self.ac_reference_size)
 
 
 @dataclass(frozen=True)
@@ -142,8 +161,12 @@ class ProbeConfig:
         resize: what to do with images whose size is not the model's resolution.
         keep_seeds / keep_reconstructions: return the z_T tensors / decoded images.
         progress: tqdm progress bars.
-        check_finite: raise NonFiniteError at the first NaN/Inf (image, timestep); tracked on the
-            device and checked once per chunk, so it costs no host sync inside the step loop.
+        check_finite: track NaN/Inf per image on the device (no host sync inside the step loop):
+            an image whose inversion or reconstruction diverges is marked diverged, with the
+            timestep, and counts as an image with no memory; the others still count. The probe
+            raises NonFiniteError only when every image diverged, or at the first divergence
+            with `strict`. Off: NaN/Inf reaches the statistics, which refuse it.
+        strict: raise NonFiniteError (image and timestep named) at any divergence.
         backend: the fused ops (ReNoise update, noise regularisation, NLL/PSNR reductions):
             "auto" (Triton on CUDA, PyTorch on CPU), "triton", or "torch" (the reference).
         compile_unet: run the UNet through `torch.compile` (fixed shapes per chunk; first
@@ -160,6 +183,9 @@ class ProbeConfig:
         image_seed: the per-image generator seed in "released" mode (None: 42); must stay None
             in "per_image" mode, where `seed` fixes everything.
         normal_seed: the N set's generator seed (None: derived from `seed`, or 0 in "released" mode).
+        memory_psnr_margin_db: the memory score counts an image's seed only when its
+            reconstruction is within this many dB of the reference images' median PSNR
+            (`unlearn_guard.signal.memory_score`).
     """
 
     preset: PresetName = "mofc"
@@ -176,11 +202,13 @@ class ProbeConfig:
     keep_reconstructions: bool = False
     progress: bool = True
     check_finite: bool = True
+    strict: bool = False
     backend: BackendName = "auto"
     compile_unet: bool = False
     rng: RngMode = "per_image"
     image_seed: int | None = None
     normal_seed: int | None = None
+    memory_psnr_margin_db: float = 5.0
 
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
@@ -196,6 +224,8 @@ class ProbeConfig:
         _require(self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
         _require(self.backend in ("auto", "triton", "torch"), "backend", self.backend, "auto|triton|torch")
         _require(self.rng in ("per_image", "released"), "rng", self.rng, "'per_image' or 'released'")
+        _require(isinstance(self.memory_psnr_margin_db, (int, float)) and 0 <= self.memory_psnr_margin_db < float("inf"),
+                 "memory_psnr_margin_db", self.memory_psnr_margin_db, "a number >= 0 (dB)")
         _require(_is_seed(self.seed), "seed", self.seed, "an int (torch.Generator.manual_seed range)")
         for name in ("image_seed", "normal_seed"):
             value = getattr(self, name)
@@ -262,7 +292,7 @@ def _is_seed(value: Any) -> bool:
 
 
 # Fields that change how a probe runs or what it keeps, but not the numbers it measures.
-_BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite",
+_BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructions", "progress", "check_finite", "strict",
                           "bootstrap_samples", "confidence", "n_normal", "resize",
                           # How the numbers are computed, not which: same science within dtype tolerance.
                           "backend", "compile_unet",

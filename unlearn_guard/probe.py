@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -25,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import PRESETS, RELEASED_NORMAL_SEED, ProbeConfig
-from .errors import InputError, InsufficientDataError, UnlearnGuardError
+from .errors import InputError, InsufficientDataError, NonFiniteError, UnlearnGuardError
 from .inversion.reconstruct import ddim_reconstruct
-from .inversion.renoise import Conditioning, NoisePredictor, check_finite_latents, renoise_invert
+from .inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, check_finite_latents, renoise_invert
 from .inversion.schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet, load_image_set
 from .kernels._dispatch import resolve_backend
@@ -36,7 +37,8 @@ from .models.checks import check_finite_weights, warn_long_prompts
 from .models.module_state import preserve_module_state
 from .provenance import provenance
 from .results import ImageProbe, ProbeResult, SetProbe
-from .stats.functional import memory_distance, normal_nll_set, psnr, seed_nll
+from .signal.memory_score import MemoryScoreResult, memory_score
+from .stats.functional import MemoryDistanceResult, memory_distance, normal_nll_set, psnr, seed_nll
 
 _CPU_AUTO_BATCH = 4
 _CUDA_AUTO_BATCH = 16
@@ -201,25 +203,63 @@ def _probe_chunk(
     if config.check_finite:
         check_finite_latents(z0, names, "after VAE encoding")
     conditioning = _conditioning(model, prompts, inv.guidance_scale)
-    # 2. ReNoise inversion (SPEC 2.3-2.5)
+    # 2. ReNoise inversion (SPEC 2.3-2.5); NaN/Inf is tracked per image on the device.
+    steps = schedule.num_steps
+    watch = FiniteWatch(len(indices), z0.device, names) if config.check_finite else None
     seeds = renoise_invert(
         predict, z0, conditioning, schedule, inv, generators, names, config.check_finite,
-        on_step=lambda _: bar.update(len(indices)),
+        on_step=lambda _: bar.update(len(indices)), watch=watch,
     )
-    # 3. reconstruction and PSNR (SPEC 3)
+    describe_inversion = lambda i: f"during inversion at timestep t={schedule.timesteps[i]} (step {i + 1}/{steps})"  # noqa: E731
+    if watch is not None and config.strict:
+        watch.check(describe_inversion)
+    diverged: list[str | None] = [
+        None if step is None else describe_inversion(step).removeprefix("during ")
+        for step in (watch.diverged_steps() if watch is not None else [None] * len(indices))
+    ]
+    found = [i for i, why in enumerate(diverged) if why is None]  # images whose inversion found a seed
+    # 3. reconstruction and PSNR (SPEC 3), for the images with a seed
     if inv.reconstruction_guidance_scale != inv.guidance_scale:
         conditioning = _conditioning(model, prompts, inv.reconstruction_guidance_scale)
-    clean = ddim_reconstruct(
-        predict, seeds.contiguous(), conditioning, schedule, names, config.check_finite,
-        on_step=lambda _: bar.update(len(indices)),
-    )
-    reconstructions = model.decode_latents(clean)  # (b, 3, H, W) in [0, 1]
-    target = (pixels.to(reconstructions.device).float() + 1) / 2
+    recon_watch = FiniteWatch(len(found), seeds.device, [names[i] for i in found]) if config.check_finite else None
+    if found:
+        clean = ddim_reconstruct(
+            predict, seeds[found].contiguous(), conditioning.subset(found), schedule, [names[i] for i in found],
+            config.check_finite, on_step=lambda _: bar.update(len(indices)), watch=recon_watch,
+        )
+    else:  # every inversion of the chunk diverged: nothing to reconstruct
+        clean = seeds[:0]
+        bar.update(len(indices) * steps)
+    describe_reconstruction = lambda i: f"during reconstruction at timestep t={schedule.timesteps[i]}"  # noqa: E731
+    if recon_watch is not None and config.strict:
+        recon_watch.check(describe_reconstruction)
+    reconstructed = []
+    for position, step in enumerate(recon_watch.diverged_steps() if recon_watch is not None else [None] * len(found)):
+        if step is None:
+            reconstructed.append(found[position])
+        else:
+            diverged[found[position]] = describe_reconstruction(step).removeprefix("during ")
+    keep = [found.index(i) for i in reconstructed]
+    if reconstructed:
+        decoded = model.decode_latents(clean[keep])  # (r, 3, H, W) in [0, 1]
+        target = (pixels[reconstructed].to(decoded.device).float() + 1) / 2
+    # 4. NLL of each found seed (SPEC 4); nan where no seed or no reconstruction was found.
+    nll = torch.full((len(indices),), math.nan, dtype=torch.float64)
+    psnr_values = torch.full((len(indices),), math.nan, dtype=torch.float64)
+    if found:
+        nll[found] = seed_nll(seeds[found], backend=config.backend).cpu()
+    if reconstructed:
+        psnr_values[reconstructed] = psnr(decoded, target, quantize=config.quantize_psnr, backend=config.backend).cpu()
+    reconstructions = None
+    if config.keep_reconstructions:
+        reconstructions = torch.zeros((len(indices), *pixels.shape[1:]), dtype=torch.float32)
+        reconstructions[reconstructed] = decoded.cpu()
     return {
         "seeds": seeds.cpu(),
-        "nll": seed_nll(seeds, backend=config.backend),  # 4. (SPEC 4)
-        "psnr": psnr(reconstructions, target, quantize=config.quantize_psnr, backend=config.backend),
-        "reconstructions": reconstructions.cpu() if config.keep_reconstructions else None,
+        "nll": nll,
+        "psnr": psnr_values,
+        "diverged": diverged,
+        "reconstructions": reconstructions,
         "evaluations": predict.evaluations,
     }
 
@@ -251,8 +291,10 @@ def probe_image_set(
     seconds = time.perf_counter() - started
     nll = torch.cat([c["nll"] for c in chunks])
     psnr_values = torch.cat([c["psnr"] for c in chunks])
+    diverged = [why for c in chunks for why in c["diverged"]]
     per_image = [
-        ImageProbe(images.names[i], images.prompts[i], images.sources[i], images.sha256[i], float(nll[i]), float(psnr_values[i]))
+        ImageProbe(images.names[i], images.prompts[i], images.sources[i], images.sha256[i], float(nll[i]),
+                   float(psnr_values[i]), diverged[i])
         for i in range(len(images))
     ]
     return SetProbe(
@@ -263,6 +305,40 @@ def probe_image_set(
         seeds=torch.cat([c["seeds"] for c in chunks]) if config.keep_seeds else None,
         reconstructions=torch.cat([c["reconstructions"] for c in chunks]) if config.keep_reconstructions else None,
     )
+
+
+def measure_memory(
+    erased: SetProbe, reference: SetProbe, normal: torch.Tensor, config: ProbeConfig
+) -> tuple[MemoryDistanceResult | None, MemoryScoreResult | None, list[str]]:
+    """d_N (SPEC 5, over the images whose inversion found a seed) and the memory score (every
+    image; a diverged one holds no memory), each None with a note when its data are too few."""
+    notes = []
+    nll_e, nll_r = erased.nll, reference.nll
+    found_e, found_r = nll_e[~torch.isnan(nll_e)], nll_r[~torch.isnan(nll_r)]
+    distance = None
+    if len(found_e) >= 2 and len(found_r) >= 2:
+        distance = memory_distance(
+            found_e, found_r, normal, kind=config.distance, bootstrap_samples=config.bootstrap_samples,
+            confidence=config.confidence, seed=derive_seed(config.seed, "bootstrap", 0),
+        )
+    else:
+        notes.append(f"d_N not computed: it needs 2 seeds per set, and the inversion found {len(found_e)} of "
+                     f"{len(nll_e)} (E) and {len(found_r)} of {len(nll_r)} (R)")
+    memory = None
+    try:
+        memory = memory_score(
+            nll_e, erased.psnr, nll_r, reference.psnr, normal, psnr_margin_db=config.memory_psnr_margin_db,
+            bootstrap_samples=config.bootstrap_samples, confidence=config.confidence,
+            seed=derive_seed(config.seed, "memory_bootstrap", 0),
+        )
+    except InsufficientDataError as error:
+        notes.append(f"memory score not computed: {error}")
+    for part in (erased, reference):
+        count = int(part.diverged.sum())
+        if count:
+            notes.append(f"{count} of {len(part.images)} {part.label} image(s) diverged (NaN/Inf) and found no memory: "
+                         + ", ".join(f"{i.name} ({i.diverged})" for i in part.images if i.diverged)[:500])
+    return distance, memory, notes
 
 
 def probe(
@@ -322,24 +398,24 @@ def probe(
         reference_result = (
             probe_image_set(runner, reference_set, config, "reference", schedule) if reference_set is not None else None
         )
+    parts = [erased_result] + ([reference_result] if reference_result is not None else [])
+    if all(bool(part.diverged.all()) for part in parts):
+        raise NonFiniteError(
+            f"every image's inversion or reconstruction diverged (NaN/Inf), e.g. {erased_result.images[0].name}: "
+            f"{erased_result.images[0].diverged}; nothing was measured"
+        )
     factor = model.vae_scale_factor
     seed_shape = (model.latent_channels, erased.pixels.shape[-2] // factor, erased.pixels.shape[-1] // factor)
     normal = normal_set(config, seed_shape) if external_normal is None else external_normal
-    distance = None
+    distance, memory, notes = None, None, []
     if reference_result is not None:
-        distance = memory_distance(
-            erased_result.nll,
-            reference_result.nll,
-            normal,
-            kind=config.distance,
-            bootstrap_samples=config.bootstrap_samples,
-            confidence=config.confidence,
-            seed=derive_seed(config.seed, "bootstrap", 0),
-        )
+        distance, memory, notes = measure_memory(erased_result, reference_result, normal, config)
     return ProbeResult(
         erased=erased_result,
         reference=reference_result,
         memory_distance=distance,
+        memory=memory,
+        notes=notes,
         normal_nll=normal,
         config=config,
         provenance={

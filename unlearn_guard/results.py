@@ -14,6 +14,7 @@ import torch
 
 from .config import ProbeConfig
 from .errors import OutputError
+from .signal.memory_score import MemoryScoreResult
 from .stats.functional import MemoryDistanceResult
 
 
@@ -91,7 +92,12 @@ def _json_number(value: float) -> float | str:
 
 @dataclass(frozen=True)
 class ImageProbe:
-    """One image's outcome: the found seed's NLL under N(0, I) and the reconstruction PSNR (dB)."""
+    """One image's outcome: the found seed's NLL under N(0, I) and the reconstruction PSNR (dB).
+
+    `diverged` says where NaN/Inf first appeared ("inversion at t=141 (step 8/50)"), or None. A
+    diverged inversion found no seed (NLL and PSNR are nan); a diverged reconstruction keeps its
+    seed's NLL and has no PSNR. Either way the image found no memory that reconstructs it.
+    """
 
     name: str
     prompt: str
@@ -99,6 +105,7 @@ class ImageProbe:
     sha256: str
     nll: float
     psnr: float
+    diverged: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,16 +113,23 @@ class ImageProbe:
             "prompt": self.prompt,
             "source": self.source,
             "sha256": self.sha256,
-            "nll": self.nll,
+            "nll": _json_number(self.nll),
             "psnr": _json_number(self.psnr),
+            "diverged": self.diverged,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageProbe":
+        return cls(data["name"], data["prompt"], data["source"], data["sha256"], float(data["nll"]),
+                   float(data["psnr"]), data.get("diverged"))
 
 
 @dataclass
 class SetProbe:
     """The outcome for one image set (the erased concept E, or the reference R).
 
-    seeds (N, C, h, w) and reconstructions (N, 3, H, W) in [0, 1] are kept only when asked.
+    seeds (N, C, h, w) and reconstructions (N, 3, H, W) in [0, 1] are kept only when asked
+    (a diverged image's rows hold NaN / zeros).
     """
 
     label: str
@@ -127,21 +141,31 @@ class SetProbe:
 
     @property
     def nll(self) -> torch.Tensor:
+        """(N,) float64 seed NLLs; nan where the inversion diverged."""
         return torch.tensor([image.nll for image in self.images], dtype=torch.float64)
 
     @property
     def psnr(self) -> torch.Tensor:
+        """(N,) float64 PSNRs (dB); nan where the inversion or the reconstruction diverged."""
         return torch.tensor([image.psnr for image in self.images], dtype=torch.float64)
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        """(N,) bool: NaN/Inf appeared in the image's inversion or reconstruction."""
+        return torch.tensor([image.diverged is not None for image in self.images], dtype=torch.bool)
 
     def summary(self) -> dict[str, Any]:
         nll, psnr = self.nll, self.psnr
+        nll = nll[~torch.isnan(nll)]
+        psnr = psnr[~torch.isnan(psnr)]
         finite = psnr[torch.isfinite(psnr)]
         return {
             "count": len(self.images),
-            "nll_mean": float(nll.mean()),
-            "nll_std": float(nll.std(unbiased=False)),
-            "psnr_mean": _json_number(float(psnr.mean())),
-            "psnr_min": _json_number(float(psnr.min())),
+            "diverged": int(self.diverged.sum()),
+            "nll_mean": float(nll.mean()) if len(nll) else None,
+            "nll_std": float(nll.std(unbiased=False)) if len(nll) else None,
+            "psnr_mean": _json_number(float(psnr.mean())) if len(psnr) else None,
+            "psnr_min": _json_number(float(psnr.min())) if len(psnr) else None,
             "psnr_mean_finite": float(finite.mean()) if len(finite) else None,
             "unet_evaluations": self.unet_evaluations,
             "seconds": self.seconds,
@@ -162,14 +186,23 @@ class ProbeResult:
     normal_nll: torch.Tensor
     config: ProbeConfig
     provenance: dict[str, Any] = field(default_factory=dict)
+    memory: MemoryScoreResult | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def d_n(self) -> float | None:
         """The memory relative distance d_N (None without a reference set)."""
         return None if self.memory_distance is None else self.memory_distance.value
 
+    @property
+    def memory_value(self) -> float | None:
+        """The memory score M in [0, 1] (None without a reference set); see `unlearn_guard.signal`."""
+        return None if self.memory is None else self.memory.value
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "memory": None if self.memory is None else self.memory.to_dict(),
+            "notes": list(self.notes),
             "memory_distance": None if self.memory_distance is None else self.memory_distance.to_dict(),
             "erased": self.erased.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),

@@ -22,10 +22,17 @@ def ddim_reconstruct(
     names: Sequence[str] | None = None,
     check_finite: bool = True,
     on_step: Callable[[int], None] | None = None,
+    watch: FiniteWatch | None = None,
 ) -> torch.Tensor:
-    """Denoise seeds z_T (B, C, h, w) to clean latents (B, C, h, w), float32 (one UNet call per step)."""
+    """Denoise seeds z_T (B, C, h, w) to clean latents (B, C, h, w), float32 (one UNet call per step).
+
+    NaN/Inf raises NonFiniteError naming image and timestep when `check_finite`, or is recorded
+    per image in `watch` (its step index counts down from num_steps - 1) when one is given.
+    """
     names = list(names) if names is not None else [f"image[{i}]" for i in range(seeds.shape[0])]
-    watch = FiniteWatch(seeds.shape[0], seeds.device, names) if check_finite else None
+    raise_at_end = watch is None and check_finite
+    if raise_at_end:
+        watch = FiniteWatch(seeds.shape[0], seeds.device, names)
     z = seeds.float()
     for count, index in enumerate(reversed(range(schedule.num_steps))):
         timestep = schedule.timesteps[index]
@@ -35,6 +42,6 @@ def ddim_reconstruct(
             watch.update(z, index)  # on the device: no host sync inside the loop
         if on_step is not None:
             on_step(count)
-    if watch is not None:
+    if raise_at_end:
         watch.check(lambda i: f"during reconstruction at timestep t={schedule.timesteps[i]}")
     return z

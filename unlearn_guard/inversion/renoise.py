@@ -162,7 +162,7 @@ def regularize(
         eps_opt,
         offsets.to(eps.device),
         lambda_kl=config.lambda_kl,
-        lambda_ac=config.lambda_ac,
+        lambda_ac=config.lambda_ac_for(*eps.shape[-2:]),
         kl_grad_clip=config.kl_grad_clip,
         patch_size=config.patch_size,
         backend=backend,
@@ -190,6 +190,10 @@ class FiniteWatch:
             step = int(first_bad[first_bad >= 0].min())
             bad = [self.names[i] for i in torch.nonzero(first_bad == step).flatten().tolist()]
             raise NonFiniteError(f"NaN or Inf in the latent of image(s) {bad} {describe(step)}")
+
+    def diverged_steps(self) -> list[int | None]:
+        """Per image, the first step whose latent held NaN/Inf, or None (one host sync)."""
+        return [None if step < 0 else step for step in self.first_bad.cpu().tolist()]
 
 
 def check_finite_latents(latents: torch.Tensor, names: Sequence[str], where: str) -> None:
@@ -281,6 +285,7 @@ def renoise_invert(
     names: Sequence[str] | None = None,
     check_finite: bool = True,
     on_step: Callable[[int], None] | None = None,
+    watch: FiniteWatch | None = None,
 ) -> torch.Tensor:
     """Invert clean latents z0 (B, C, h, w) into seeds z_T (B, C, h, w), float32.
 
@@ -293,12 +298,16 @@ def renoise_invert(
         names: image names for error messages.
         check_finite: raise NonFiniteError naming the image and the first timestep with NaN/Inf.
         on_step: called after each step (progress bars).
+        watch: record NaN/Inf per image here instead of raising (the caller decides what a
+            diverged image means); `check_finite` is then ignored.
     """
     if len(generators) != z0.shape[0]:
         raise ValueError(f"got {len(generators)} generators for {z0.shape[0]} images; expected one per image")
     names = list(names) if names is not None else [f"image[{i}]" for i in range(z0.shape[0])]
     offsets = draw_inversion_offsets(config, schedule, generators, z0.shape[1:], z0.device)
-    watch = FiniteWatch(z0.shape[0], z0.device, names) if check_finite else None
+    raise_at_end = watch is None and check_finite
+    if raise_at_end:
+        watch = FiniteWatch(z0.shape[0], z0.device, names)
     z = z0.float()
     for index, timestep in enumerate(schedule.timesteps):
         alpha_t, alpha_s = schedule.alphas_at(index)
@@ -307,7 +316,7 @@ def renoise_invert(
             watch.update(z, index)
         if on_step is not None:
             on_step(index)
-    if watch is not None:
+    if raise_at_end:
         watch.check(
             lambda i: f"during inversion at timestep t={schedule.timesteps[i]} (step {i + 1}/{schedule.num_steps})"
         )

@@ -48,6 +48,24 @@ def probe_sets(concept: str, count: int, seed: int = 0) -> ProbeSets:
     return ProbeSets(erased, [concept_prompt(concept)] * count, reference, reference_prompts)
 
 
+def out_of_world_images(kind: str, count: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Images no model of this world learned, with prompts: (uint8 (count, 3, 32, 32), prompts).
+
+    kind "star": renders of a five-pointed star (drawn like the world's shapes, never trained on;
+    the prompt "a star" tokenizes "star" as unknown); "noise": uniform random RGB pixels.
+    """
+    from .shapes import IMAGE_SIZE
+
+    if kind == "star":
+        return make_dataset(count, seed, shape="star")[0], ["a star"] * count
+    if kind == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 256, (count, 3, IMAGE_SIZE, IMAGE_SIZE), generator=generator, dtype=torch.uint8), ["a circle"] * count
+    from ..errors import InputError
+
+    raise InputError(f"kind: got {kind!r}; expected 'star' or 'noise'")
+
+
 def accuracy_from_prompt(model: DiffusionModel, classifier: ShapeClassifier, shape: str, count: int, seed: int) -> float:
     """Fraction of `count` images generated from "a <shape>" that the classifier calls `shape`."""
     return concept_accuracy(classifier, generate(model, [concept_prompt(shape)] * count, seed=seed), shape)

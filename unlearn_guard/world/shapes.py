@@ -21,6 +21,9 @@ from PIL import Image, ImageDraw
 IMAGE_SIZE = 32
 SUPERSAMPLE = 4
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
+# Drawn by `render` but never in the training data, the vocabulary or the classifier's classes:
+# images no model of this world has learned, for checking that a signal does not read them as memories.
+OUT_OF_WORLD_SHAPES = ("star",)
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -109,12 +112,15 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
         w = r * 0.35
         draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
         draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+    elif scene.shape == "star":
+        outer, inner = _polygon(cx, cy, r, 5, -math.pi / 2), _polygon(cx, cy, r * 0.45, 5, -math.pi / 2 + math.pi / 5)
+        draw.polygon([point for pair in zip(outer, inner) for point in pair], fill=fill)
     elif scene.shape == "ring":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
         inner = r * 0.55
         draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=BACKGROUNDS[scene.background])
     else:
-        raise ValueError(f"unknown shape {scene.shape!r}; expected one of {SHAPES}")
+        raise ValueError(f"unknown shape {scene.shape!r}; expected one of {SHAPES + OUT_OF_WORLD_SHAPES}")
     return big.resize((size, size), Image.Resampling.LANCZOS)
 
 
