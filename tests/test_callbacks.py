@@ -65,7 +65,9 @@ def reference(tiny_images):
 
 
 def make_monitor(model, concept, reference, probe_fn=None, name="probe", **config) -> ProbeMonitor:
+    """A monitor deciding on d_N unless `signal` says otherwise (fake_result scripts d_N)."""
     config.setdefault("probe", CHEAP)
+    config.setdefault("signal", "d_n")
     return ProbeMonitor(model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
                         config=MonitorConfig(**config), probe_fn=probe_fn, name=name)
 
@@ -184,11 +186,11 @@ NAN = math.nan
         # (MonitorConfig fields, probe outcomes: d_N or (d_N, low, high), 1-based probe after which
         #  should_stop turns True, reason). Plain d_N values get the interval [d_N - 0.1, d_N + 0.1].
         # The target counts only when the whole interval is past it (low in "max", high in "min").
-        ({"target_d_n": 2.0}, [(1.0, 0.8, 1.2), (2.1, 1.9, 2.3), (2.2, 2.0, 2.4)], 3, "target"),
-        ({"target_d_n": 2.0}, [(2.5, 2.0, 3.0)], 1, "target"),                           # low == target
-        ({"target_d_n": 2.0}, [(2.5, 1.99, 3.0)], None, None),                           # point far past: not enough
-        ({"target_d_n": 2.0}, [(2.5, 2.1, 2.9), (1.0, 0.8, 1.2)], 1, "target"),          # stays stopped
-        ({"target_d_n": 0.5, "mode": "min"}, [(0.4, 0.3, 0.6), (0.4, 0.3, 0.5)], 2, "target"),  # high <= target
+        ({"target": 2.0}, [(1.0, 0.8, 1.2), (2.1, 1.9, 2.3), (2.2, 2.0, 2.4)], 3, "target"),
+        ({"target": 2.0}, [(2.5, 2.0, 3.0)], 1, "target"),                           # low == target
+        ({"target": 2.0}, [(2.5, 1.99, 3.0)], None, None),                           # point far past: not enough
+        ({"target": 2.0}, [(2.5, 2.1, 2.9), (1.0, 0.8, 1.2)], 1, "target"),          # stays stopped
+        ({"target": 0.5, "mode": "min"}, [(0.4, 0.3, 0.6), (0.4, 0.3, 0.5)], 2, "target"),  # high <= target
         # Patience compares conservative ends: the issue's 4 + 4 case, the point creeps up inside
         # wide intervals whose low end does not move, so nothing improved.
         ({"patience": 2}, [(1.00, 0.93, 1.01), (1.01, 0.93, 1.04), (1.02, 0.92, 1.06)], 3, "patience"),
@@ -205,10 +207,10 @@ NAN = math.nan
         ({"patience": 1, "mode": "min", "min_delta": 0.25}, [(1.0, 0.9, 1.1), (0.7, 0.6, 0.8)], None, None),
         ({"patience": 1}, [1.0, RuntimeError("boom"), 1.5], None, None),               # failures don't count
         ({"patience": 1}, [1.0, RuntimeError("boom"), 0.9], 3, "patience"),
-        ({"target_d_n": 2.0, "patience": 1}, [1.0, 0.9], 2, "patience"),
+        ({"target": 2.0, "patience": 1}, [1.0, 0.9], 2, "patience"),
         ({}, [1.0, 0.5, 0.1, 0.0], None, None),                                        # no criteria: never
         # No interval (bootstrap off): the point value is its own conservative end.
-        ({"target_d_n": 2.0}, [(2.0, NAN, NAN)], 1, "target"),
+        ({"target": 2.0}, [(2.0, NAN, NAN)], 1, "target"),
         ({"patience": 1}, [(1.0, NAN, NAN), (1.01, NAN, NAN)], None, None),
     ],
 )
@@ -239,7 +241,7 @@ def test_every_decision_reads_the_signal_through_one_function(tiny_model, concep
     """Swapping `decisive_value` (a new signal, another rule) changes target, patience and the
     weight together: no decision reads d_N on its own."""
     outcomes = [(1.5, 1.0, 2.0), (2.2, 1.9, 2.5)]
-    config = dict(every_n_steps=1, target_d_n=2.0, patience=5)
+    config = dict(every_n_steps=1, target=2.0, patience=5)
     by_interval = make_monitor(tiny_model, concept, reference, scripted(outcomes), **config)
     by_interval.step(1)
     assert by_interval.regularization_weight == pytest.approx(1.0)     # gap = 2.0 - 1.0 = scale
@@ -259,18 +261,18 @@ def test_every_decision_reads_the_signal_through_one_function(tiny_model, concep
     [
         # w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1); gap from the conservative end b
         # (low in "max", high in "min"); scale defaults to |target - 1|
-        ({"target_d_n": 3.0}, None, 1.0),                                       # before any probe
+        ({"target": 3.0}, None, 1.0),                                       # before any probe
         ({}, (1.5, 1.4, 1.6), 1.0),                                             # no target
-        ({"target_d_n": 3.0}, (1.2, 1.0, 1.4), 1.0),                            # still remembers
-        ({"target_d_n": 3.0}, (2.5, 2.0, 3.0), 0.5),
-        ({"target_d_n": 3.0}, (3.5, 3.0, 4.0), 0.0),
-        ({"target_d_n": 3.0}, (3.2, 2.9, 3.5), pytest.approx(0.05)),           # point past, low not
-        ({"target_d_n": 3.0}, (4.5, 4.0, 5.0), 0.0),
-        ({"target_d_n": 3.0}, (0.7, 0.5, 0.9), 1.0),                            # clipped at w_max
-        ({"target_d_n": 3.0, "regularization_min": 0.2, "regularization_max": 2.0}, (2.5, 2.0, 3.0), 1.1),
-        ({"target_d_n": 3.0, "regularization_scale": 4.0}, (2.5, 2.0, 3.0), 0.25),
-        ({"target_d_n": 0.5, "mode": "min"}, (0.6, 0.4, 0.75), 0.5),            # gap = high - target
-        ({"target_d_n": 1.0}, (0.7, 0.5, 0.9), 0.5),                            # |target - 1| = 0: scale 1
+        ({"target": 3.0}, (1.2, 1.0, 1.4), 1.0),                            # still remembers
+        ({"target": 3.0}, (2.5, 2.0, 3.0), 0.5),
+        ({"target": 3.0}, (3.5, 3.0, 4.0), 0.0),
+        ({"target": 3.0}, (3.2, 2.9, 3.5), pytest.approx(0.05)),           # point past, low not
+        ({"target": 3.0}, (4.5, 4.0, 5.0), 0.0),
+        ({"target": 3.0}, (0.7, 0.5, 0.9), 1.0),                            # clipped at w_max
+        ({"target": 3.0, "regularization_min": 0.2, "regularization_max": 2.0}, (2.5, 2.0, 3.0), 1.1),
+        ({"target": 3.0, "regularization_scale": 4.0}, (2.5, 2.0, 3.0), 0.25),
+        ({"target": 0.5, "mode": "min"}, (0.6, 0.4, 0.75), 0.5),            # gap = high - target
+        ({"target": 1.0}, (0.7, 0.5, 0.9), 0.5),                            # |target - 1| = 0: scale 1
     ],
 )
 def test_regularization_weight_schedule(tiny_model, concept, reference, config, outcome, expected):
@@ -283,7 +285,7 @@ def test_regularization_weight_schedule(tiny_model, concept, reference, config, 
 
 def test_weight_keeps_the_last_good_value_after_a_failure(tiny_model, concept, reference):
     monitor = make_monitor(tiny_model, concept, reference, scripted([(2.1, 2.0, 2.2), ValueError("bad")]),
-                           every_n_steps=1, target_d_n=3.0)
+                           every_n_steps=1, target=3.0)
     monitor.probe_now(1)
     with pytest.warns(ProbeWarning, match="ValueError: bad"):
         monitor.probe_now(2)
@@ -292,7 +294,7 @@ def test_weight_keeps_the_last_good_value_after_a_failure(tiny_model, concept, r
 
 
 def test_state_dict_round_trip_resumes_to_the_same_decision(tiny_model, concept, reference):
-    config = dict(every_n_steps=10, patience=2, target_d_n=5.0)
+    config = dict(every_n_steps=10, patience=2, target=5.0)
     original = make_monitor(tiny_model, concept, reference, scripted([1.0, 1.2, 1.1, 1.15]), **config)
     for step in (10, 20, 30):
         original.maybe_probe(step)
@@ -348,7 +350,7 @@ def _fail_runtime(original):
 )
 def test_a_failing_probe_is_recorded_and_training_goes_on(tiny_model, concept, reference, breaker, error_type, message):
     logged = []
-    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=1, target_d_n=0.0, log_fn=logged.append)
+    monitor = make_monitor(tiny_model, concept, reference, every_n_steps=1, target=0.0, log_fn=logged.append)
     tiny_model.unet.train()
     before = snapshot_module_state(*tiny_model.modules())
     tiny_model.predict_noise = breaker(tiny_model.predict_noise)
@@ -401,7 +403,7 @@ def test_non_finite_d_n_and_broken_log_fn_do_not_raise(tiny_model, concept, refe
         ({"probe": "nope"}, "unknown preset 'nope'"),
         ({"probe": 3}, "probe"),
         ({"mode": "maximum"}, "mode"),
-        ({"target_d_n": math.nan}, "target_d_n"),
+        ({"target": math.nan}, "target"),
         ({"patience": 0}, "patience"),
         ({"min_delta": -0.1}, "min_delta"),
         ({"regularization_min": 2.0, "regularization_max": 1.0}, "regularization_min"),
@@ -418,7 +420,7 @@ def test_monitor_config_defaults_and_json_round_trip():
     config = MonitorConfig()
     assert config.probe.preset == "fast" and config.probe.progress is False
     assert config.probe.inversion.num_steps == 10
-    custom = MonitorConfig(every_n_steps=7, probe=CHEAP, target_d_n=2.5, patience=3, min_delta=0.01, mode="min",
+    custom = MonitorConfig(every_n_steps=7, probe=CHEAP, target=2.5, patience=3, min_delta=0.01, mode="min",
                            regularization_scale=2.0, fatal=True, log_fn=print)
     restored = MonitorConfig.from_dict(json.loads(json.dumps(custom.to_dict())))
     assert restored == custom and restored.log_fn is None
@@ -439,13 +441,13 @@ def test_monitor_validates_its_inputs_once(tiny_model, tiny_images):
 
 def test_metrics_are_keyed_by_the_monitor_name_and_count_failures(tiny_model, concept, reference):
     monitor = make_monitor(tiny_model, concept, reference, scripted([(1.5, 1.4, 1.7), RuntimeError("oom")]),
-                           every_n_steps=1, target_d_n=2.0, name="circle/fast")
+                           every_n_steps=1, target=2.0, name="circle/fast")
     ok = monitor.probe_now(1)
     assert monitor.metrics(ok) == {
         "circle/fast/d_n": 1.5, "circle/fast/ci_low": 1.4, "circle/fast/ci_high": 1.7,
         "circle/fast/psnr_mean": ok.erased_psnr_mean, "circle/fast/nll_mean": ok.erased_nll_mean,
         "circle/fast/seconds": ok.seconds, "circle/fast/regularization_weight": pytest.approx(0.6),
-        "circle/fast/failed": 0.0, "circle/fast/failures": 0.0,
+        "circle/fast/failed": 0.0, "circle/fast/failures": 0.0, "circle/fast/diverged": 0.0,
     }
     with pytest.warns(ProbeWarning, match="circle/fast: probe at step 2 failed"):
         failed = monitor.probe_now(2)
@@ -662,7 +664,7 @@ def test_accelerate_probe_stops_every_process_at_the_target(tiny_model, concept,
     from unlearn_guard.callbacks.loop import AcceleratorProbe
 
     probing = AcceleratorProbe(
-        make_monitor(tiny_model, concept, reference, scripted([1.0, 2.5]), every_n_steps=2, target_d_n=2.0,
+        make_monitor(tiny_model, concept, reference, scripted([1.0, 2.5]), every_n_steps=2, target=2.0,
                      regularization_max=4.0),
         Accelerator(cpu=True),
     )
@@ -912,3 +914,58 @@ def test_lightning_checks_the_monitor_when_training_starts(tiny_components, conc
     with pytest.raises(ModelError, match="different devices"):
         _fit(model, embeddings, [monitor], tmp_path, "broken", max_steps=4)
     assert monitor.history == []
+
+
+# --------------------------------------------------------------------------- the memory score decides by default
+
+
+def fake_memory_result(memory: float, low: float, high: float, d_n: float = 1.0) -> ProbeResult:
+    """A ProbeResult with a chosen memory score and interval (and a d_N that does not matter)."""
+    from unlearn_guard.signal import MemoryScoreResult
+
+    result = fake_result(d_n)
+    result.memory = MemoryScoreResult(memory, low, high, 0.95, 100, 2, 2, 0, 330.0, 360.0, 31.0, 5.0, (memory, memory))
+    return result
+
+
+def test_the_default_monitor_decides_on_the_memory_score_from_above(tiny_model, concept, reference):
+    outcomes = [(0.9, 0.8, 1.0), (0.45, 0.3, 0.6), (0.3, 0.2, 0.45)]
+    queue = list(outcomes)
+    monitor = ProbeMonitor(tiny_model, concept, "a red circle", reference=reference, reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=CHEAP, target=0.5),
+                           probe_fn=lambda *args: fake_memory_result(*queue.pop(0)))
+    assert monitor.config.signal == "memory" and monitor.config.mode == "min"
+    assert monitor.regularization_weight == 1.0  # before any probe
+    monitor.probe_now(1)
+    assert not monitor.should_stop and monitor.regularization_weight == 1.0  # upper end 1.0: gap 0.5 = scale
+    monitor.probe_now(2)
+    # point 0.45 is below the target, the upper end 0.6 is not: no stop; w = (0.6 - 0.5) / 0.5
+    assert not monitor.should_stop and monitor.regularization_weight == pytest.approx(0.2)
+    monitor.probe_now(3)
+    assert monitor.should_stop and monitor.stop_reason == "target" and monitor.regularization_weight == 0.0
+    record = monitor.history[-1]
+    assert (record.memory, record.memory_low, record.memory_high) == (0.3, 0.2, 0.45)
+    assert monitor.metrics(record)["probe/memory_high"] == 0.45 and monitor.latest_memory == 0.3
+    again = ProbeMonitor(tiny_model, concept, "a red circle", reference=reference, reference_prompts="q",
+                         config=MonitorConfig(every_n_steps=1, probe=CHEAP, target=0.5))
+    again.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+    assert again.should_stop and again.history[-1].memory_high == 0.45
+
+
+def test_a_probe_without_the_deciding_signal_is_a_recorded_failure(tiny_model, concept, reference):
+    monitor = ProbeMonitor(tiny_model, concept, "a red circle", reference=reference, reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=CHEAP, target=0.5),
+                           probe_fn=lambda *args: fake_result(1.2))  # d_N only, no memory score
+    with pytest.warns(ProbeWarning, match="returned no memory score"):
+        record = monitor.probe_now(1)
+    assert not record.ok and "InsufficientDataError" in record.error and monitor.failures == 1
+
+
+def test_a_real_probe_records_both_signals(tiny_model, concept, reference):
+    monitor = ProbeMonitor(tiny_model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
+                           config=MonitorConfig(every_n_steps=1, probe=CHEAP))
+    record = monitor.probe_now(1)
+    direct = probe(tiny_model, concept, "a red circle", reference=reference, reference_prompts="a blue square",
+                   config=CHEAP)
+    assert record.memory == direct.memory.value and record.memory_high == direct.memory.ci_high
+    assert record.d_n == direct.memory_distance.value

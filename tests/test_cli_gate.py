@@ -35,67 +35,68 @@ def _single_error_line(stderr: str) -> str:
 # --------------------------------------------------------------------------- verdicts (exit 0 / 1)
 def test_gate_verdicts_follow_the_probe_numbers_before_and_after_esd(world, tmp_path, capsys):
     """Gate the shipped model before erasure and the ESD-LoRA checkpoints after it; the verdicts must be
-    what the thresholds, chosen from the probe's own numbers, imply."""
+    what the thresholds, applied to the conservative ends of the probe's own intervals, imply."""
     fast = ["--preset", "fast", "--quiet", "--json", "--thumbnails", "2"]
-    # 1. measure: a tiny threshold lets everything pass and reports the numbers
-    code, out, _ = run_cli(gate_args(world, tmp_path / "before", "--min-dn", "1e-9", *fast), capsys)
+    # 1. measure with the default (calibrated) threshold: exit 0 or 1, the numbers are what count
+    code, out, _ = run_cli(gate_args(world, tmp_path / "before", *fast), capsys)
     before = json_line(out)
-    assert code == 0 and before["verdict"] == "pass" and before["exit_code"] == 0
-    code, out, _ = run_cli(gate_args(world, tmp_path / "after", "--checkpoints", str(world / "checkpoints"),
-                                     "--min-dn", "1e-9", *fast), capsys)
+    assert code == before["exit_code"] in (0, 1)
+    code, out, _ = run_cli(gate_args(world, tmp_path / "after", "--checkpoints", str(world / "checkpoints"), *fast), capsys)
     after = json_line(out)
-    assert code == 0 and [c["name"] for c in after["checkpoints"]] == ["checkpoint-10", "checkpoint-20"]
+    assert code == after["exit_code"] and [c["name"] for c in after["checkpoints"]] == ["checkpoint-10", "checkpoint-20"]
     assert [c["step"] for c in after["checkpoints"]] == [10, 20]
-    d_before = before["checkpoints"][0]["d_n"]
-    d_after = after["checkpoints"][-1]["d_n"]
+    checkpoints = before["checkpoints"] + after["checkpoints"]
+    uppers = [c["memory"]["ci_high"] for c in checkpoints]
+    d_lows = [c["ci_low"] for c in checkpoints]
     with capsys.disabled():  # the measured numbers, for the log (pytest -s)
-        print(f"\nmeasured: d_N before {d_before:.4f} {before['checkpoints'][0]['ci_low']:.4f}..{before['checkpoints'][0]['ci_high']:.4f}, "
-              f"after {[round(c['d_n'], 4) for c in after['checkpoints']]}; PSNR before "
-              f"{before['checkpoints'][0]['psnr_mean']:.2f}, after {[round(c['psnr_mean'], 2) for c in after['checkpoints']]}")
-    assert d_before != d_after, "ESD changed nothing: the test cannot separate the verdicts"
+        print(f"\nmeasured: memory {[(round(c['memory']['value'], 3), round(c['memory']['ci_high'], 3)) for c in checkpoints]}, "
+              f"d_N {[round(c['d_n'], 4) for c in checkpoints]}, PSNR {[round(c['psnr_mean'], 2) for c in checkpoints]}")
+    assert d_lows[0] != d_lows[-1], "ESD changed nothing: the test cannot separate the verdicts"
     # the gate's numbers are the probe's: the API on the same model, images and preset agrees
     from unlearn_guard import load_model, probe
     from unlearn_guard.world import WEIGHTS_DIR
 
     direct = probe(load_model(WEIGHTS_DIR / "pipeline", lora=world / "checkpoints" / "checkpoint-20"),
                    world / "concept", reference=world / "reference", config="fast", progress=False)
-    assert direct.d_n == pytest.approx(d_after, rel=1e-9, abs=0)
+    assert direct.d_n == pytest.approx(after["checkpoints"][-1]["d_n"], rel=1e-9, abs=0)
+    assert direct.memory.value == pytest.approx(after["checkpoints"][-1]["memory"]["value"], rel=1e-9, abs=1e-12)
+    assert direct.memory.ci_high == pytest.approx(uppers[-1], rel=1e-9, abs=1e-12)
     assert float(direct.erased.psnr.mean()) == pytest.approx(after["checkpoints"][-1]["psnr_mean"], rel=1e-9)
 
-    # 2. decide at the midpoint: the two models must land on opposite sides, as their d_N say
-    threshold = (d_before + d_after) / 2
-    for name, extra, numbers in (("before", [], before), ("after", ["--checkpoints", str(world / "checkpoints")], after)):
-        code, out, err = run_cli(gate_args(world, tmp_path / name, *extra, "--min-dn", repr(threshold), "--resume",
-                                           *fast), capsys)
-        verdict = json_line(out)
-        expected = [c["d_n"] >= threshold for c in numbers["checkpoints"]]
-        assert [c["passed"] for c in verdict["checkpoints"]] == expected
-        assert [c["d_n"] for c in verdict["checkpoints"]] == [c["d_n"] for c in numbers["checkpoints"]]  # from cache
-        assert all(c["from_cache"] for c in verdict["checkpoints"])
-        assert f"resumed {len(expected)} of {len(expected)} checkpoints from cache" in err
-        assert code == (0 if all(expected) else 1) and verdict["exit_code"] == code
-        assert verdict["verdict"] == ("pass" if all(expected) else "fail")
-    assert (d_before >= threshold) != (d_after >= threshold)
+    def gate(*thresholds):
+        verdicts = []
+        for name, extra in (("before", []), ("after", ["--checkpoints", str(world / "checkpoints")])):
+            code, out, err = run_cli(gate_args(world, tmp_path / name, *extra, *thresholds, "--resume", *fast), capsys)
+            verdict = json_line(out)
+            assert all(c["from_cache"] for c in verdict["checkpoints"])
+            assert code == (0 if verdict["passed"] else 1) == verdict["exit_code"]
+            verdicts += [c["passed"] for c in verdict["checkpoints"]]
+        return verdicts
 
-    # 3. --max-psnr: a checkpoint passes only when both rules hold
-    psnr_before = before["checkpoints"][0]["psnr_mean"]
-    psnr_after = after["checkpoints"][-1]["psnr_mean"]
-    max_psnr = (psnr_before + psnr_after) / 2 if psnr_before != psnr_after else psnr_before
-    code, out, _ = run_cli(gate_args(world, tmp_path / "after", "--checkpoints", str(world / "checkpoints"),
-                                     "--min-dn", "1e-9", "--max-psnr", repr(max_psnr), "--resume", *fast), capsys)
-    verdict = json_line(out)
-    expected = [c["psnr_mean"] <= max_psnr for c in after["checkpoints"]]
-    assert [c["passed"] for c in verdict["checkpoints"]] == expected
-    assert code == (0 if all(expected) else 1)
+    # 2. the memory score decides on the upper end of its interval
+    for max_memory in sorted(set(uppers) | {0.5, 1.0}):
+        assert gate("--max-memory", repr(max_memory)) == [u <= max_memory for u in uppers], max_memory
+    # 3. --min-dn adds d_N's lower end: a threshold between the two models' lower ends splits them
+    min_dn = (d_lows[0] + d_lows[-1]) / 2
+    expected = [low >= min_dn for low in d_lows]
+    assert gate("--max-memory", "1", "--min-dn", repr(min_dn)) == expected
+    # 4. --max-psnr: a checkpoint passes only when every rule holds
+    psnrs = [c["psnr_mean"] for c in checkpoints]
+    max_psnr = (psnrs[0] + psnrs[-1]) / 2 if psnrs[0] != psnrs[-1] else psnrs[0]
+    expected = [p <= max_psnr for p in psnrs]
+    assert gate("--max-memory", "1", "--max-psnr", repr(max_psnr)) == expected
 
-    # 4. the written report agrees with the printed verdict and ties it to its inputs
+    # 5. the written report agrees with the printed verdict and ties it to its inputs
     report = json.loads((tmp_path / "after" / "gate.json").read_text())
-    assert report["passed"] == verdict["passed"] and report["thresholds"]["max_psnr"] == pytest.approx(max_psnr)
+    assert report["thresholds"]["max_psnr"] == pytest.approx(max_psnr) and report["thresholds"]["max_memory"] == 1.0
+    assert "upper end" in report["thresholds"]["rule"]
     assert len(report["inputs"]["concept_images"]["images"]) == 4
     assert all(len(image["sha256"]) == 64 for image in report["inputs"]["reference_images"]["images"])
     first = report["checkpoints"][0]
     assert all(len(h) == 64 for h in first["weight_sha256"].values()) and first["weight_sha256"]
     assert first["distance_kind"] == "mofc" and first["ci_low"] <= first["d_n"] <= first["ci_high"]
+    assert first["memory"]["ci_low"] <= first["memory"]["value"] <= first["memory"]["ci_high"]
+    assert any(reason.startswith("memory M = ") for reason in first["reasons"])
     assert len(first["probe"]["erased"]["images"]) == 4 and "nll" in first["probe"]["erased"]["images"][0]
     assert report["config"]["preset"] == "fast" and report["seed"] == 0 and report["versions"]["torch"]
     assert len(first["thumbnails"]) == 2 and (tmp_path / "after" / "report.html").is_file()
@@ -104,7 +105,7 @@ def test_gate_verdicts_follow_the_probe_numbers_before_and_after_esd(world, tmp_
 def test_help_and_exit_code_documentation(capsys):
     code, out, _ = run_cli(["gate", "--help"], capsys)
     assert code == 0
-    for text in ("--min-dn", "--checkpoints", "--set KEY=VALUE", "exit codes:", "still remembers", "--resume"):
+    for text in ("--max-memory", "--min-dn", "--checkpoints", "--set KEY=VALUE", "exit codes:", "still remembers", "--resume"):
         assert text in out
 
 
@@ -155,6 +156,8 @@ def test_bad_image_folders_exit_2_with_the_problem_named(world, tmp_path, capsys
     (["--min-dn", "nan"], "--min-dn: got 'nan'"),
     (["--min-dn", "inf"], "--min-dn: got 'inf'"),
     (["--min-dn", "2", "--max-psnr", "-3"], "--max-psnr: got '-3'"),
+    (["--max-memory", "0"], "--max-memory: got '0'; expected a number in (0, 1]"),
+    (["--max-memory", "1.5"], "--max-memory: got '1.5'"),
     (["--min-dn", "2", "--preset", "mofcc"], "unknown preset 'mofcc'"),
     (["--min-dn", "2", "--device", "cuda:99"], "--device: 'cuda:99'"),
     (["--min-dn", "2", "--device", "toaster"], "--device: 'toaster' is not a device name"),
@@ -289,10 +292,10 @@ def test_crashes_inside_the_probe_exit_3(world, tmp_path, capsys, monkeypatch, r
 # --------------------------------------------------------------------------- output folder, cache, resume
 def test_existing_report_is_not_overwritten_silently(world, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, _ = run_cli(gate_args(world, out, *CHEAP, "--min-dn", "1e-9"), capsys)
+    code, _, _ = run_cli(gate_args(world, out, *CHEAP, "--max-memory", "1"), capsys)
     assert code == 0
     before = (out / "gate.json").read_text()
-    code, _, err = run_cli(gate_args(world, out, *CHEAP, "--min-dn", "1e-9"), capsys)
+    code, _, err = run_cli(gate_args(world, out, *CHEAP, "--max-memory", "1"), capsys)
     line = _single_error_line(err)
     assert code == 2 and "already holds a gate report" in line and "--resume" in line and "--overwrite" in line
     assert (out / "gate.json").read_text() == before
@@ -315,7 +318,7 @@ def test_interrupted_gate_resumes_from_the_cache_and_says_so(world, tmp_path, ca
 
     monkeypatch.setattr(runner, "probe", interrupted_after_one)
     out = tmp_path / "out"
-    argv = gate_args(world, out, *CHEAP, "--min-dn", "1e-9", "--checkpoints", str(world / "checkpoints"))
+    argv = gate_args(world, out, *CHEAP, "--max-memory", "1", "--checkpoints", str(world / "checkpoints"))
     code, _, err = run_cli(argv, capsys)
     assert code == 130 and "--resume" in err
     assert not (out / "gate.json").exists() and len(list((out / "cache").glob("*.json"))) == 1
@@ -338,7 +341,7 @@ def test_interrupted_gate_resumes_from_the_cache_and_says_so(world, tmp_path, ca
 
 def test_changed_inputs_are_not_taken_from_the_cache(world, tmp_path, capsys):
     out = tmp_path / "out"
-    base = gate_args(world, out, *CHEAP, "--min-dn", "1e-9", "--json")
+    base = gate_args(world, out, *CHEAP, "--max-memory", "1", "--json")
     assert run_cli(base, capsys)[0] == 0
     code, text, _ = run_cli([*base, "--resume", "--seed", "1"], capsys)  # another seed: another key
     assert code == 0 and json_line(text)["checkpoints"][0]["from_cache"] is False
@@ -379,10 +382,10 @@ def test_probe_command_and_report_rerender(world, tmp_path, capsys):
 
 def test_quiet_mode_prints_only_the_verdict_and_paths(world, tmp_path, capsys):
     loud = [a for a in CHEAP if a != "--quiet"]
-    code, out, err = run_cli(gate_args(world, tmp_path / "loud", *loud, "--min-dn", "1e-9"), capsys)
+    code, out, err = run_cli(gate_args(world, tmp_path / "loud", *loud, "--max-memory", "1"), capsys)
     assert code == 0 and "probe erased" in err and "%|" in err  # progress bars per image set (negative control)
-    assert "base: d_N = " in out
-    code, out, err = run_cli(gate_args(world, tmp_path / "quiet", *CHEAP, "--min-dn", "1e-9"), capsys)
+    assert "base: memory M = " in out and ", d_N = " in out
+    code, out, err = run_cli(gate_args(world, tmp_path / "quiet", *CHEAP, "--max-memory", "1"), capsys)
     assert code == 0 and "%|" not in err and "probe erased" not in err
     assert out.splitlines() == ["gate: PASS: all 1 checkpoint(s) passed",
                                 f"wrote {tmp_path / 'quiet' / 'gate.json'} and {tmp_path / 'quiet' / 'report.html'}"]
@@ -414,9 +417,9 @@ def test_every_weight_form_is_gated_and_unchanged_weights_give_the_base_numbers(
     torch.save(state, checkpoints / "checkpoint-3" / "unet.pt")
     shutil.copytree(pipeline / "text_encoder", checkpoints / "checkpoint-4" / "text_encoder")
 
-    code, out, _ = run_cli(gate_args(world, tmp_path / "base", *CHEAP, "--json", "--min-dn", "1e-9"), capsys)
+    code, out, _ = run_cli(gate_args(world, tmp_path / "base", *CHEAP, "--json", "--max-memory", "1"), capsys)
     base = json_line(out)["checkpoints"][0]
-    code, out, _ = run_cli(gate_args(world, tmp_path / "forms", *CHEAP, "--json", "--min-dn", "1e-9",
+    code, out, _ = run_cli(gate_args(world, tmp_path / "forms", *CHEAP, "--json", "--max-memory", "1",
                                      "--checkpoints", str(checkpoints)), capsys)
     gated = json_line(out)["checkpoints"]
     assert code == 0 and [c["step"] for c in gated] == [1, 2, 3, 4]

@@ -68,7 +68,7 @@ def hostile_run(world, tmp_path_factory):
     checkpoints = root / "checkpoints"
     shutil.copytree(world / "checkpoints", checkpoints)
     shutil.copytree(checkpoints / "checkpoint-2", checkpoints / "checkpoint-6")  # identical to checkpoint-2
-    argv = gate_args(world, root / "out", "--checkpoints", str(checkpoints), "--min-dn", "1e-9", "--resume", *FAST)
+    argv = gate_args(world, root / "out", "--checkpoints", str(checkpoints), "--max-memory", "1", "--resume", *FAST)
     argv[argv.index("--concept-images") + 1] = str(concept)
     done = console(*argv)
     return done, root / "out"
@@ -127,7 +127,7 @@ def test_a_write_that_fails_later_is_one_line_and_keeps_the_finished_work(world,
     --resume then writes the report without probing again."""
     output = tmp_path / "out"
     (output / "report.html").mkdir(parents=True)
-    argv = gate_args(world, output, *CHEAP, "--min-dn", "1e-9", "--checkpoints", str(world / "checkpoints"))
+    argv = gate_args(world, output, *CHEAP, "--max-memory", "1", "--checkpoints", str(world / "checkpoints"))
     code, _, err = run_cli([*argv, "--overwrite"], capsys)
     line = error_line(err)
     assert code == 2 and f"could not write '{output / 'report.html'}'" in line and "--resume" in line, line
@@ -171,7 +171,7 @@ def test_the_resize_flag_sets_the_policy(world, tmp_path, policy, capsys):
     concept = tmp_path / "concept"
     shutil.copytree(world / "concept", concept)
     Image.open(concept / "circle_001.png").resize((64, 40)).save(concept / "circle_001.png")
-    argv = gate_args(world, tmp_path / "out", "--min-dn", "1e-9", "--resize", policy, *FAST, "--quiet")
+    argv = gate_args(world, tmp_path / "out", "--max-memory", "1", "--resize", policy, *FAST, "--quiet")
     argv[argv.index("--concept-images") + 1] = str(concept)
     if policy == "error":
         done = console(*argv)
@@ -257,7 +257,7 @@ def test_identical_checkpoints_are_reused_not_resumed(hostile_run):
     done, output = hostile_run
     assert done.returncode == 0, done.stderr  # the shared run also resizes (item 2)
     text = done.stdout + done.stderr
-    assert "checkpoint-6: d_N = " in text and "(reused the result of checkpoint-2: identical weights)" in text
+    assert "checkpoint-6: memory M = " in text and "(reused the result of checkpoint-2: identical weights)" in text
     assert "reused this run's result for 1 checkpoint(s) with identical weights: checkpoint-6 (same as checkpoint-2)" in text
     assert "resumed 0 of 3 checkpoints from cache" in text  # a first run resumes nothing
     report = json.loads((output / "gate.json").read_text())
@@ -349,7 +349,7 @@ def test_the_cli_restores_what_it_changed_when_called_from_python(world, tmp_pat
     before = namespace["state"]()
     warnings.simplefilter("default")  # a caller's own filter, to be kept
     before_filters = repr(warnings.filters)
-    code = main(gate_args(world, tmp_path / "out", "--min-dn", "1e-9", "--threads", "1", *FAST, "--quiet"))
+    code = main(gate_args(world, tmp_path / "out", "--max-memory", "1", "--threads", "1", *FAST, "--quiet"))
     capsys.readouterr()
     assert code == 0
     after = namespace["state"]()
@@ -373,7 +373,7 @@ def test_threads_flag_sets_torchs_threads_for_the_command_only(world, tmp_path, 
     real = runner.load_and_probe
     monkeypatch.setattr(runner, "load_and_probe", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
     torch.set_num_threads(1)
-    code, _, _ = run_cli(gate_args(world, tmp_path / "out", *CHEAP, "--min-dn", "1e-9", "--threads", "2"), capsys)
+    code, _, _ = run_cli(gate_args(world, tmp_path / "out", *CHEAP, "--max-memory", "1", "--threads", "2"), capsys)
     assert code == 0 and seen == [2] and torch.get_num_threads() == 1
     for bad in ("0", "-3"):
         code, _, err = run_cli(gate_args(world, tmp_path / f"bad{bad}", *CHEAP, "--min-dn", "1", "--threads", bad),

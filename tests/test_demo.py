@@ -21,8 +21,13 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     hints = [line for line in lines if line.startswith("hint:")]
     assert len(hints) == 1 and hints[0].startswith("hint: ESD step 4 took") and "--threads 1" in hints[0], lines
     assert [row["step"] for row in result["probes"]] == [0, 2, 4]
-    assert all(row["error"] is None and row["d_n"] > 0 for row in result["probes"])
-    assert result["gate"]["passed"] == (result["gate"]["d_n"] >= config.gate_min_d_n)
+    assert all(row["error"] is None and row["d_n"] > 0 and 0 <= row["memory"] <= 1 for row in result["probes"])
+    gate = result["gate"]
+    assert gate["passed"] == (gate["memory_high"] <= config.gate_max_memory) and gate["reasons"][0].startswith("memory M")
+    # the target is the retrained world's memory score, measured with the monitor's preset and images
+    assert result["target"]["source"].startswith("the world retrained without 'circle'")
+    assert result["target"]["target"] == result["target"]["memory_high"]
+    assert any(line.startswith("target: M's upper end <=") for line in lines)
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert on_disk["gate"] == result["gate"] and on_disk["esd_config"]["iterations"] == 4
     report = (tmp_path / "report.md").read_text()

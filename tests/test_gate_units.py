@@ -88,34 +88,71 @@ def test_settable_keys_cover_every_leaf_field():
 
 
 # --------------------------------------------------------------------------- the decision
-@pytest.mark.parametrize("d_n, psnr, min_d_n, max_psnr, passed", [
-    (2.5, 30.0, 2.0, None, True),
-    (2.0, 30.0, 2.0, None, True),      # the threshold itself passes
-    (1.99, 10.0, 2.0, None, False),
-    (math.nan, 10.0, 2.0, None, False),  # an undefined d_N never passes
-    (2.5, 25.0, 2.0, 25.0, True),
-    (2.5, 25.01, 2.0, 25.0, False),    # forgot by d_N but still reconstructs
-    (1.5, 12.0, 2.0, 25.0, False),
-    (2.5, math.inf, 2.0, 25.0, False),
+NAN = math.nan
+
+
+def entry(memory=(0.2, 0.1, 0.3), d_n=(2.5, 2.1, 2.9), psnr=30.0, notes=()):
+    """A checkpoint record as the runner builds it: memory score and d_N with intervals, mean PSNR."""
+    record = {"memory": None if memory is None else dict(zip(("value", "ci_low", "ci_high"), memory)),
+              "psnr_mean": psnr, "notes": list(notes)}
+    record.update(zip(("d_n", "ci_low", "ci_high"), d_n) if d_n is not None else (("d_n", None),))
+    return record
+
+
+@pytest.mark.parametrize("record, thresholds, passed, reasons", [
+    (entry(memory=(0.2, 0.1, 0.3)), Thresholds(0.5), True, 1),
+    (entry(memory=(0.2, 0.1, 0.5)), Thresholds(0.5), True, 1),       # the upper end at the threshold passes
+    (entry(memory=(0.2, 0.1, 0.51)), Thresholds(0.5), False, 1),
+    (entry(memory=(1.0, 1.0, 1.0)), Thresholds(1.0), True, 1),       # 1 turns the rule off
+    (entry(memory=None), Thresholds(1.0), True, 1),                  # ... even when it is undefined
+    (entry(memory=(0.45, 0.3, 0.6)), Thresholds(0.5), False, 1),     # point below, upper end above: fails
+    (entry(memory=(0.3, NAN, NAN)), Thresholds(0.5), True, 1),       # no bootstrap: the point value decides
+    (entry(memory=(NAN, NAN, NAN)), Thresholds(0.5), False, 1),      # an undefined score never passes
+    (entry(memory=None, notes=["d_N not computed"]), Thresholds(0.5), False, 1),
+    (entry(), Thresholds(0.5, min_d_n=2.0), True, 2),
+    (entry(d_n=(2.5, 1.9, 3.1)), Thresholds(0.5, min_d_n=2.0), False, 2),  # d_N's lower end decides
+    (entry(d_n=None), Thresholds(0.5, min_d_n=2.0), False, 2),
+    (entry(psnr=25.0), Thresholds(0.5, max_psnr=25.0), True, 2),
+    (entry(psnr=25.01), Thresholds(0.5, max_psnr=25.0), False, 2),  # forgotten by M but still reconstructs
+    (entry(psnr=None), Thresholds(0.5, max_psnr=25.0), False, 2),
 ])
-def test_decision_table(d_n, psnr, min_d_n, max_psnr, passed):
-    decision = decide(d_n, psnr, Thresholds(min_d_n, max_psnr))
+def test_decision_table(record, thresholds, passed, reasons):
+    decision = decide(record, thresholds)
     assert decision.passed is passed and decision.verdict == ("pass" if passed else "fail")
-    assert len(decision.reasons) == (1 if max_psnr is None else 2)
-    assert f"{min_d_n:g}" in decision.reasons[0]
+    assert len(decision.reasons) == reasons
+    assert (f"{thresholds.max_memory:g} (max memory)" in decision.reasons[0] or "not computed" in decision.reasons[0]
+            or "rule off" in decision.reasons[0])
+
+
+def test_the_reason_names_the_end_that_decided():
+    reason = decide(entry(memory=(0.45, 0.3, 0.6)), Thresholds(0.5)).reasons[0]
+    assert reason == "memory M = 0.450 [0.300, 0.600]: upper end 0.600 > 0.5 (max memory): still remembers"
+    reason = decide(entry(memory=(0.2, 0.1, 0.3)), Thresholds(0.5)).reasons[0]
+    assert reason.endswith("upper end 0.300 <= 0.5 (max memory): forgotten like a model that never saw it")
+
+
+def test_the_default_threshold_is_the_calibrated_one():
+    from unlearn_guard.signal import DEFAULT_MAX_MEMORY
+
+    assert Thresholds().max_memory == DEFAULT_MAX_MEMORY and 0 < DEFAULT_MAX_MEMORY < 1
 
 
 def test_overall_fails_when_any_checkpoint_fails():
-    ok, bad = decide(3.0, 10.0, Thresholds(2.0)), decide(1.0, 10.0, Thresholds(2.0))
+    ok, bad = decide(entry(), Thresholds(0.5)), decide(entry(memory=(0.9, 0.8, 1.0)), Thresholds(0.5))
     assert overall({"a": ok, "b": ok}).passed
     verdict = overall({"a": ok, "b": bad, "c": bad})
     assert not verdict.passed and "2 of 3" in verdict.reasons[0] and "b, c" in verdict.reasons[0]
 
 
-@pytest.mark.parametrize("value", [0, -1, "x", math.nan, math.inf, None])
-def test_thresholds_must_be_positive_numbers(value):
-    with pytest.raises(InputError, match="--min-dn: got .*expected a positive number"):
-        Thresholds(value)
+@pytest.mark.parametrize("field, value, match", [
+    ("max_memory", 0, "--max-memory: got 0; expected a number in \\(0, 1\\]"),
+    ("max_memory", 1.5, "--max-memory"), ("max_memory", "x", "--max-memory"), ("max_memory", None, "--max-memory"),
+    ("min_d_n", -1, "--min-dn: got -1; expected a positive number"), ("min_d_n", math.nan, "--min-dn"),
+    ("min_d_n", math.inf, "--min-dn"), ("max_psnr", "x", "--max-psnr"),
+])
+def test_thresholds_must_be_in_range(field, value, match):
+    with pytest.raises(InputError, match=match):
+        Thresholds(**{field: value})
 
 
 # --------------------------------------------------------------------------- checkpoint discovery

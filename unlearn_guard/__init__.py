@@ -5,6 +5,7 @@
     print(result.summary_table()); result.to_json("probe.json")
 
 Public API: `probe`, `ProbeConfig` (presets "mofc", "fast", "ddim"), `ProbeResult`,
+`memory_score` (the calibrated decision signal, `DEFAULT_MAX_MEMORY` its gate threshold),
 `MemoryDistance` (stateful d_N metric) and `memory_distance` (its pure twin), `DiffusionModel`
 and `load_model` (pipelines, folders, hub ids, erased UNet weights, text encoders, LoRA).
 
@@ -47,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "ImageProbe": "results",
     "ProbeResult": "results",
     "SetProbe": "results",
+    "DEFAULT_MAX_MEMORY": "signal",
+    "MemoryScoreResult": "signal",
+    "memory_score": "signal",
     "MemoryDistance": "stats",
     "MemoryDistanceResult": "stats",
     "memory_distance": "stats",
@@ -71,6 +75,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time __getattr__ bel
     from .models import DiffusionModel, load_model
     from .probe import ProbeFailure, probe, probe_image_set
     from .results import ImageProbe, ProbeResult, SetProbe
+    from .signal import DEFAULT_MAX_MEMORY, MemoryScoreResult, memory_score
     from .stats import MemoryDistance, MemoryDistanceResult, memory_distance
 
 

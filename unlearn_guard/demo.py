@@ -1,14 +1,17 @@
-"""The main job on the embedded default: erase a concept from the shipped small model, watch d_N.
+"""The main job on the embedded default: erase a concept from the shipped small model, watch its memory.
 
 No flags, no downloads:
   1. load the project's own shapes-world model and its concept classifier;
-  2. erase one concept ("a circle" by default) with ESD-LoRA, while a `ProbeMonitor` probes
-     the model being trained every N steps (preset `fast`);
-  3. at every probe, print a row: step, classifier accuracy of images generated from the
-     concept's prompt, d_N with its interval, mean reconstruction PSNR of the concept's images;
-  4. gate the final adapter with the `mofc` preset (pass when d_N >= the gate threshold, the
-     release gate's decision rule, `unlearn_guard.gate.decision`);
-  5. write result.json, report.md, the final LoRA adapter, the adapter at every probe step
+  2. measure the target: the memory score of the world *retrained without the concept* (shipped
+     for circle and square; the ground truth of unlearning), with the monitor's preset and images;
+  3. erase the concept ("a circle" by default) with ESD-LoRA, while a `ProbeMonitor` probes the
+     model being trained every N steps and stops training once the memory score's interval is
+     at or below the target;
+  4. at every probe, print a row: step, classifier accuracy of images generated from the
+     concept's prompt, the memory score M and d_N with their intervals, mean reconstruction PSNR;
+  5. gate the final adapter with the `mofc` preset and the release gate's rule (the memory
+     score's upper end at most the calibrated threshold, `unlearn_guard.gate.decision`);
+  6. write result.json, report.md, the final LoRA adapter, the adapter at every probe step
      (`checkpoints/checkpoint-<step>/`) and the probe's image folders (`images/concept`,
      `images/reference`, with prompts.csv), so `unlearn-guard gate` can gate the run, and say
      where they went.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -36,7 +40,8 @@ from .probe import probe
 from .provenance import provenance
 from .results import write_text_atomic
 from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
-from .world import SHAPES, concept_prompt, load_classifier, load_world_model
+from .signal import DEFAULT_MAX_MEMORY
+from .world import SHAPES, WEIGHTS_DIR, concept_prompt, load_classifier, load_world_model
 from .world.evaluate import accuracy_from_prompt, probe_sets
 
 
@@ -53,7 +58,7 @@ class DemoConfig:
     accuracy_images: int = 16
     monitor_preset: str = "fast"
     gate_preset: str = "mofc"
-    gate_min_d_n: float = 2.0
+    gate_max_memory: float = DEFAULT_MAX_MEMORY
     seed: int = 0
     slow_step_factor: float = 5.0  # hint once when an ESD step takes this many times the median (0: never)
 
@@ -62,6 +67,8 @@ class DemoConfig:
 
         if self.concept not in SHAPES:
             raise InputError(f"concept: got {self.concept!r}; expected one of {SHAPES}")
+        if not 0 < self.gate_max_memory <= 1:
+            raise InputError(f"gate_max_memory: got {self.gate_max_memory!r}; expected a number in (0, 1]")
         if not self.slow_step_factor >= 0:
             raise InputError(f"slow_step_factor: got {self.slow_step_factor!r}; expected a number >= 0 (0: no hint)")
 
@@ -94,35 +101,67 @@ class SlowStepHint:
         return hint
 
 
-def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], config: DemoConfig, out: Path) -> str:
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + ("" if low is None or math.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+
+
+def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], target: dict[str, Any], config: DemoConfig,
+                     out: Path, stopped_at: int | None) -> str:
     lines = [
         f"# Erasing '{config.concept}' from the shapes world ({config.method}, {config.iterations} iterations)",
         "",
         f"Probe every {config.probe_every} steps with preset `{config.monitor_preset}`; "
-        f"{config.images_per_set} concept and {config.images_per_set} reference images.",
+        f"{config.images_per_set} concept and {config.images_per_set} reference images. "
+        f"Target: {target['description']}.",
         "",
-        "| step | concept accuracy | d_N | 95% interval | mean PSNR (dB) |",
-        "|---:|---:|---:|---|---:|",
+        "| step | concept accuracy | memory M [95% interval] | d_N [95% interval] | mean PSNR (dB) |",
+        "|---:|---:|---|---|---:|",
     ]
     for row in rows:
         if row["error"]:
             lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | probe failed: {row['error']} | | |")
             continue
-        lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | {row['d_n']:.3f} | "
-                     f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['psnr_mean']:.2f} |")
-    verdict = "PASS (forgotten enough)" if gate["passed"] else "FAIL (still remembers)"
+        lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | "
+                     f"{_interval(row['memory'], row['memory_low'], row['memory_high'])} | "
+                     f"{_interval(row['d_n'], row['ci_low'], row['ci_high'])} | {row['psnr_mean']:.2f} |")
+    if stopped_at is not None:
+        lines += ["", f"Early stop at step {stopped_at}: the memory score's upper end reached the target."]
+    verdict = "PASS (forgotten like a model that never saw it)" if gate["passed"] else "FAIL (still remembers)"
     lines += [
         "",
         f"## Gate: {verdict}",
         "",
-        f"Final adapter probed with `{config.gate_preset}`: d_N = {gate['d_n']:.3f} "
-        f"[{gate['ci_low']:.3f}, {gate['ci_high']:.3f}], threshold {config.gate_min_d_n}; "
-        f"mean PSNR {gate['psnr_mean']:.2f} dB. d_N near 1 means the concept's seeds are as likely as "
-        "anything the model knows (MoFC, CVPR 2025).",
+        f"Final adapter probed with `{config.gate_preset}`: memory M = "
+        f"{_interval(gate['memory'], gate['memory_low'], gate['memory_high'])} (pass when the upper end <= "
+        f"{config.gate_max_memory:g}); d_N = {_interval(gate['d_n'], gate['ci_low'], gate['ci_high'])}; mean PSNR "
+        f"{gate['psnr_mean']:.2f} dB. M is the share of the concept's images for which the model still holds a seed "
+        "that regenerates the image and is as likely as the seeds of content it knows.",
         "",
         f"Adapter: `{out / 'adapter'}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def measure_target(config: DemoConfig, probe_config: ProbeConfig, images: tuple) -> dict[str, Any]:
+    """The memory score of the world retrained without the concept, on the monitor's images and preset:
+    what "forgotten like a model that never saw it" reads as here. Without shipped retrained
+    weights for the concept, the gate's calibrated threshold stands in."""
+    folder = WEIGHTS_DIR / f"without-{config.concept}"
+    if not (folder / "pipeline" / "model_index.json").is_file():
+        return {"memory": None, "target": config.gate_max_memory, "source": "calibrated gate threshold",
+                "description": f"M <= {config.gate_max_memory:g}, the gate's calibrated threshold (no retrained world "
+                               f"for '{config.concept}' is shipped)"}
+    erased, erased_prompts, reference, reference_prompts = images
+    result = probe(load_world_model(folder), erased, erased_prompts, reference=reference,
+                   reference_prompts=reference_prompts, config=probe_config)
+    memory = result.memory
+    return {"memory": memory.value, "memory_low": memory.ci_low, "memory_high": memory.ci_high,
+            "target": memory.ci_high, "source": f"the world retrained without '{config.concept}' ({folder})",
+            "description": f"M's upper end <= {memory.ci_high:.3f}, the upper end of the world retrained without "
+                           f"'{config.concept}' (M = {_interval(memory.value, memory.ci_low, memory.ci_high)}): "
+                           "forgotten like a model that never saw it"}
 
 
 def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: DemoConfig = DemoConfig(),
@@ -133,10 +172,11 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     classifier = load_classifier()
     erased, erased_prompts, reference, reference_prompts = probe_sets(config.concept, config.images_per_set,
                                                                       seed=10_000 + config.seed)
+    monitor_probe = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
+    target = measure_target(config, monitor_probe, (erased, erased_prompts, reference, reference_prompts))
     monitor = ProbeMonitor(
         model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
-        config=MonitorConfig(every_n_steps=config.probe_every,
-                             probe=ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)),
+        config=MonitorConfig(every_n_steps=config.probe_every, probe=monitor_probe, target=target["target"]),
     )
     prompt = concept_prompt(config.concept)
     rows: list[dict[str, Any]] = []
@@ -149,19 +189,20 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
 
     def record(step: int) -> None:
         entry = monitor.history[-1]
-        row = {"step": step, "concept_accuracy": accuracy(), "d_n": entry.d_n, "ci_low": entry.ci_low,
-               "ci_high": entry.ci_high, "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean,
-               "error": entry.error}
+        row = {"step": step, "concept_accuracy": accuracy(), "memory": entry.memory, "memory_low": entry.memory_low,
+               "memory_high": entry.memory_high, "d_n": entry.d_n, "ci_low": entry.ci_low, "ci_high": entry.ci_high,
+               "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error}
         rows.append(row)
         if entry.error:
             echo(f"{step:>6}  probe failed: {entry.error}")
         else:
-            echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {row['d_n']:>7.3f}  "
-                 f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  {row['psnr_mean']:>8.2f}")
+            echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {_interval(row['memory'], row['memory_low'], row['memory_high']):<23}  "
+                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}")
 
     echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA, {config.iterations} iterations; "
          f"probing every {config.probe_every} steps ({config.monitor_preset})")
-    echo(f"{'step':>6}  {'accuracy':>8}  {'d_N':>7}  {'interval':<16}  {'PSNR dB':>8}")
+    echo(f"target: {target['description']}")
+    echo(f"{'step':>6}  {'accuracy':>8}  {'memory M [interval]':<23}  {'d_N [interval]':<23}  {'PSNR dB':>8}")
     monitor.probe_now(0)
     record(0)
 
@@ -175,33 +216,46 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         hint = slow_steps.observe(step, time.perf_counter() - step_started[0])
         if hint is not None:
             echo(hint)
+        stop = False
         if monitor.maybe_probe(step) is not None:
             record(step)
             save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{step}", config=esd_config)
+            stop = monitor.should_stop
         step_started[0] = time.perf_counter()
+        return stop
 
     training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress)
-    if rows[-1]["step"] != config.iterations:
+    stopped_at = len(training.losses) if training.stopped_early else None
+    if stopped_at is not None:
+        echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}")
+    elif rows[-1]["step"] != config.iterations:
         monitor.probe_now(config.iterations)
         record(config.iterations)
         save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{config.iterations}", config=esd_config)
 
     gate_result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
                         config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
-    md = gate_result.memory_distance
-    psnr_mean = float(gate_result.erased.psnr.mean())
-    decision = decide(md.value, psnr_mean, Thresholds(min_d_n=config.gate_min_d_n))
-    gate = {"preset": config.gate_preset, "min_d_n": config.gate_min_d_n, "d_n": md.value, "ci_low": md.ci_low,
-            "ci_high": md.ci_high, "psnr_mean": psnr_mean, "passed": decision.passed, "reasons": decision.reasons}
+    md, memory = gate_result.memory_distance, gate_result.memory
+    psnr_mean = float(gate_result.erased.psnr.nanmean())
+    entry = {"memory": None if memory is None else {"value": memory.value, "ci_low": memory.ci_low, "ci_high": memory.ci_high},
+             "d_n": None if md is None else md.value, "ci_low": None if md is None else md.ci_low,
+             "ci_high": None if md is None else md.ci_high, "psnr_mean": psnr_mean, "notes": gate_result.notes}
+    decision = decide(entry, Thresholds(max_memory=config.gate_max_memory))
+    gate = {"preset": config.gate_preset, "max_memory": config.gate_max_memory,
+            "memory": entry["memory"] and memory.value, "memory_low": entry["memory"] and memory.ci_low,
+            "memory_high": entry["memory"] and memory.ci_high, "d_n": entry["d_n"], "ci_low": entry["ci_low"],
+            "ci_high": entry["ci_high"], "psnr_mean": psnr_mean, "passed": decision.passed, "reasons": decision.reasons}
     verdict = "PASS" if gate["passed"] else "FAIL: still remembers"
-    echo(f"gate ({config.gate_preset}): d_N = {md.value:.3f} [{md.ci_low:.3f}, {md.ci_high:.3f}] vs threshold "
-         f"{config.gate_min_d_n} -> {verdict}")
+    echo(f"gate ({config.gate_preset}): {'; '.join(decision.reasons)}; d_N = "
+         f"{_interval(gate['d_n'], gate['ci_low'], gate['ci_high'])} -> {verdict}")
 
     save_esd_adapter(model, out / "adapter", config=esd_config)
     result = {
         "demo_config": dataclasses.asdict(config),
         "esd_config": esd_config.to_dict(),
+        "target": target,
         "probes": rows,
+        "stopped_at": stopped_at,
         "gate": gate,
         "gate_probe": gate_result.to_dict(),
         "training_seconds": training.seconds,
@@ -210,10 +264,9 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "provenance": provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
     }
     write_text_atomic(out / "result.json", json.dumps(result, indent=2, default=str))
-    write_text_atomic(out / "report.md", _report_markdown(rows, gate, config, out))
+    write_text_atomic(out / "report.md", _report_markdown(rows, gate, target, config, out, stopped_at))
     echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
          f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
     echo(f"gate every probed checkpoint: unlearn-guard gate --model shapes-world --checkpoints {out / 'checkpoints'} "
-         f"--concept-images {out / 'images' / 'concept'} --reference-images {out / 'images' / 'reference'} "
-         f"--min-dn {config.gate_min_d_n:g}")
+         f"--concept-images {out / 'images' / 'concept'} --reference-images {out / 'images' / 'reference'}")
     return result

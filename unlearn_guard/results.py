@@ -224,20 +224,31 @@ class ProbeResult:
 
     def summary_table(self) -> str:
         """A short human-readable table: one row per set, then d_N with its interval."""
-        rows = [("set", "images", "NLL mean", "NLL std", "PSNR mean (dB)", "s/image")]
+        def shown(value: Any, digits: int) -> str:
+            return "-" if value is None else f"{float(value):.{digits}f}"
+
+        rows = [("set", "images", "diverged", "NLL mean", "NLL std", "PSNR mean (dB)", "s/image")]
         for part in (self.erased, self.reference):
             if part is None:
                 continue
             s = part.summary()
-            rows.append((part.label, str(s["count"]), f"{s['nll_mean']:.1f}", f"{s['nll_std']:.1f}",
-                         f"{float(s['psnr_mean']):.2f}", f"{s['seconds_per_image']:.2f}"))
-        rows.append(("N(0,I)", str(self.normal_nll.numel()), f"{float(self.normal_nll.mean()):.1f}",
+            rows.append((part.label, str(s["count"]), str(s["diverged"]), shown(s["nll_mean"], 1), shown(s["nll_std"], 1),
+                         shown(s["psnr_mean"], 2), f"{s['seconds_per_image']:.2f}"))
+        rows.append(("N(0,I)", str(self.normal_nll.numel()), "-", f"{float(self.normal_nll.mean()):.1f}",
                      f"{float(self.normal_nll.std(unbiased=False)):.1f}", "-", "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+        memory = self.memory
+        if memory is not None:
+            level = int(round(memory.confidence * 100))
+            interval = f" [{memory.ci_low:.3f}, {memory.ci_high:.3f}] ({level}%)" if memory.bootstrap_samples else ""
+            lines.append(f"memory M = {memory.value:.3f}{interval}; {memory.n_reconstructed} of {memory.n_images} "
+                         f"concept images regenerated within {memory.psnr_margin_db:g} dB of R's median PSNR "
+                         f"({memory.psnr_reference_median:.2f} dB); 1 = remembers like known content, 0 = never saw it")
+        lines += [f"note: {note}" for note in self.notes]
         md = self.memory_distance
         if md is None:
-            lines.append("d_N: not computed (no reference set)")
+            lines.append("d_N: not computed" + (" (no reference set)" if self.reference is None else ""))
         else:
             level = int(round(md.confidence * 100))
             interval = (f" [{md.ci_low:.3f}, {md.ci_high:.3f}] ({level}% bootstrap, {md.bootstrap_samples} resamples)"

@@ -3,7 +3,7 @@
 A single-process loop needs nothing but the monitor:
 
     monitor = ProbeMonitor(model, concept, "a parachute", reference=ref, reference_prompts="a photo",
-                           config=MonitorConfig(every_n_steps=100, target_d_n=2.0))
+                           config=MonitorConfig(every_n_steps=100, target=0.5))
     for step in range(1, max_steps + 1):
         ...                              # forward, backward, optimizer.step()
         if monitor.step(step):           # probes on multiples of 100; True once it says stop
@@ -21,7 +21,7 @@ at the same step. Count *optimizer* steps (as the diffusers scripts do with `syn
     model = DiffusionModel.from_components(unet=unet, vae=vae, text_encoder=text_encoder,
                                            tokenizer=tokenizer, scheduler=noise_scheduler)
     probing = AcceleratorProbe(ProbeMonitor(model, concept, "a parachute", reference=ref,
-                                            config=MonitorConfig(every_n_steps=100, target_d_n=2.0)),
+                                            config=MonitorConfig(every_n_steps=100, target=0.5)),
                                accelerator)
     global_step = 0
     for batch in loader:

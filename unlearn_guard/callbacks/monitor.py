@@ -9,8 +9,10 @@ outcome, and updates three signals:
     nears the target (formula in `MonitorConfig`);
   - `history`: one `ProbeRecord` per probe, failures included.
 
-What it decides on, and how. Each successful probe carries a `Signal`: a point value and its
-interval (today d_N and its bootstrap interval, SPEC 5). Every decision reads the signal through
+What it decides on, and how. Each successful probe records two signals with their bootstrap
+intervals: the memory score M (`unlearn_guard.signal`, calibrated on a model retrained without the
+concept; the default, `MonitorConfig(signal="memory")`, falling as the concept is forgotten) and
+the paper's d_N (SPEC 5; `signal="d_n"`). Every decision reads the chosen signal through
 one function, `decisive_value`: the interval's *conservative* end, the end least favourable to
 the goal (`low` in mode "max", where the signal should grow; `high` in mode "min"). So, as a
 release gate would:
@@ -20,8 +22,6 @@ release gate would:
     so far by more than `min_delta` (low > best_low + min_delta in "max"; high < best_high -
     min_delta in "min"); `patience` counts the probes in a row that are not;
   - the loss weight reads the gap between the target and the conservative end.
-Another signal (a calibrated one in place of d_N) is a change to `ProbeRecord.signal` (and what
-the record stores); `decisive_value` and the decisions above stay as they are.
 A point estimate that moves inside an unchanged interval therefore changes no decision.
 How many images that takes, measured with `fast` on the shipped world model (5 image sets per
 size, `benchmarks/decision_interval.py`; table in the README): the 95% interval is 0.069 / 0.064 /
@@ -41,11 +41,11 @@ again when training starts, after the framework has moved the model). Probing le
 `requires_grad` flags, train/eval modes and the global random streams as it found them.
 
 Several monitors can watch one run (two concepts, two presets): each has a `name` that prefixes
-its logged metrics (`metrics(record)` gives {"<name>/d_n", ...}) and keys its saved state.
+its logged metrics (`metrics(record)` gives {"<name>/memory", "<name>/d_n", ...}) and keys its saved state.
 
-    monitor = ProbeMonitor(model, concept_images, "a parachute",
+    monitor = ProbeMonitor(model, concept_images, "a parachute",      # target: the gate's calibrated threshold
                            reference=reference_images, reference_prompts="a photo",
-                           config=MonitorConfig(every_n_steps=100, target_d_n=2.0, patience=5))
+                           config=MonitorConfig(every_n_steps=100, target=DEFAULT_MAX_MEMORY, patience=5))
     for step in range(1, max_steps + 1):
         loss = esd_loss(batch) + monitor.regularization_weight * memory_loss(batch)
         loss.backward(); optimizer.step(); optimizer.zero_grad()
@@ -87,7 +87,10 @@ LogFn = Callable[[dict[str, Any]], None]
 
 # d_N = 1 means the concept's seeds are as likely as anything the model knows (SPEC 5): the
 # default regularisation scale is the distance from there to the target.
-REMEMBERS_D_N = 1.0
+REMEMBERS = 1.0  # both signals read 1 where the model remembers: M = 1, d_N = 1
+SignalName = Literal["memory", "d_n"]
+SIGNALS: dict[str, Mode] = {"memory": "min", "d_n": "max"}  # each signal's direction of forgetting
+SIGNAL_LABELS = {"memory": "memory score", "d_n": "d_N"}
 DEFAULT_NAME = "probe"
 # A monitor's name prefixes metric keys ("<name>/d_n") that every logger must accept.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
@@ -133,13 +136,19 @@ def _from_json_float(value: float | str | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _shown(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + ("" if low is None or math.isnan(low) else f" [{low:.4f}, {high:.4f}]")
+
+
 # ------------------------------------------------------------------------------ the signal
 @dataclass(frozen=True)
 class Signal:
     """What the monitor decides on: a point value and its interval [low, high].
 
-    Today d_N and its bootstrap interval (`ProbeRecord.signal`); low/high are nan when the
-    probe config turns the bootstrap off.
+    The memory score or d_N with its bootstrap interval (`ProbeRecord.signal_of`); low/high are
+    nan when the probe config turns the bootstrap off.
     """
 
     value: float
@@ -172,16 +181,21 @@ class MonitorConfig:
     Args:
         every_n_steps: probe when `step % every_n_steps == 0` (step 0 included, once per step).
         probe: a `ProbeConfig` or a preset name; a name gets `progress=False` (no bars in logs).
-        target_d_n: stop once b reaches it (b >= target in mode "max", b <= target in "min"),
-            i.e. once the whole interval is past it; None: never.
+        signal: what the decisions read: "memory" (the memory score M, calibrated on a model
+            retrained without the concept; `unlearn_guard.signal`) or "d_n" (the paper's d_N).
+        target: stop once b reaches it (b <= target for "memory", b >= target for "d_n"), i.e.
+            once the whole interval is past it; None: never. For the memory score, the
+            calibrated gate threshold (`unlearn_guard.signal.DEFAULT_MAX_MEMORY`) makes training
+            stop where the release gate would pass.
         patience: stop after this many probes in a row without improvement; None: never.
         min_delta: an improvement must beat the best b so far by more than this.
-        mode: "max" (erasure: d_N should grow) or "min" (d_N should shrink).
+        mode: "min" (the signal should shrink) or "max" (grow); None: the signal's own ("min"
+            for the memory score, which falls as the concept is forgotten; "max" for d_N).
         regularization_max / regularization_min / regularization_scale: the weight schedule,
             w = w_min + (w_max - w_min) * clip(gap / scale, 0, 1), with gap = target - b in
             mode "max" (b - target in "min") for the latest successful probe, and scale
-            defaulting to |target - 1| (1 when that is 0): b = 1 (still remembers) gives
-            w_max, the target gives w_min. Before the first successful probe, or without a
+            defaulting to |target - 1| (1 when that is 0): b = 1 (still remembers, on either
+            signal) gives w_max, the target gives w_min. Before the first successful probe, or without a
             target, w = w_max.
         fatal: re-raise the first probe failure instead of recording it and going on.
         max_consecutive_failures: after this many failed probes in a row, `on_max_failures`
@@ -193,10 +207,11 @@ class MonitorConfig:
 
     every_n_steps: int = 100
     probe: ProbeConfig | str = "fast"
-    target_d_n: float | None = None
+    signal: SignalName = "memory"
+    target: float | None = None
     patience: int | None = None
     min_delta: float = 0.0
-    mode: Mode = "max"
+    mode: Mode | None = None
     regularization_max: float = 1.0
     regularization_min: float = 0.0
     regularization_scale: float | None = None
@@ -211,9 +226,12 @@ class MonitorConfig:
         if isinstance(self.probe, str):
             object.__setattr__(self, "probe", resolve_config(self.probe, {"progress": False}))
         _require(isinstance(self.probe, ProbeConfig), "probe", self.probe, "a ProbeConfig or a preset name")
-        _require(self.mode in ("max", "min"), "mode", self.mode, "'max' or 'min'")
-        _require(self.target_d_n is None or math.isfinite(self.target_d_n),
-                 "target_d_n", self.target_d_n, "None or a finite number")
+        _require(self.signal in SIGNALS, "signal", self.signal, " or ".join(repr(k) for k in SIGNALS))
+        if self.mode is None:
+            object.__setattr__(self, "mode", SIGNALS[self.signal])
+        _require(self.mode in ("max", "min"), "mode", self.mode, "'max', 'min' or None (the signal's own)")
+        _require(self.target is None or (isinstance(self.target, (int, float)) and math.isfinite(self.target)),
+                 "target", self.target, "None or a finite number")
         _require(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
                  "patience", self.patience, "None or an int >= 1")
         _require(self.min_delta >= 0, "min_delta", self.min_delta, "a number >= 0")
@@ -259,31 +277,42 @@ class ProbeRecord:
     erased_psnr_mean: float | None
     seconds: float
     error: str | None = None
+    memory: float | None = None
+    memory_low: float | None = None
+    memory_high: float | None = None
+    diverged: int = 0
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    @property
-    def signal(self) -> Signal | None:
-        """What the monitor decides on (today d_N and its interval); None for a failed probe."""
-        if not self.ok:
+    def signal_of(self, name: SignalName) -> Signal | None:
+        """The memory score or d_N with its interval; None for a failed probe or one without it."""
+        value, low, high = (self.memory, self.memory_low, self.memory_high) if name == "memory" else (
+            self.d_n, self.ci_low, self.ci_high)
+        if not self.ok or value is None:
             return None
-        return Signal(self.d_n, self.ci_low, self.ci_high)
+        return Signal(value, math.nan if low is None else low, math.nan if high is None else high)
 
     @classmethod
-    def from_result(cls, step: int, result: ProbeResult, seconds: float) -> "ProbeRecord":
-        md = result.memory_distance
-        if md is None:
-            raise InputError("the probe returned no d_N; the monitor needs a reference set")
-        if not math.isfinite(md.value):
-            raise NonFiniteError(
-                f"d_N = {md.value} at step {step} (D(E,N) = {md.distance_erased_normal}, "
-                f"D(R,N) = {md.distance_reference_normal}); expected a finite number"
-            )
+    def from_result(cls, step: int, result: ProbeResult, seconds: float, signal: SignalName = "memory") -> "ProbeRecord":
+        """A record of `result`; raises when the signal the monitor decides on is missing or not finite."""
+        md, memory = result.memory_distance, result.memory
+        deciding = memory if signal == "memory" else md
+        if deciding is None:
+            why = "; ".join(result.notes) or "no reference set"
+            raise InsufficientDataError(f"the probe at step {step} returned no {SIGNAL_LABELS[signal]} ({why})")
+        if not math.isfinite(deciding.value):
+            raise NonFiniteError(f"{SIGNAL_LABELS[signal]} = {deciding.value} at step {step}; expected a finite number")
         summary = result.erased.summary()
-        return cls(step, float(md.value), float(md.ci_low), float(md.ci_high), float(summary["nll_mean"]),
-                   float(summary["psnr_mean"]), seconds)
+
+        def number(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        return cls(step, number(md and md.value), number(md and md.ci_low), number(md and md.ci_high),
+                   number(summary["nll_mean"]), number(summary["psnr_mean"]), seconds,
+                   memory=number(memory and memory.value), memory_low=number(memory and memory.ci_low),
+                   memory_high=number(memory and memory.ci_high), diverged=int(summary["diverged"]))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -291,12 +320,14 @@ class ProbeRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeRecord":
-        numbers = ("d_n", "ci_low", "ci_high", "erased_nll_mean", "erased_psnr_mean")
+        numbers = ("d_n", "ci_low", "ci_high", "erased_nll_mean", "erased_psnr_mean", "memory", "memory_low",
+                   "memory_high")
         return cls(
             step=int(data["step"]),
             **{name: _from_json_float(data.get(name)) for name in numbers},
             seconds=float(data["seconds"]),
             error=data.get("error"),
+            diverged=int(data.get("diverged") or 0),
         )
 
 
@@ -325,7 +356,7 @@ class ProbeMonitor:
     can run there).
 
         monitor = ProbeMonitor(model, concept, "a parachute", reference=ref, reference_prompts="a photo",
-                               config=MonitorConfig(every_n_steps=50, target_d_n=2.0))
+                               config=MonitorConfig(every_n_steps=50, target=0.5))
         record = monitor.maybe_probe(step)  # a ProbeRecord on multiples of 50, else None
         loss = esd_loss + monitor.regularization_weight * memory_loss
         if monitor.should_stop: ...
@@ -359,10 +390,10 @@ class ProbeMonitor:
         for label, part in (("images (E)", self.images), ("reference (R)", self.reference)):
             if len(part) < 2:
                 raise InsufficientDataError(f"d_N needs at least 2 images in each set; {label} has {len(part)}")
-        deciding = self.config.target_d_n is not None or self.config.patience is not None
+        deciding = self.config.target is not None or self.config.patience is not None
         if deciding and probe_config.bootstrap_samples == 0:
             _warn(f"monitor {name!r}: the probe config has bootstrap_samples=0, so there is no interval and "
-                  "early stopping decides on the point estimate of d_N")
+                  f"early stopping decides on the point estimate of the {SIGNAL_LABELS[self.config.signal]}")
         self.probe_fn: ProbeFn = probe_fn or default_probe_fn
         self.history: list[ProbeRecord] = []
         self._best: float | None = None
@@ -406,7 +437,7 @@ class ProbeMonitor:
         started = time.perf_counter()
         try:
             result = self._run_probe()
-            record = ProbeRecord.from_result(step, result, time.perf_counter() - started)
+            record = ProbeRecord.from_result(step, result, time.perf_counter() - started, self.config.signal)
         except Exception as error:  # noqa: BLE001 - a probe must not end the training run
             seconds = time.perf_counter() - started
             record = ProbeRecord(step, None, None, None, None, None, seconds, f"{type(error).__name__}: {error}")
@@ -437,9 +468,10 @@ class ProbeMonitor:
         self._overhead += record.seconds
         if record.ok:
             self._consecutive_failures = 0
-            self._decide(record.signal)
-            logger.info("%s at step %d: d_N = %.4f [%.4f, %.4f] (%.1f s)", self.name,
-                        record.step, record.d_n, record.ci_low, record.ci_high, record.seconds)
+            self._decide(record.signal_of(self.config.signal))
+            logger.info("%s at step %d: memory M = %s, d_N = %s (%.1f s)", self.name, record.step,
+                        _shown(record.memory, record.memory_low, record.memory_high),
+                        _shown(record.d_n, record.ci_low, record.ci_high), record.seconds)
         else:
             self._failures += 1
             self._consecutive_failures += 1
@@ -470,14 +502,16 @@ class ProbeMonitor:
         """The numbers to log for `record` (call it right after the probe), keyed "<name>/...".
 
         Always: "failed" (1.0 or 0.0), "failures" (total so far), "regularization_weight".
-        After a successful probe also "d_n", "ci_low", "ci_high" (when finite), "psnr_mean",
-        "nll_mean", "seconds".
+        After a successful probe also "memory", "memory_low", "memory_high", "d_n", "ci_low",
+        "ci_high" (each when finite), "psnr_mean", "nll_mean", "diverged", "seconds".
         """
         values: dict[str, float | None] = {"failed": 0.0 if record.ok else 1.0, "failures": float(self._failures),
                                            "regularization_weight": self.regularization_weight}
         if record.ok:
-            values.update(d_n=record.d_n, ci_low=record.ci_low, ci_high=record.ci_high,
-                          psnr_mean=record.erased_psnr_mean, nll_mean=record.erased_nll_mean, seconds=record.seconds)
+            values.update(memory=record.memory, memory_low=record.memory_low, memory_high=record.memory_high,
+                          d_n=record.d_n, ci_low=record.ci_low, ci_high=record.ci_high,
+                          psnr_mean=record.erased_psnr_mean, nll_mean=record.erased_nll_mean,
+                          diverged=float(record.diverged), seconds=record.seconds)
         return {f"{self.name}/{key}": float(value) for key, value in values.items()
                 if value is not None and math.isfinite(value)}
 
@@ -493,7 +527,7 @@ class ProbeMonitor:
             self._wait += 1
         if self._stop_reason is not None:
             return
-        target = cfg.target_d_n
+        target = cfg.target
         if target is not None and (bound >= target if cfg.mode == "max" else bound <= target):
             self._stop_reason = "target"
         elif cfg.patience is not None and self._wait >= cfg.patience:
@@ -510,8 +544,13 @@ class ProbeMonitor:
 
     @property
     def latest_signal(self) -> Signal | None:
-        """The signal of the most recent successful probe (failures do not erase it)."""
-        return next((r.signal for r in reversed(self.history) if r.ok), None)
+        """The deciding signal of the most recent successful probe (failures do not erase it)."""
+        return next((r.signal_of(self.config.signal) for r in reversed(self.history) if r.ok), None)
+
+    @property
+    def latest_memory(self) -> float | None:
+        """The memory score of the most recent successful probe."""
+        return next((r.memory for r in reversed(self.history) if r.ok), None)
 
     @property
     def latest_d_n(self) -> float | None:
@@ -559,11 +598,11 @@ class ProbeMonitor:
         """
         cfg = self.config
         signal = self.latest_signal
-        if signal is None or cfg.target_d_n is None:
+        if signal is None or cfg.target is None:
             return cfg.regularization_max
         bound = decisive_value(signal, cfg.mode)
-        gap = cfg.target_d_n - bound if cfg.mode == "max" else bound - cfg.target_d_n
-        scale = cfg.regularization_scale or (abs(cfg.target_d_n - REMEMBERS_D_N) or 1.0)
+        gap = cfg.target - bound if cfg.mode == "max" else bound - cfg.target
+        scale = cfg.regularization_scale or (abs(cfg.target - REMEMBERS) or 1.0)
         fraction = min(max(gap / scale, 0.0), 1.0)
         return cfg.regularization_min + (cfg.regularization_max - cfg.regularization_min) * fraction
 
@@ -621,7 +660,7 @@ class ProbeMonitor:
         for record in self.history:
             if record.ok:
                 self._consecutive_failures = 0
-                self._decide(record.signal)
+                self._decide(record.signal_of(self.config.signal))
             else:
                 self._failures += 1
                 self._consecutive_failures += 1

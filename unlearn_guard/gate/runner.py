@@ -19,6 +19,7 @@ Order of work:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -222,15 +223,21 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
     """The cached part of one checkpoint's record (no decision: thresholds are applied later)."""
     md = result.memory_distance
     summary = result.erased.summary()
+    memory = result.memory
     return {
         **checkpoint.to_dict(),
         "weight_sha256": hashes,
-        "d_n": md.value,
-        "ci_low": md.ci_low,
-        "ci_high": md.ci_high,
-        "confidence": md.confidence,
-        "distance_kind": md.kind,
-        "psnr_mean": _float(summary["psnr_mean"]),
+        "memory": None if memory is None else {"value": memory.value, "ci_low": memory.ci_low,
+                                               "ci_high": memory.ci_high, "n_reconstructed": memory.n_reconstructed,
+                                               "n_diverged": memory.n_diverged, "n_images": memory.n_images},
+        "d_n": None if md is None else md.value,
+        "ci_low": None if md is None else md.ci_low,
+        "ci_high": None if md is None else md.ci_high,
+        "confidence": None if md is None else md.confidence,
+        "distance_kind": result.config.distance,
+        "notes": list(result.notes),
+        "diverged": summary["diverged"],
+        "psnr_mean": None if summary["psnr_mean"] is None else _float(summary["psnr_mean"]),
         "nll_mean": summary["nll_mean"],
         "seconds": seconds,
         "probe": result.to_dict(),
@@ -322,14 +329,12 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
             probed += 1
             this_run[key] = (checkpoint.name, entry)
         # 3. decide
-        decision = decide(entry["d_n"], entry["psnr_mean"], config.thresholds)
+        decision = decide(entry, config.thresholds)
         decisions[checkpoint.name] = decision
         records.append({**entry, "cache_key": key, "from_cache": from_cache, "reused_from": reused_from,
                         **decision.to_dict()})
-        line = (f"{checkpoint.name}: d_N = {entry['d_n']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "
-                f"({entry['distance_kind']}), mean PSNR {entry['psnr_mean']:.2f} dB -> {decision.verdict.upper()}"
-                + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
-        echo(line)
+        echo(f"{checkpoint.name}: {summary_line(entry)} -> {decision.verdict.upper()}"
+             + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
     if config.resume:
         notice(f"resumed {resumed} of {len(config.checkpoints)} checkpoints from cache ({cache.folder})")
     if reused:
@@ -353,7 +358,7 @@ def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: Image
     first = records[0]["probe"]["provenance"] if records else {}
     return {
         "kind": REPORT_KIND,
-        "format_version": 1,
+        "format_version": 2,  # 2: the memory score decides (memory, notes, diverged per checkpoint)
         **verdict.to_dict(),
         "thresholds": config.thresholds.to_dict(),
         "model": fingerprint,
@@ -383,10 +388,26 @@ def write_reports(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
+def summary_line(entry: dict[str, Any]) -> str:
+    """memory M [interval], d_N [interval] (kind), mean PSNR: one checkpoint's numbers on one line."""
+    def interval(value: Any, low: Any, high: Any) -> str:
+        if value is None:
+            return "not computed"
+        low, high = float(low), float(high)
+        return f"{float(value):.3f}" + ("" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+
+    memory = entry.get("memory") or {}
+    psnr_mean = entry.get("psnr_mean")
+    diverged = f", {entry['diverged']} diverged" if entry.get("diverged") else ""
+    return (f"memory M = {interval(memory.get('value'), memory.get('ci_low'), memory.get('ci_high'))}, "
+            f"d_N = {interval(entry.get('d_n'), entry.get('ci_low'), entry.get('ci_high'))} ({entry.get('distance_kind')}), "
+            f"mean PSNR {'-' if psnr_mean is None else f'{float(psnr_mean):.2f} dB'}{diverged}")
+
+
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
     """The machine-readable verdict `--json` prints: no per-image data, no thumbnails."""
-    keys = ("name", "step", "d_n", "ci_low", "ci_high", "confidence", "distance_kind", "psnr_mean", "verdict",
-            "passed", "reasons", "from_cache", "reused_from")
+    keys = ("name", "step", "memory", "d_n", "ci_low", "ci_high", "confidence", "distance_kind", "psnr_mean", "diverged",
+            "verdict", "passed", "reasons", "from_cache", "reused_from")
     verdict = {
         "verdict": report["verdict"],
         "passed": report["passed"],

@@ -81,6 +81,8 @@ def _verdict_block(report: dict[str, Any]) -> str:
     reasons = "".join(f"<li>{_e(r)}</li>" for r in report.get("reasons") or [])
     thresholds = report.get("thresholds") or {}
     parts = []
+    if thresholds.get("max_memory") is not None:
+        parts.append(f"max memory {_num(thresholds['max_memory'], 3)} (upper end of the interval)")
     if thresholds.get("min_d_n") is not None:
         parts.append(f"min d_N {_num(thresholds['min_d_n'], 3)}")
     if thresholds.get("max_psnr") is not None:
@@ -91,12 +93,15 @@ def _verdict_block(report: dict[str, Any]) -> str:
 
 
 def _summary_table(records: list[dict[str, Any]]) -> str:
-    rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>d_N</th><th>interval</th><th>distance</th>'
-            '<th>PSNR (dB)</th><th>NLL (E)</th><th class="l">verdict</th><th class="l">weights</th></tr>']
+    rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>d_N</th><th>interval</th>'
+            '<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th><th class="l">verdict</th>'
+            '<th class="l">weights</th></tr>']
     for r in records:
         level = f"{round(float(r['confidence']) * 100)}% " if r.get("confidence") is not None else ""
         interval = (f"{level}[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]" if r.get("ci_low") is not None
                     else "&ndash;")
+        memory = r.get("memory") or {}
+        memory_interval = (f"[{_num(memory.get('ci_low'))}, {_num(memory.get('ci_high'))}]" if memory else "&ndash;")
         verdict = r.get("verdict")
         cls = "" if verdict is None else ("ok" if r.get("passed") else "bad")
         # file or folder names only; full paths and hashes are in the Inputs section
@@ -105,8 +110,9 @@ def _summary_table(records: list[dict[str, Any]]) -> str:
         cached = " (cached)" if r.get("from_cache") else ""
         rows.append(
             f'<tr><td class="l">{_e(r["name"])}</td><td>{_e(r.get("step") if r.get("step") is not None else "")}</td>'
+            f'<td>{_num(memory.get("value"))}</td><td>{memory_interval}</td>'
             f'<td>{_num(r.get("d_n"))}</td><td>{interval}</td><td>{_e(r.get("distance_kind") or "")}</td>'
-            f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td>'
+            f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td><td>{_e(r.get("diverged") or 0)}</td>'
             f'<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l w"><code>{_e(weights)}</code></td></tr>'
         )
     return "<table>" + "".join(rows) + "</table>"
@@ -131,14 +137,16 @@ def _nll_table(erased: list[float], reference: list[float], normal: list[float])
             f'<tr><td class="l">N (N(0, I))</td>{stats(normal)}</tr></table>')
 
 
-def _images_table(part: dict[str, Any] | None, label: str) -> str:
+def _images_table(part: dict[str, Any] | None, label: str, memory: list[float] | None = None) -> str:
     if not part:
         return ""
     rows = [f'<tr><th class="l">{_e(label)} image</th><th class="l">prompt</th><th>seed NLL</th><th>PSNR (dB)</th>'
-            '<th class="l">sha256</th></tr>']
-    for image in part["images"]:
+            + ('<th>memory m</th>' if memory else '') + '<th class="l">diverged</th><th class="l">sha256</th></tr>']
+    for index, image in enumerate(part["images"]):
         rows.append(f'<tr><td class="l">{_e(image["name"])}</td><td class="l">{_e(image["prompt"])}</td>'
                     f'<td>{_num(image["nll"], 1)}</td><td>{_num(image["psnr"], 2)}</td>'
+                    + (f'<td>{_num(memory[index], 2)}</td>' if memory else '')
+                    + f'<td class="l">{_e(image.get("diverged") or "")}</td>'
                     f'<td class="l"><code>{_e(image["sha256"][:16])}</code></td></tr>')
     return "<table>" + "".join(rows) + "</table>"
 
@@ -173,13 +181,15 @@ def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
         "<h3>Query images and their reconstructions from the found seeds</h3>",
         _grid(record.get("thumbnails") or []),
         "<h3>Per image</h3>",
-        _images_table(erased, "E"),
+        _images_table(erased, "E", (result.get("memory") or {}).get("per_image")),
         _images_table(reference, "R"),
     ]
     verdict = record.get("verdict")
     tag = "" if verdict is None else f" &mdash; {_e(verdict.upper())}"
-    return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: d_N {_num(record.get("d_n"))}{tag}'
-            f'</summary>{"".join(body)}</details>')
+    memory = (record.get("memory") or {}).get("value")
+    notes = "".join(f'<p class="note">{_e(note)}</p>' for note in record.get("notes") or [])
+    return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: memory M {_num(memory)}, '
+            f'd_N {_num(record.get("d_n"))}{tag}</summary>{notes}{"".join(body)}</details>')
 
 
 def _inputs_section(report: dict[str, Any]) -> str:
@@ -219,13 +229,21 @@ def render_report(report: dict[str, Any]) -> str:
         sections.append(f'<p class="note" id="no-plots">Plots need matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>; '
                         "this report shows tables only.</p>")
     sections += ["<h2>Checkpoints</h2>", _summary_table(records)]
+    thresholds = report.get("thresholds") or {}
+    stepped = [r for r in records if r.get("step") is not None and r.get("memory")]
+    if len(stepped) >= 2 and thresholds.get("max_memory") is not None:
+        memory = [r["memory"] for r in stepped]
+        sections += ["<h2>Memory score by training step</h2>", _plot_or_note(
+            plots.signal_by_step([r["step"] for r in stepped], [float(m["value"]) for m in memory],
+                                 [float(m["ci_low"]) for m in memory], [float(m["ci_high"]) for m in memory],
+                                 float(thresholds["max_memory"]), "memory M", 1.0, "Memory score M by checkpoint"),
+            "memory score against training step")]
     stepped = [r for r in records if r.get("step") is not None and r.get("d_n") is not None]
-    threshold = (report.get("thresholds") or {}).get("min_d_n")
-    if len(stepped) >= 2 and threshold is not None:
+    if len(stepped) >= 2 and thresholds.get("min_d_n") is not None:
         sections += ["<h2>d_N by training step</h2>", _plot_or_note(
-            plots.d_n_by_step([r["step"] for r in stepped], [float(r["d_n"]) for r in stepped],
-                              [float(r["ci_low"]) for r in stepped], [float(r["ci_high"]) for r in stepped],
-                              float(threshold)),
+            plots.signal_by_step([r["step"] for r in stepped], [float(r["d_n"]) for r in stepped],
+                                 [float(r["ci_low"]) for r in stepped], [float(r["ci_high"]) for r in stepped],
+                                 float(thresholds["min_d_n"]), "d_N", 1.0, "Memory relative distance d_N by checkpoint"),
             "d_N against training step")]
     sections.append("<h2>Per checkpoint</h2>")
     sections += [_checkpoint_section(r, open_=len(records) <= 2 or i == len(records) - 1)

@@ -88,26 +88,27 @@ def psnr_per_image(names: Sequence[str], psnr: Sequence[float], reference_names:
     return _png(figure)
 
 
-def d_n_by_step(steps: Sequence[int], d_n: Sequence[float], low: Sequence[float], high: Sequence[float],
-                threshold: float) -> str | None:
-    """d_N with its interval against training step, with the gate's threshold as a line."""
+def signal_by_step(steps: Sequence[int], values: Sequence[float], low: Sequence[float], high: Sequence[float],
+                   threshold: float, name: str, remembers: float, title: str) -> str | None:
+    """A signal with its interval against training step, the gate's threshold and the
+    "remembers" level as lines (memory score: 1; d_N: 1)."""
     mpl = _matplotlib()
     if mpl is None:
         return None
     figure = mpl.Figure(figsize=(6.4, 3.0))
     axes = figure.subplots()
-    values = [float(v) for v in d_n]
+    values = [float(v) for v in values]
     lower = [v - float(lo) if math.isfinite(float(lo)) else 0.0 for v, lo in zip(values, low)]
     upper = [float(hi) - v if math.isfinite(float(hi)) else 0.0 for v, hi in zip(values, high)]
-    axes.errorbar(list(steps), values, yerr=[lower, upper], marker="o", capsize=3, label="d_N (interval)")
+    axes.errorbar(list(steps), values, yerr=[lower, upper], marker="o", capsize=3, label=f"{name} (interval)")
     axes.axhline(threshold, color=_COLOURS["E"], linestyle="--", label=f"threshold {threshold:g}")
-    axes.axhline(1.0, color=_COLOURS["N"], linestyle=":", linewidth=1, label="1 = remembers as well as anything")
-    tops = [v + u for v, u in zip(values, upper)] + [threshold, 1.0]
-    bottoms = [v - lo for v, lo in zip(values, lower)] + [threshold, 1.0]
+    axes.axhline(remembers, color=_COLOURS["N"], linestyle=":", linewidth=1, label=f"{remembers:g} = remembers")
+    tops = [v + u for v, u in zip(values, upper)] + [threshold, remembers]
+    bottoms = [v - lo for v, lo in zip(values, lower)] + [threshold, remembers]
     span = max(tops) - min(bottoms) or 1.0
-    axes.set_ylim(min(bottoms) - 0.08 * span, max(tops) + 0.08 * span)  # threshold and 1 always in view
+    axes.set_ylim(min(bottoms) - 0.08 * span, max(tops) + 0.08 * span)  # threshold and the reference line in view
     axes.set_xlabel("training step")
-    axes.set_ylabel("d_N")
-    axes.set_title("Memory relative distance d_N by checkpoint")
+    axes.set_ylabel(name)
+    axes.set_title(title)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(figure)
