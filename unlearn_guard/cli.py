@@ -235,7 +235,7 @@ def _ranks(args: argparse.Namespace) -> Iterator[Any]:
     timeout = getattr(args, "rank_timeout", None)
     previous = distributed_work.configure(**_rank_timeouts(timeout)) if timeout is not None else None
     try:
-        with distributed_work.launched_group(args.device) as group, distributed_work.stop_on_sigterm(group):
+        with distributed_work.launched_group(args.device) as group:
             if group is not None and not group.is_main:
                 args.quiet = args.silent_rank = True
                 warnings.simplefilter("ignore")  # inside the command's catch_warnings: rank 0 speaks for all
@@ -561,14 +561,14 @@ def _interrupted(command: str | None) -> int:
 
 def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]:
     """The command's exit code and, when it failed, the one-line error message."""
-    from .distributed import RankFailure
+    from .distributed import LauncherStopped, RankFailure
     from .probe import ProbeFailure  # imports torch and diffusers: seconds, inside main's Ctrl-C handling
 
     try:
         with _command_scope(args):
             started.append(args.command)
             return args.handler(args), None
-    except RankFailure as error:  # another rank failed or died (torchrun, accelerate launch, srun)
+    except (RankFailure, LauncherStopped) as error:  # another rank failed or died (torchrun, accelerate, srun)
         prefix = "probe failed: " if error.exit_code == EXIT_PROBE_FAILED else ""
         return error.exit_code, prefix + _one_line(error)
     except (ProbeFailure, NonFiniteError) as error:

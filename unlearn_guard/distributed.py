@@ -161,6 +161,13 @@ def resolve(distributed: bool | None, argument: str = "distributed") -> "Session
     return session()
 
 
+def would_shard(distributed: bool | None) -> bool:
+    """Whether `resolve(distributed)` would shard now, without creating a session (no collective)."""
+    if distributed is False or not (dist.is_available() and dist.is_initialized()):
+        return False
+    return dist.get_world_size() > 1
+
+
 # ---------------------------------------------------------------------------- sharding
 def shard_bounds(weights: Sequence[float], world_size: int) -> list[range]:
     """Contiguous, weight-balanced slices of `len(weights)` units, one per rank (some may be empty).
@@ -235,11 +242,11 @@ def session() -> "Session":
     return _session
 
 
-def close_session() -> None:
-    """Stop the heartbeat and forget the session (before `destroy_process_group`)."""
+def close_session(wait_s: float = 0.0) -> None:
+    """Stop the heartbeat and forget the session (before `destroy_process_group`); see `Session.close`."""
     global _session
     if _session is not None:
-        _session.close()
+        _session.close(wait_s)
         _session = None
 
 
@@ -309,29 +316,32 @@ class Session:
         self._who, self._me, self._beats = {}, _who(), {}
         self.world, self.group, self.backend, self.closed = None, None, "", False
 
-    def close(self, wait_s: float = 5.0) -> None:
-        """Stop the heartbeat. Rank 0 may host the store (a launch without torchrun's agent): it
-        waits up to `wait_s` for the others to stop theirs, so none of them talks to a store that
-        is gone (c10d logs a stack trace for that)."""
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop the heartbeat; with `wait_s`, leave together (the command line waits 30 s at most).
+
+        Rank 0 waits for the others to stop theirs, so none talks to a store that is gone (rank 0
+        hosts it without torchrun's agent, and c10d logs a stack trace for that); the others wait
+        for rank 0 to finish, so a launcher that stops every worker when one exits non-zero (the
+        gate's exit code 1) never cuts rank 0's last lines short. Dead ranks are not waited for.
+        """
         if self.closed:
             return
         self.closed = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2 * self.timeouts.heartbeat_s)
-        if self.store is None or self.world is None:
+        if self.store is None or self.world is None or wait_s <= 0:
             return
         left = f"{KEY_PREFIX}/{self.sid}/left"
         with contextlib.suppress(_StoreGone):
             self._set(f"{left}/{self.rank}", b"1")
-            if self.rank == 0 and "TORCHELASTIC_RUN_ID" not in os.environ:
-                deadline = time.monotonic() + wait_s
-                waiting = list(range(1, self.world_size))
-                while waiting and time.monotonic() < deadline:
-                    waiting = [q for q in waiting if not self._exists(f"{left}/{q}")]
-                    dead = self.dead_ranks() if waiting else {}
-                    waiting = [q for q in waiting if q not in dead]
-                    time.sleep(0.05)
+            deadline = time.monotonic() + wait_s
+            waiting = list(range(1, self.world_size)) if self.rank == 0 else [0]
+            while waiting and time.monotonic() < deadline:
+                waiting = [q for q in waiting if not self._exists(f"{left}/{q}")]
+                dead = self.dead_ranks() if waiting else {}
+                waiting = [q for q in waiting if q not in dead]
+                time.sleep(0.05)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -586,12 +596,30 @@ def local_device(device: str | None) -> str | None:
     return device
 
 
+class LauncherStopped(BaseException):
+    """SIGTERM from the launcher: torchrun stops every worker when one of them fails.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a model
+    loader wrapping its errors) swallows it; the command line exits with `exit_code` (3).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_PROBE_FAILED, ranks: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.ranks = tuple(ranks)
+
+
 @contextlib.contextmanager
 def launched_group(device: str | None = None) -> Iterator["Session | None"]:
-    """Join the launcher's process group (env://) for the duration of a command; None when not launched.
+    """Join the launcher's process group (env://) for one command; None when not launched.
 
     The default group is gloo: every payload moves as CPU objects, and the GPUs (cuda:LOCAL_RANK
     when `device` is cuda) only compute. A group the caller initialised already is used as is.
+
+    The launcher's SIGTERM (torchrun stops the survivors when a worker fails) raises
+    `LauncherStopped` naming the ranks found dead, so the survivors exit with one clear line and
+    code 3. Once the command's outcome is known, a late SIGTERM is ignored until the process exits:
+    it must not turn a finished verdict (or a first, better error) into another one.
     """
     if not launched():
         yield None
@@ -605,25 +633,8 @@ def launched_group(device: str | None = None) -> Iterator["Session | None"]:
         if device is not None and device.startswith("cuda"):
             torch.cuda.set_device(torch.device(local_device(device)))
         dist.init_process_group("gloo", timeout=timedelta(seconds=_timeouts.collective_s))
-    try:
-        yield session()
-    finally:
-        close_session()
-        if owned and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class LauncherStopped(RankFailure):
-    """SIGTERM from the launcher: torchrun stops every worker when one of them fails."""
-
-
-@contextlib.contextmanager
-def stop_on_sigterm(current: "Session | None") -> Iterator[None]:
-    """Turn the launcher's SIGTERM into a `LauncherStopped` error (exit code 3) that names the
-    ranks found dead (on this host at once), so the survivors exit with one clear line."""
-    if current is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    current = session()
+    handles_signals = threading.current_thread() is threading.main_thread()
 
     def stopped(signum: int, frame: Any) -> None:
         dead = current.dead_ranks()
@@ -632,8 +643,13 @@ def stop_on_sigterm(current: "Session | None") -> Iterator[None]:
             f"after {named}" if named else "because another rank failed (the launcher's summary names it)"),
             EXIT_PROBE_FAILED, sorted(dead))
 
-    previous = signal.signal(signal.SIGTERM, stopped)
+    previous = signal.signal(signal.SIGTERM, stopped) if handles_signals else None
     try:
-        yield
+        yield current
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if handles_signals:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            atexit.register(signal.signal, signal.SIGTERM, previous)
+        close_session(wait_s=30.0)
+        if owned and dist.is_initialized():
+            dist.destroy_process_group()

@@ -188,7 +188,7 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
             return _decide_and_write(config, plan, entries, local, group, echo, notice, cache, output)
 
         return group.gather(report, "the gate's report")[0]
-    except distributed_work.RankFailure as error:
+    except (distributed_work.RankFailure, distributed_work.LauncherStopped) as error:
         if not local["probing"]:
             raise
         where = _cached_line(cache, local["cached"]) if main else "rank 0 cached each finished checkpoint: rerun with --resume"
