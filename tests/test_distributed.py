@@ -266,3 +266,10 @@ def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, t
     assert report["resumed_from_cache"] == 1
     assert numbers(report) == numbers(one)
     assert len(list((tmp_path / "elastic" / "cache").glob("*.json"))) == 3
+    # 4. The cache the ranks wrote serves one process too: everything resumed, the same report.
+    import unlearn_guard.cli as cli
+
+    assert cli.main(gate_args(root, tmp_path / "elastic", "--checkpoints", str(root / "checkpoints"), *GATE_KNOBS,
+                              "--resume")) == code
+    alone = json.loads((tmp_path / "elastic" / "gate.json").read_text())
+    assert alone["resumed_from_cache"] == 3 and numbers(alone) == numbers(one)

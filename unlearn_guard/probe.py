@@ -12,6 +12,9 @@ Order of work (each step cites the SPEC):
 The model's weights, `requires_grad` flags and train/eval modes are left exactly as found.
 A CUDA out-of-memory error halves the chunk and retries; results do not depend on chunking
 because every random draw comes from a generator derived from (seed, set, image index).
+With `distributed=True` (torchrun, accelerate launch, srun) each rank runs its share of the
+chunks (`ProbeUnit`, cut where one process cuts them, so the numbers are the same bit for bit on
+CPU) and `unlearn_guard.distributed` gathers them; every rank then does steps 4-5 on all images.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Order of work:
      interruption (or a write that fails) loses one checkpoint at most.
   3. Decide per checkpoint (thresholds are applied after the cache, so changing a threshold
      never re-probes) and overall; write gate.json, then report.html, each atomically.
+Under torchrun, accelerate launch or srun (a process group of 2+ ranks), `run_gate` hands over to
+`gate/sharded.py`: the same steps, the probing split across the ranks, the same report.
 """
 
 from __future__ import annotations
