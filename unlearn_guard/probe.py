@@ -427,8 +427,12 @@ def prepare_model(model: Any, config: ProbeConfig) -> tuple[DiffusionModel, str]
 
 
 def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference: Any, reference_prompts: Any,
-                    config: ProbeConfig) -> dict[str, ImageSet]:
-    """{"erased": E} or {"erased": E, "reference": R}, validated (sizes, prompts, 2+ images each for d_N)."""
+                    config: ProbeConfig, warn_stacklevel: int | None = 4) -> dict[str, ImageSet]:
+    """{"erased": E} or {"erased": E, "reference": R}, validated (sizes, prompts, 2+ images each for d_N).
+
+    Prompts the text encoder cuts are warned about at `warn_stacklevel` (4: the line that called
+    `probe`); None: no warning.
+    """
     sets = {"erased": load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")}
     if reference is not None:
         sets["reference"] = load_image_set(
@@ -440,7 +444,8 @@ def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference:
                     f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
                     "Add images, or probe without `reference` to get per-image NLL and PSNR only"
                 )
-    warn_long_prompts(model, {"images": sets["erased"], "reference": sets.get("reference")})
+    if warn_stacklevel is not None:
+        warn_long_prompts(model, {"images": sets["erased"], "reference": sets.get("reference")}, stacklevel=warn_stacklevel)
     return sets
 
 
@@ -539,7 +544,9 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
         started = time.perf_counter()
         checked, fused_ops = prepare_model(model, config)
         local["normal"] = None if normal_nll is None else check_normal_nll(normal_nll)
-        sets = local["sets"] = load_probe_sets(checked, images, prompts, reference, reference_prompts, config)
+        # warned once, by rank 0, at the caller of probe: warn <- load_probe_sets <- produce <- gather <- here <- probe
+        sets = local["sets"] = load_probe_sets(checked, images, prompts, reference, reference_prompts, config,
+                                               warn_stacklevel=7 if group.is_main else None)
         local["seed_shape"] = seed_shape_of(checked, sets["erased"])
         schedule = ddim_schedule(checked.scheduler_config, config.inversion.num_steps)
         sizes = {label: _auto_batch_size(config, checked.device, len(part)) for label, part in sets.items()}
