@@ -10,3 +10,5 @@ py="${PYTHON:-../.venv/bin/python}"
 "$py" probe_throughput.py --model sd14-shaped --images 8 --presets mofc,fast --reference-images 2 --compile
 "$py" probe_throughput.py --model sd14-shaped --images 16 --presets fast --skip-reference-style --batch-size 16
 "$py" probe_presets.py --model sd14-shaped --device cuda --dtype bfloat16 --images 16 --batch-sizes 4,8,16
+# Data-parallel probing (issue 14): 1, 2, 4, ... processes, one GPU each, up to the GPUs present.
+"$py" distributed_scaling.py --device cuda --dtype bfloat16 --model sd14-shaped --images 64 --world-sizes auto --repeats 3

@@ -27,6 +27,8 @@ CASES = {
     "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2",
                                 "--threads", "1"],
     "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
+    # One 2-process launch (start-up dominates: ~20 s on 2 busy cores); 1 vs 2 is the real run's job.
+    "distributed_scaling.py": ["--world-sizes", "2", "--images", "2", "--threads", "1", "--timeout", "600"],
 }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -78,13 +79,15 @@ class _Output:
     def __init__(self, args: argparse.Namespace) -> None:
         self.json = bool(getattr(args, "json", False))
         self.quiet = bool(getattr(args, "quiet", False))
+        self.silent = bool(getattr(args, "silent_rank", False))  # a rank other than 0: rank 0 speaks
         self.stream: TextIO = sys.stderr if self.json else sys.stdout
 
     def essential(self, text: str) -> None:
-        print(text, file=self.stream)
+        if not self.silent:
+            print(text, file=self.stream)
 
     def info(self, text: str) -> None:
-        if not self.quiet:
+        if not self.quiet and not self.silent:
             from tqdm.auto import tqdm
 
             tqdm.write(text, file=self.stream)
@@ -221,6 +224,37 @@ def _probe_config(args: argparse.Namespace):
     return apply_settings(config, args.set).replace(progress=not args.quiet)
 
 
+@contextlib.contextmanager
+def _ranks(args: argparse.Namespace) -> Iterator[Any]:
+    """Under torchrun, accelerate launch or srun (WORLD_SIZE > 1): join the process group for this
+    command and yield its session (None otherwise). Ranks other than 0 print no progress, info or
+    warnings (their errors still print); the launcher's SIGTERM, sent to the survivors when a rank
+    fails, becomes exit code 3 with a line naming the rank."""
+    from . import distributed as distributed_work
+
+    timeout = getattr(args, "rank_timeout", None)
+    previous = distributed_work.configure(**_rank_timeouts(timeout)) if timeout is not None else None
+    try:
+        with distributed_work.launched_group(args.device) as group:
+            if group is not None and not group.is_main:
+                args.quiet = args.silent_rank = True
+                warnings.simplefilter("ignore")  # inside the command's catch_warnings: rank 0 speaks for all
+            yield group
+    finally:
+        if previous is not None:
+            distributed_work.configure(**dataclasses.asdict(previous))
+
+
+def _rank_timeouts(seconds: Any) -> dict[str, float]:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"--rank-timeout: got {seconds!r}; expected a number of seconds > 0")
+    return {"dead_after_s": value, "heartbeat_s": min(1.0, value / 4)}
+
+
 def _single_checkpoint(args: argparse.Namespace):
     from .gate.checkpoints import Checkpoint, Weights
 
@@ -231,6 +265,11 @@ def _single_checkpoint(args: argparse.Namespace):
 
 # --------------------------------------------------------------------------- probe
 def _probe(args: argparse.Namespace) -> int:
+    with _ranks(args) as group:
+        return _probe_on(args, group)
+
+
+def _probe_on(args: argparse.Namespace, group: Any) -> int:
     from .gate.checkpoints import model_fingerprint, weight_hashes
     from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, model_resolution
     from .gate.runner import resolve_model_source, thumbnail_rows
@@ -255,7 +294,10 @@ def _probe(args: argparse.Namespace) -> int:
     if args.html:
         check_writable_folder(Path(args.html).parent, "--html", file=args.html)
     config = config.replace(keep_reconstructions=args.thumbnails > 0)
-    result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype)
+    result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype,
+                            distributed=group is not None)
+    if group is not None and not group.is_main:
+        return EXIT_PASS  # the same result as rank 0's, which writes it
     data = result.to_dict()
     data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
                 weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
@@ -286,7 +328,7 @@ def _probe(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     from .gate.checkpoints import discover_checkpoints
     from .gate.decision import Thresholds
-    from .gate.runner import GateConfig, run_gate, verdict_json
+    from .gate.runner import GateConfig
 
     out = _Output(args)
     calibrated = {} if args.max_memory is None else {"max_memory": args.max_memory}
@@ -304,12 +346,25 @@ def _gate(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, resume=args.resume, overwrite=args.overwrite,
         thumbnails=args.thumbnails, progress=not args.quiet,
     )
+    with _ranks(args) as group:
+        if group is not None:
+            out = _Output(args)  # quiet on ranks other than 0
+            gate_config = dataclasses.replace(gate_config, progress=not args.quiet)
+        return _gate_on(args, out, config, thresholds, checkpoints, gate_config, output)
+
+
+def _gate_on(args: argparse.Namespace, out: "_Output", config: Any, thresholds: Any, checkpoints: list, gate_config: Any,
+             output: Path) -> int:
+    from .gate.runner import run_gate, verdict_json
+
     level = int(round(config.confidence * 100))
     out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when the "
              f"memory score's {level}% upper end <= {thresholds.max_memory:g}"
              + (f" and d_N's lower end >= {thresholds.min_d_n:g}" if thresholds.min_d_n is not None else "")
              + (f" and mean PSNR <= {thresholds.max_psnr:g} dB" if thresholds.max_psnr is not None else ""))
     report = run_gate(gate_config, echo=out.info, notice=out.essential)
+    if out.silent:
+        return EXIT_PASS if report["passed"] else EXIT_FAIL
     verdict = "PASS" if report["passed"] else "FAIL (still remembers)"
     out.essential(f"gate: {verdict}: {'; '.join(report['reasons'])}")
     out.essential(f"wrote {output / 'gate.json'} and {output / 'report.html'}")
@@ -388,6 +443,10 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="concept images (with reconstructions) kept as thumbnails for the report (default: 8)")
     group.add_argument("--quiet", action="store_true", help="no progress bars or per-step lines (CI logs)")
     group.add_argument("--json", action="store_true", help="print only a machine-readable JSON result on stdout")
+    group.add_argument("--rank-timeout", metavar="SECONDS",
+                       help="under torchrun / accelerate launch / srun: how long the other ranks wait for a rank "
+                            "that stopped answering before they exit with code 3 naming it (default: 60; a rank "
+                            "whose process is gone on the same host is seen at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -502,12 +561,16 @@ def _interrupted(command: str | None) -> int:
 
 def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]:
     """The command's exit code and, when it failed, the one-line error message."""
+    from .distributed import LauncherStopped, RankFailure
     from .probe import ProbeFailure  # imports torch and diffusers: seconds, inside main's Ctrl-C handling
 
     try:
         with _command_scope(args):
             started.append(args.command)
             return args.handler(args), None
+    except (RankFailure, LauncherStopped) as error:  # another rank failed or died (torchrun, accelerate, srun)
+        prefix = "probe failed: " if error.exit_code == EXIT_PROBE_FAILED else ""
+        return error.exit_code, prefix + _one_line(error)
     except (ProbeFailure, NonFiniteError) as error:
         return EXIT_PROBE_FAILED, f"probe failed: {_one_line(error)}"
     except UnlearnGuardError as error:

@@ -12,6 +12,9 @@ Order of work (each step cites the SPEC):
 The model's weights, `requires_grad` flags and train/eval modes are left exactly as found.
 A CUDA out-of-memory error halves the chunk and retries; results do not depend on chunking
 because every random draw comes from a generator derived from (seed, set, image index).
+With `distributed=True` (torchrun, accelerate launch, srun) each rank runs its share of the
+chunks (`ProbeUnit`, cut where one process cuts them, so the numbers are the same bit for bit on
+CPU) and `unlearn_guard.distributed` gathers them; every rank then does steps 4-5 on all images.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import dataclasses
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as distributed_work
 from .config import PRESETS, RELEASED_NORMAL_SEED, ProbeConfig
 from .errors import InputError, InsufficientDataError, NonFiniteError, UnlearnGuardError
 from .inversion.reconstruct import ddim_reconstruct
@@ -288,10 +293,17 @@ def probe_image_set(
         chunks = run_chunked(
             len(images), batch_size, lambda idx: _probe_chunk(model, images, idx, schedule, config, label, bar), on_retry
         )
-    seconds = time.perf_counter() - started
+    return assemble_set(label, images, chunks, time.perf_counter() - started, config)
+
+
+def assemble_set(label: str, images: ImageSet, chunks: Sequence[dict[str, Any]], seconds: float,
+                 config: ProbeConfig) -> SetProbe:
+    """One set's `SetProbe` from its chunks' outputs (`_probe_chunk`), in image order."""
     nll = torch.cat([c["nll"] for c in chunks])
     psnr_values = torch.cat([c["psnr"] for c in chunks])
     diverged = [why for c in chunks for why in c["diverged"]]
+    if len(nll) != len(images):
+        raise ProbeFailure(f"{label}: results for {len(nll)} of {len(images)} images; expected every image once")
     per_image = [
         ImageProbe(images.names[i], images.prompts[i], images.sources[i], images.sha256[i], float(nll[i]),
                    float(psnr_values[i]), diverged[i])
@@ -305,6 +317,70 @@ def probe_image_set(
         seeds=torch.cat([c["seeds"] for c in chunks]) if config.keep_seeds else None,
         reconstructions=torch.cat([c["reconstructions"] for c in chunks]) if config.keep_reconstructions else None,
     )
+
+
+# ------------------------------------------------------------------------------ sharded work
+@dataclass(frozen=True)
+class ProbeUnit:
+    """One chunk of one image set: the unit of work a rank takes.
+
+    `indices` are image positions in the set, cut exactly where a one-process run cuts its
+    chunks (`probe_units`), so a sharded probe computes every image in the same batch as one
+    process does and gets the same numbers. `tag` says which model (the gate's checkpoint).
+    """
+
+    label: str
+    indices: tuple[int, ...]
+    tag: Any = None
+
+
+def probe_units(label: str, count: int, batch_size: int, tag: Any = None) -> list[ProbeUnit]:
+    """The chunks of `count` images that `probe_image_set` makes at `batch_size`, as units."""
+    return [ProbeUnit(label, tuple(range(start, min(start + batch_size, count))), tag)
+            for start in range(0, count, batch_size)]
+
+
+def run_unit(model: DiffusionModel, images: ImageSet, unit: ProbeUnit, schedule: DDIMSchedule, config: ProbeConfig,
+             batch_size: list[int], bar: tqdm | None = None) -> dict[str, Any]:
+    """Probe one unit (CPU results, `_probe_chunk`'s dict plus "label", "indices", "seconds").
+
+    `batch_size` is a one-item list this rank carries from unit to unit: an out-of-memory error
+    halves it for this unit and the ones after, as `probe_image_set` does within a set.
+    """
+    started = time.perf_counter()
+    bar = bar if bar is not None else tqdm(disable=True)
+    chunks = run_chunked(
+        len(unit.indices), min(batch_size[0], len(unit.indices)),
+        lambda positions: _probe_chunk(model, images, [unit.indices[p] for p in positions], schedule, config,
+                                       unit.label, bar),
+        lambda new_size: batch_size.__setitem__(0, new_size),
+    )
+    merged: dict[str, Any] = {
+        "label": unit.label,
+        "indices": unit.indices,
+        "nll": torch.cat([c["nll"] for c in chunks]),
+        "psnr": torch.cat([c["psnr"] for c in chunks]),
+        "diverged": [why for c in chunks for why in c["diverged"]],
+        "evaluations": sum(c["evaluations"] for c in chunks),
+        "seeds": torch.cat([c["seeds"] for c in chunks]) if config.keep_seeds else None,
+        "reconstructions": torch.cat([c["reconstructions"] for c in chunks]) if config.keep_reconstructions else None,
+    }
+    merged["seconds"] = time.perf_counter() - started
+    return merged
+
+
+def sets_from_units(outputs: Sequence[dict[str, Any]], sets: dict[str, ImageSet],
+                    config: ProbeConfig) -> dict[str, SetProbe]:
+    """Each set's `SetProbe` from the outputs of its units (any order, from any rank).
+
+    `seconds` of a set is the sum of its units' seconds: compute time, comparable with one
+    process; the wall time of a sharded run is in the provenance.
+    """
+    result = {}
+    for label, images in sets.items():
+        mine = sorted((o for o in outputs if o["label"] == label), key=lambda o: o["indices"][0] if o["indices"] else 0)
+        result[label] = assemble_set(label, images, mine, sum(o["seconds"] for o in mine), config)
+    return result
 
 
 def measure_memory(
@@ -341,6 +417,69 @@ def measure_memory(
     return distance, memory, notes
 
 
+def prepare_model(model: Any, config: ProbeConfig) -> tuple[DiffusionModel, str]:
+    """The model, checked (parts together, finite weights), and the fused ops' backend resolved now:
+    a Triton request that can't run fails before any compute."""
+    model = as_model(model)
+    model.check()
+    check_finite_weights(model)  # a diverged LoRA is named as the weights' fault, before any inversion
+    return model, resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
+
+
+def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference: Any, reference_prompts: Any,
+                    config: ProbeConfig, warn_stacklevel: int | None = 4) -> dict[str, ImageSet]:
+    """{"erased": E} or {"erased": E, "reference": R}, validated (sizes, prompts, 2+ images each for d_N).
+
+    Prompts the text encoder cuts are warned about at `warn_stacklevel` (4: the line that called
+    `probe`); None: no warning.
+    """
+    sets = {"erased": load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")}
+    if reference is not None:
+        sets["reference"] = load_image_set(
+            reference, reference_prompts, resolution=model.resolution, resize=config.resize, label="reference"
+        )
+        for label, part in (("images (E)", sets["erased"]), ("reference (R)", sets["reference"])):
+            if len(part) < 2:
+                raise InsufficientDataError(
+                    f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
+                    "Add images, or probe without `reference` to get per-image NLL and PSNR only"
+                )
+    if warn_stacklevel is not None:
+        warn_long_prompts(model, {"images": sets["erased"], "reference": sets.get("reference")}, stacklevel=warn_stacklevel)
+    return sets
+
+
+def seed_shape_of(model: DiffusionModel, images: ImageSet) -> tuple[int, int, int]:
+    """z_T's shape (C, h, w) for these images: what the N set is drawn in."""
+    factor = model.vae_scale_factor
+    return model.latent_channels, images.pixels.shape[-2] // factor, images.pixels.shape[-1] // factor
+
+
+def finish_probe(erased_result: SetProbe, reference_result: SetProbe | None, seed_shape: tuple[int, ...],
+                 config: ProbeConfig, external_normal: torch.Tensor | None, provenance_record: dict[str, Any]) -> ProbeResult:
+    """Steps 4-5 on measured sets: the N set, d_N and the memory score, and the `ProbeResult`."""
+    parts = [erased_result] + ([reference_result] if reference_result is not None else [])
+    if all(bool(part.diverged.all()) for part in parts):
+        raise NonFiniteError(
+            f"every image's inversion or reconstruction diverged (NaN/Inf), e.g. {erased_result.images[0].name}: "
+            f"{erased_result.images[0].diverged}; nothing was measured"
+        )
+    normal = normal_set(config, seed_shape) if external_normal is None else external_normal
+    distance, memory, notes = None, None, []
+    if reference_result is not None:
+        distance, memory, notes = measure_memory(erased_result, reference_result, normal, config)
+    return ProbeResult(
+        erased=erased_result,
+        reference=reference_result,
+        memory_distance=distance,
+        memory=memory,
+        notes=notes,
+        normal_nll=normal,
+        config=config,
+        provenance={**provenance_record, "normal_set": "external" if external_normal is not None else "drawn"},
+    )
+
+
 def probe(
     model: Any,
     images: Any,
@@ -350,6 +489,7 @@ def probe(
     reference_prompts: str | Sequence[str] | dict[str, str] | None = None,
     config: ProbeConfig | str | None = None,
     normal_nll: Any = None,
+    distributed: bool | None = False,
     **overrides: Any,
 ) -> ProbeResult:
     """Probe an (erased) model with images of the erased concept; optionally against a reference set.
@@ -365,61 +505,71 @@ def probe(
             for bit (see `ProbeConfig.rng`).
         normal_nll: an external N set, (n,) NLLs of N(0, I) draws of z_T's shape (n >= 2), e.g.
             the list a published run used; replaces the N set drawn from the config.
+        distributed: False (default): this process probes everything. True: every rank of the
+            initialised torch.distributed group calls `probe` with the same arguments, inverts its
+            slice of the images and gets the same `ProbeResult`, equal to a one-process run (see
+            `unlearn_guard.distributed`); only rank 0 writes it with `to_json(path)`. None: True
+            when a group of more than one rank is initialised. `provenance["distributed"]` records
+            the group (world size, backend) and whether the work was sharded.
         **overrides: ProbeConfig fields to replace (e.g. seed=1, batch_size=2, progress=False).
     Returns:
         ProbeResult with per-image NLL and PSNR, d_N with its interval (when R is given),
         the config and provenance. `result.to_json(path)` writes it.
     """
     config = resolve_config(config, overrides)
-    model = as_model(model)
-    model.check()
-    check_finite_weights(model)  # a diverged LoRA is named as the weights' fault, before any inversion
+    group = distributed_work.resolve(distributed)
+    if group is not None:
+        return _probe_sharded(group, model, images, prompts, reference, reference_prompts, config, normal_nll)
+    model, fused_ops = prepare_model(model, config)
     external_normal = None if normal_nll is None else check_normal_nll(normal_nll)
-    # The fused ops' backend, resolved now: a Triton request that can't run fails before any compute.
-    fused_ops = resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
     # 0. validate everything before any compute
-    erased = load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")
-    reference_set = None
-    if reference is not None:
-        reference_set = load_image_set(
-            reference, reference_prompts, resolution=model.resolution, resize=config.resize, label="reference"
-        )
-        for label, part in (("images (E)", erased), ("reference (R)", reference_set)):
-            if len(part) < 2:
-                raise InsufficientDataError(
-                    f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
-                    "Add images, or probe without `reference` to get per-image NLL and PSNR only"
-                )
-    warn_long_prompts(model, {"images": erased, "reference": reference_set})
+    sets = load_probe_sets(model, images, prompts, reference, reference_prompts, config)
     schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
     with preserve_module_state(*model.modules()), torch.no_grad():
         runner = with_compiled_unet(model) if config.compile_unet else model
-        erased_result = probe_image_set(runner, erased, config, "erased", schedule)
-        reference_result = (
-            probe_image_set(runner, reference_set, config, "reference", schedule) if reference_set is not None else None
-        )
-    parts = [erased_result] + ([reference_result] if reference_result is not None else [])
-    if all(bool(part.diverged.all()) for part in parts):
-        raise NonFiniteError(
-            f"every image's inversion or reconstruction diverged (NaN/Inf), e.g. {erased_result.images[0].name}: "
-            f"{erased_result.images[0].diverged}; nothing was measured"
-        )
-    factor = model.vae_scale_factor
-    seed_shape = (model.latent_channels, erased.pixels.shape[-2] // factor, erased.pixels.shape[-1] // factor)
-    normal = normal_set(config, seed_shape) if external_normal is None else external_normal
-    distance, memory, notes = None, None, []
-    if reference_result is not None:
-        distance, memory, notes = measure_memory(erased_result, reference_result, normal, config)
-    return ProbeResult(
-        erased=erased_result,
-        reference=reference_result,
-        memory_distance=distance,
-        memory=memory,
-        notes=notes,
-        normal_nll=normal,
-        config=config,
-        provenance={
-            **provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops),
-            "normal_set": "external" if external_normal is not None else "drawn",
-        },
-    )
+        results = {label: probe_image_set(runner, images_, config, label, schedule) for label, images_ in sets.items()}
+    record = provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops,
+                        distributed=distributed_work.describe(None))
+    return finish_probe(results["erased"], results.get("reference"), seed_shape_of(model, sets["erased"]), config,
+                        external_normal, record)
+
+
+def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, prompts: Any, reference: Any,
+                   reference_prompts: Any, config: ProbeConfig, normal_nll: Any) -> ProbeResult:
+    """`probe` on every rank of `group`: each checks the inputs and inverts its units, the outputs
+    are gathered, and every rank assembles the same result (rank 0's provenance)."""
+    local: dict[str, Any] = {}
+
+    def produce() -> dict[str, Any]:
+        started = time.perf_counter()
+        checked, fused_ops = prepare_model(model, config)
+        local["normal"] = None if normal_nll is None else check_normal_nll(normal_nll)
+        # warned once, by rank 0, at the caller of probe: warn <- load_probe_sets <- produce <- gather <- here <- probe
+        sets = local["sets"] = load_probe_sets(checked, images, prompts, reference, reference_prompts, config,
+                                               warn_stacklevel=7 if group.is_main else None)
+        local["seed_shape"] = seed_shape_of(checked, sets["erased"])
+        schedule = ddim_schedule(checked.scheduler_config, config.inversion.num_steps)
+        sizes = {label: _auto_batch_size(config, checked.device, len(part)) for label, part in sets.items()}
+        units = [unit for label, part in sets.items() for unit in probe_units(label, len(part), sizes[label])]
+        local["units"] = len(units)
+        mine = [units[i] for i in group.shard([len(unit.indices) for unit in units])]
+        outputs = []
+        batch_size = [max(sizes.values())]
+        with tqdm(total=sum(len(u.indices) for u in mine) * 2 * schedule.num_steps,
+                  desc=f"probe rank {group.rank} of {group.world_size} ({config.preset})", unit="img-step",
+                  disable=not (config.progress and group.is_main), leave=False) as bar, \
+                preserve_module_state(*checked.modules()), torch.no_grad():
+            runner = with_compiled_unet(checked) if config.compile_unet else checked
+            for unit in mine:
+                group.check()  # a rank that failed or died stops this one too
+                outputs.append(run_unit(runner, sets[unit.label], unit, schedule, config, batch_size, bar))
+        record = provenance(checked.device, checked.dtype, seed=config.seed, model_source=checked.source,
+                            fused_ops=fused_ops) if group.is_main else None
+        return {"outputs": outputs, "seconds": time.perf_counter() - started, "provenance": record}
+
+    parts = group.gather(produce, "the probe")
+    outputs = [output for part in parts for output in part["outputs"]]
+    results = sets_from_units(outputs, local["sets"], config)
+    record = {**parts[0]["provenance"], "distributed": {**group.describe(), "units": local["units"],
+                                                         "wall_seconds": max(part["seconds"] for part in parts)}}
+    return finish_probe(results["erased"], results.get("reference"), local["seed_shape"], config, local["normal"], record)

@@ -216,11 +216,23 @@ class ProbeResult:
         }
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """The result as JSON text; with `path`, also written atomically (temp file, then rename)."""
+        """The result as JSON text; with `path`, also written atomically (temp file, then rename).
+
+        A result that ranks probed together (`probe(..., distributed=True)`) is the same on every
+        rank, and only rank 0 writes it; the others return the text.
+        """
         text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
+        if path is not None and self._writes_here():
             write_text_atomic(path, text)
         return text
+
+    def _writes_here(self) -> bool:
+        sharded = (self.provenance.get("distributed") or {}).get("sharded")
+        if not sharded:
+            return True
+        from .distributed import rank
+
+        return rank() == 0
 
     def summary_table(self) -> str:
         """A short human-readable table: one row per set, then d_N with its interval."""

@@ -8,8 +8,10 @@
     # in the LightningModule: loss = esd_loss + callback.regularization_weight * memory_loss
 
 At each `on_train_batch_end` with `trainer.global_step % every_n_steps == 0` (once per step, also
-under gradient accumulation) global rank zero probes `module.unet` directly, never the DDP
-wrapper, and the outcome is broadcast. Then:
+under gradient accumulation) `module.unet` is probed directly, never the DDP wrapper: by every
+rank, each on its share of the images, with the same outcome everywhere (in a multi-rank run,
+`ProbeMonitor(distributed=None)`, the default), or by global rank zero alone with the outcome
+broadcast (`distributed=False`). Then:
   - every probe reaches every logger of `trainer.loggers` at its own step (`global_step`, the
     step the monitor records), whatever `log_every_n_steps` is: keys `monitor.metrics(record)`,
     "<name>/d_n", "<name>/ci_low", "<name>/ci_high", "<name>/regularization_weight",
@@ -43,7 +45,8 @@ class ProbeLightningCallback(pl.Callback):
             keys the logged metrics and the checkpointed state.
     Attributes:
         regularization_weight / should_stop: the monitor's signals, the same on every rank.
-        last_record: the latest probe's record (rank zero; None elsewhere).
+        last_record: the latest probe's record (every rank when probes are shared; else rank zero,
+            None elsewhere).
     """
 
     def __init__(self, monitor: ProbeMonitor) -> None:
@@ -67,11 +70,16 @@ class ProbeLightningCallback(pl.Callback):
         step = trainer.global_step
         if step % self.monitor.config.every_n_steps != 0:
             return
-        record = self.monitor.maybe_probe(step) if trainer.is_global_zero else None
-        metrics = None if record is None else self.monitor.metrics(record)
-        metrics, self.should_stop, self.regularization_weight = trainer.strategy.broadcast(
-            (metrics, self.monitor.should_stop, self.monitor.regularization_weight), src=0
-        )
+        if self.monitor.shards:  # every rank probes its share; the outcome is the same everywhere
+            record = self.monitor.maybe_probe(step)
+            metrics = None if record is None else self.monitor.metrics(record)
+            self.should_stop, self.regularization_weight = self.monitor.should_stop, self.monitor.regularization_weight
+        else:
+            record = self.monitor.maybe_probe(step) if trainer.is_global_zero else None
+            metrics = None if record is None else self.monitor.metrics(record)
+            metrics, self.should_stop, self.regularization_weight = trainer.strategy.broadcast(
+                (metrics, self.monitor.should_stop, self.monitor.regularization_weight), src=0
+            )
         if record is not None:
             self.last_record = record
         if metrics:

@@ -9,10 +9,15 @@ A single-process loop needs nothing but the monitor:
         if monitor.step(step):           # probes on multiples of 100; True once it says stop
             break
 
+A plain DDP loop (torchrun, `init_process_group`) calls `monitor.step(step)` on every rank: each
+rank probes its share of the images and all of them get the same result and decision.
+
 With accelerate, wrap it in `AcceleratorProbe`: it probes the unwrapped UNet (the same
-parameters, without the DDP wrapper whose forward would wait for the other processes), only on
-the main process, and hands the decision and the loss weight to every process so they all stop
-at the same step. Count *optimizer* steps (as the diffusers scripts do with `sync_gradients`):
+parameters, without the DDP wrapper whose forward would wait for the other processes). With
+several processes every process probes its share of the images (`ProbeMonitor(distributed=None)`,
+the default) and gets the same outcome; with `distributed=False` the main process probes alone
+and hands the decision and the loss weight to the others. Either way they all stop at the same
+step. Count *optimizer* steps (as the diffusers scripts do with `sync_gradients`):
 
     accelerator = Accelerator(log_with="tensorboard", project_dir="runs")   # any trackers, or none
     accelerator.init_trackers("erase-parachute")
@@ -43,8 +48,8 @@ counters into `accelerator.save_state(...)` and back with `accelerator.load_stat
 accelerate keys registered objects by their order; each state also holds its monitor's name,
 and loading it into a monitor with another name is refused, so two probes (two monitors with
 different names) cannot swap states silently.
-The other processes wait for the main one while it probes (inside the broadcast), so keep a
-probe well under the process group's timeout (30 minutes by default).
+With `distributed=False` the other processes wait for the main one while it probes (inside the
+broadcast), so keep such a probe well under the process group's timeout (30 minutes by default).
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ _NAMES: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
 
 
 class AcceleratorProbe:
-    """Runs a `ProbeMonitor` inside an accelerate loop: main process only, decisions shared.
+    """Runs a `ProbeMonitor` inside an accelerate loop: every process probes its share (or the
+    main process alone, `distributed=False`); the decisions are the same on every process.
 
     Args:
         monitor: the monitor; its model's UNet is replaced by `accelerator.unwrap_model(unet)`
@@ -68,8 +74,9 @@ class AcceleratorProbe:
             logged metrics; give each probe of one accelerator its own.
         accelerator: an `accelerate.Accelerator` (after `prepare`, so the model is on its device).
     Attributes:
-        should_stop / regularization_weight: the main process's values, on every process.
-        last_record: the record of the latest probe (main process; None elsewhere).
+        should_stop / regularization_weight: the same on every process.
+        last_record: the record of the latest probe (on every process when the probe is shared;
+            else on the main process, None elsewhere).
     """
 
     def __init__(self, monitor: ProbeMonitor, accelerator: Any) -> None:
@@ -95,6 +102,14 @@ class AcceleratorProbe:
         """Probe on multiples of `every_n_steps` (main process), log it to the accelerator's
         trackers, share the outcome; True to stop."""
         if step % self.monitor.config.every_n_steps != 0:
+            return self.should_stop
+        if self.accelerator.num_processes > 1 and self.monitor.shards:
+            # Every process probes its share and gets the same result: same record, same decision.
+            record = self.monitor.maybe_probe(step)
+            self.last_record = record or self.last_record
+            if record is not None and self.accelerator.is_main_process and getattr(self.accelerator, "trackers", None):
+                self.accelerator.log(self.monitor.metrics(record), step=step)
+            self.should_stop, self.regularization_weight = self.monitor.should_stop, self.monitor.regularization_weight
             return self.should_stop
         if self.accelerator.is_main_process:
             record = self.monitor.maybe_probe(step)

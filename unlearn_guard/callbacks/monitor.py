@@ -69,6 +69,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from .. import distributed as distributed_work
 from ..config import ProbeConfig
 from ..errors import InputError, InsufficientDataError, NonFiniteError
 from ..io import ImageSet, ImagesInput, PromptsInput, load_image_set
@@ -331,9 +332,10 @@ class ProbeRecord:
         )
 
 
-def default_probe_fn(model: DiffusionModel, images: ImageSet, reference: ImageSet, config: ProbeConfig) -> ProbeResult:
-    """What the monitor runs by default: `probe(model, E, reference=R, config=config)`."""
-    return probe(model, images, reference=reference, config=config)
+def default_probe_fn(model: DiffusionModel, images: ImageSet, reference: ImageSet, config: ProbeConfig,
+                     distributed: bool | None = False) -> ProbeResult:
+    """What the monitor runs by default: `probe(model, E, reference=R, config=config, distributed=...)`."""
+    return probe(model, images, reference=reference, config=config, distributed=distributed)
 
 
 # ------------------------------------------------------------------------------ the monitor
@@ -350,6 +352,12 @@ class ProbeMonitor:
             `default_probe_fn`.
         name: prefixes the logged metrics ("<name>/d_n") and keys the saved state; give each
             monitor of one run its own (letters, digits, "_", ".", "-", "/" between parts).
+        distributed: in a DDP / accelerate run (an initialised process group of 2+ ranks), None
+            (default) or True splits each probe across the ranks: every rank calls `step` /
+            `maybe_probe` at the same steps, probes its share of the images, and gets the same
+            result, so the records and decisions (stop, weight) are the same everywhere and a
+            failure on one rank is recorded on all (`RankFailure` naming it). False: this process
+            probes alone (call it on one rank only). Ignored with a custom `probe_fn`.
 
     Built once, checked once: images are validated and resized here (to the model's resolution;
     both sets need at least 2 images), and `check()` runs (parts on one device, a backend that
@@ -373,6 +381,7 @@ class ProbeMonitor:
         config: MonitorConfig | None = None,
         probe_fn: ProbeFn | None = None,
         name: str = DEFAULT_NAME,
+        distributed: bool | None = None,
     ) -> None:
         self.config = config if config is not None else MonitorConfig()
         if not isinstance(self.config, MonitorConfig):
@@ -395,6 +404,9 @@ class ProbeMonitor:
             _warn(f"monitor {name!r}: the probe config has bootstrap_samples=0, so there is no interval and "
                   f"early stopping decides on the point estimate of the {SIGNAL_LABELS[self.config.signal]}")
         self.probe_fn: ProbeFn = probe_fn or default_probe_fn
+        if distributed is not None and not isinstance(distributed, bool):
+            raise InputError(f"distributed: got {distributed!r}; expected True, False or None (detect a process group)")
+        self.distributed = distributed
         self.history: list[ProbeRecord] = []
         self._best: float | None = None
         self._wait = 0
@@ -460,7 +472,15 @@ class ProbeMonitor:
         if device.type == "cuda":
             cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
         with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
+            if self.probe_fn is default_probe_fn:
+                return default_probe_fn(self.model, self.images, self.reference, self.config.probe, self.distributed)
             return self.probe_fn(self.model, self.images, self.reference, self.config.probe)
+
+    @property
+    def shards(self) -> bool:
+        """True when the next probe is split across the ranks of an initialised process group (every
+        rank must then call `maybe_probe` / `step` at the same steps; each gets the same outcome)."""
+        return self.probe_fn is default_probe_fn and distributed_work.would_shard(self.distributed)
 
     def _record(self, record: ProbeRecord) -> None:
         """Append, update counters and decisions, then tell the logs."""

@@ -7,8 +7,9 @@
     trainer.train()                       # or trainer.train(resume_from_checkpoint=any_checkpoint_folder)
 
 `monitor.model` must hold the UNet that `wrapper` trains. At each `on_step_end` with
-`state.global_step % every_n_steps == 0` the world process zero probes and the outcome is
-broadcast; then:
+`state.global_step % every_n_steps == 0` every process probes its share of the images and gets
+the same outcome (in a multi-process run, `ProbeMonitor(distributed=None)`, the default; with
+`distributed=False` the world process zero probes alone and the outcome is broadcast); then:
   - the probe's numbers go through `trainer.log` (the Trainer's own path): they land in
     `state.log_history` with the step, and every callback's `on_log` receives them, so the
     console, TensorBoard, W&B and the other `report_to` integrations show them. Keys are
@@ -62,7 +63,8 @@ class ProbeTrainerCallback(TrainerCallback):
         trainer: the `transformers.Trainer` this callback is added to (`trainer.add_callback`).
     Attributes:
         regularization_weight / should_stop: the monitor's signals, the same on every process.
-        last_record: the latest probe's record (process zero; None elsewhere).
+        last_record: the latest probe's record (every process when probes are shared; else
+            process zero, None elsewhere).
     """
 
     def __init__(self, monitor: ProbeMonitor, trainer: Any) -> None:
@@ -120,10 +122,15 @@ class ProbeTrainerCallback(TrainerCallback):
         step = state.global_step
         if step % self.monitor.config.every_n_steps != 0:
             return control
-        record = self.monitor.maybe_probe(step) if state.is_world_process_zero else None
-        metrics = None if record is None else self.monitor.metrics(record)
-        metrics, should_stop, weight = _broadcast_from_zero(
-            [metrics, self.monitor.should_stop, self.monitor.regularization_weight])
+        if self.monitor.shards:  # every process probes its share; the outcome is the same everywhere
+            record = self.monitor.maybe_probe(step)
+            metrics = None if record is None else self.monitor.metrics(record)
+            should_stop, weight = self.monitor.should_stop, self.monitor.regularization_weight
+        else:
+            record = self.monitor.maybe_probe(step) if state.is_world_process_zero else None
+            metrics = None if record is None else self.monitor.metrics(record)
+            metrics, should_stop, weight = _broadcast_from_zero(
+                [metrics, self.monitor.should_stop, self.monitor.regularization_weight])
         self.should_stop, self.regularization_weight = bool(should_stop), float(weight)
         if record is not None:
             self.last_record = record

@@ -14,6 +14,8 @@ Order of work:
      interruption (or a write that fails) loses one checkpoint at most.
   3. Decide per checkpoint (thresholds are applied after the cache, so changing a threshold
      never re-probes) and overall; write gate.json, then report.html, each atomically.
+Under torchrun, accelerate launch or srun (a process group of 2+ ranks), `run_gate` hands over to
+`gate/sharded.py`: the same steps, the probing split across the ranks, the same report.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed as distributed_work
 from ..config import ProbeConfig, ResizePolicy
 from ..errors import InputError, InsufficientDataError, OutputError, UnlearnGuardError
 from ..io import ImageSet, load_image_set
@@ -184,6 +187,7 @@ class GateConfig:
     overwrite: bool = False
     thumbnails: int = 8
     progress: bool = True
+    distributed: bool | None = None  # None: shard over an initialised group of 2+ ranks (gate/sharded.py)
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
@@ -251,7 +255,8 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
 
 
 def load_and_probe(source: str, checkpoint: Checkpoint, concept: ImageSet, reference: ImageSet | None,
-                   probe_config: ProbeConfig, device: str | None = None, dtype: str | None = None) -> ProbeResult:
+                   probe_config: ProbeConfig, device: str | None = None, dtype: str | None = None,
+                   distributed: bool | None = False) -> ProbeResult:
     """Load the base model with the checkpoint's weights on top and probe it.
 
     Errors of ours (bad weights, bad input, non-finite values) propagate as they are; any other
@@ -263,7 +268,7 @@ def load_and_probe(source: str, checkpoint: Checkpoint, concept: ImageSet, refer
     model = load_model(source, unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
                        lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device))
     try:
-        return probe(model, concept, reference=reference, config=probe_config)
+        return probe(model, concept, reference=reference, config=probe_config, distributed=distributed)
     except UnlearnGuardError:
         raise
     except Exception as error:  # torch/diffusers failures inside the probe: exit code 3, not a traceback
@@ -280,6 +285,11 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     any compute when the folder is unwritable, and naming what stays cached when a later write fails.
     """
     notice = notice or echo
+    group = distributed_work.resolve(config.distributed, "distributed")
+    if group is not None:  # several ranks (torchrun, accelerate launch, srun): shard the work
+        from .sharded import run_gate_sharded
+
+        return run_gate_sharded(config, group, echo, notice)
     # 0. cheap checks before any model is loaded
     output = Path(config.output)
     check_output(output, config.resume, config.overwrite)

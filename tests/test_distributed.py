@@ -1,0 +1,275 @@
+"""Data-parallel probing, gating and monitoring on torch.distributed: 2 gloo ranks on CPU.
+
+The multi-process cases start real processes (each costs ~10 s of imports on 2 busy cores), so
+they are grouped: one 2-rank launch runs the probe, DDP and accelerate scenarios
+(tests/helpers/distributed_workers.py), and the gate runs under torchrun and under a direct,
+srun-like launch (RANK/WORLD_SIZE/MASTER_* set by hand), once with a rank killed mid-gate.
+Every launch has a timeout, and every liveness timeout is seconds, so nothing here can hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _gate_helpers import gate_args, run_cli, world_inputs
+from unlearn_guard import distributed as distributed_work
+from unlearn_guard.errors import InputError
+
+TESTS = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+# The gate's knobs in these tests: fast (10 steps, so the memory score is defined), 4 + 4 images.
+GATE_KNOBS = ["--preset", "fast", "--set", "bootstrap_samples=50", "--thumbnails", "2", "--quiet", "--threads", "1"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **extra}
+
+
+# --------------------------------------------------------------------------- no process group
+@pytest.mark.parametrize("weights, world, expected", [
+    ([1, 1, 1, 1], 2, [range(0, 2), range(2, 4)]),
+    ([4, 1, 4], 2, [range(0, 1), range(1, 3)]),       # the partial chunk goes with its neighbour
+    ([4, 4, 4, 4, 4], 2, [range(0, 2), range(2, 5)]),
+    ([1, 1], 4, [range(0), range(0, 1), range(0), range(1, 2)]),  # fewer units than ranks: some idle
+    ([2, 2, 2], 1, [range(0, 3)]),
+])
+def test_shards_are_contiguous_balanced_and_cover_every_unit_once(weights, world, expected):
+    bounds = distributed_work.shard_bounds(weights, world)
+    assert bounds == expected
+    assert [i for part in bounds for i in part] == list(range(len(weights)))
+
+
+def test_distributed_true_without_a_process_group_is_a_clear_error(tiny_model, tiny_images):
+    from unlearn_guard.probe import probe
+
+    with pytest.raises(InputError, match=r"distributed=True: no torch.distributed process group is initialised"):
+        probe(tiny_model, tiny_images[:2], "p", config="fast", distributed=True)
+    with pytest.raises(InputError, match=r"distributed: got 'yes'; expected True, False or None"):
+        distributed_work.resolve("yes")
+    assert distributed_work.resolve(None) is None and not distributed_work.would_shard(None)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dead_after_s": 0}, "'dead_after_s': got 0; expected a number of seconds > 0"),
+    ({"heartbeat_s": 5.0, "dead_after_s": 6.0}, "expected at least twice heartbeat_s"),
+    ({"patience": 3}, "unknown setting"),
+])
+def test_timeouts_validate_themselves(changes, message):
+    before = distributed_work.configure()
+    with pytest.raises(InputError, match=message):
+        distributed_work.configure(**changes)
+    assert distributed_work.configure() == before
+
+
+# --------------------------------------------------------------------------- 2 ranks: probe, DDP, accelerate
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Run every scenario of distributed_workers.py on 2 gloo ranks; {scenario: [rank 0, rank 1]}."""
+    out = tmp_path_factory.mktemp("ranks")
+    scenarios = ["probe", "ddp_monitor", "accelerate", "stalled"]
+    port = free_port()
+    command = ("from helpers.distributed_workers import run; "
+               f"run({{rank}}, 2, {port}, {str(out)!r}, {scenarios!r})")
+    procs = [subprocess.Popen([sys.executable, "-c", command.format(rank=rank)], env=environment(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and not (out / "stalled.rank0.done").exists():
+            if procs[0].poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        procs[1].kill()  # it stalls on purpose in the last scenario
+        procs[0].wait(timeout=max(1.0, deadline - time.monotonic()))
+    logs = [proc.communicate()[0] for proc in procs]
+    found = {}
+    for name in scenarios:
+        found[name] = []
+        for rank in range(2):
+            path = out / f"{name}.rank{rank}.pt"
+            found[name].append(torch.load(path, weights_only=False) if path.exists() else None)
+    found["out"], found["logs"] = out, logs
+    return found
+
+
+def _scenario(two_ranks, name):
+    ranks = two_ranks[name]
+    for rank, found in enumerate(ranks):
+        assert found is not None, f"rank {rank} wrote no {name} result; its log:\n{two_ranks['logs'][rank][-3000:]}"
+        assert "exception" not in found, f"rank {rank}, {name}:\n{found['exception']}"
+    return ranks
+
+
+def test_sharded_probe_equals_one_process_bitwise_on_every_rank(two_ranks):
+    rank0, rank1 = _scenario(two_ranks, "probe")
+    assert rank0["dict"] == rank1["dict"]  # the same ProbeResult on every rank, provenance included
+    for shared, alone in ((rank0["shared"], rank0["alone"]), (rank0["auto"], rank0["auto_alone"])):
+        for key in ("erased_nll", "erased_psnr", "reference_nll", "reference_psnr", "erased_seeds", "reference_seeds",
+                    "erased_reconstructions", "normal"):
+            assert torch.equal(shared[key], alone[key]), key  # bitwise, not close
+        assert shared["d_n"] == alone["d_n"] and shared["memory"] == alone["memory"]  # values and intervals
+        assert shared["evaluations"] == alone["evaluations"] and shared["notes"] == alone["notes"]
+    assert rank0["shared"]["memory"] is not None
+    # Negative control: other chunks move the numbers, so the bitwise match above is no accident.
+    assert not torch.equal(rank0["batch_one"]["erased_seeds"], rank0["alone"]["erased_seeds"])
+    record = rank0["dict"]["provenance"]["distributed"]
+    assert record["world_size"] == 2 and record["backend"] == "gloo" and record["sharded"] and record["units"] == 5
+    assert rank0["alone_provenance"] == {"world_size": 2, "backend": "gloo", "sharded": False}
+    out = two_ranks["out"]
+    assert (out / "probe_result.rank0.json").exists() and not (out / "probe_result.rank1.json").exists()
+
+
+def test_ddp_monitor_probes_on_every_rank_and_decides_alike(two_ranks):
+    rank0, rank1 = _scenario(two_ranks, "ddp_monitor")
+    assert rank0["shards"] and rank1["shards"]
+    assert rank0["checksum"] == rank1["checksum"]  # DDP kept the weights identical
+    assert rank0["history"] == rank1["history"]  # records, failure included, minus each rank's own seconds
+    assert rank0["steps"] == rank1["steps"]  # stop and weight after every step
+    history = rank0["history"]
+    assert [(r["step"], r["error"] is None) for r in history] == [(2, True), (4, False), (6, True)]
+    assert history[1]["error"] == ("RankFailure: the probe: rank 1 of 2 failed: RuntimeError: out of memory "
+                                   "(injected on rank 1)")
+    assert rank0["failures"] == rank1["failures"] == 1
+    assert rank0["steps"][-1][:2] == (6, True) and rank0["stop_reason"] == rank1["stop_reason"] == "patience"
+    assert rank0["alone_d_n"] == history[0]["d_n"]  # what one process measures on the same weights
+
+
+def test_accelerate_probe_shares_the_work_and_the_decision(two_ranks):
+    rank0, rank1 = _scenario(two_ranks, "accelerate")
+    assert rank0["num_processes"] == rank1["num_processes"] == 2 and "MULTI_CPU" in rank0["distributed_type"]
+    assert rank0["history"] == rank1["history"] and rank0["steps"] == rank1["steps"]
+    assert [r["step"] for r in rank0["history"]] == [2, 4] and all(r["error"] is None for r in rank0["history"])
+    assert rank0["steps"][-1][:2] == (4, True)  # patience 1: the second probe stops both processes
+    assert rank0["last_record_step"] == rank1["last_record_step"] == 4
+    # the trackers live on the main process: one entry per probe, at its step
+    assert [step for step, _ in rank0["logged"]] == [2, 4] and rank1["logged"] == []
+    assert "circle/d_n" in rank0["logged"][0][1]
+
+
+def test_a_rank_that_stops_answering_is_named_within_the_timeout(two_ranks):
+    found = two_ranks["stalled"][0]
+    assert found is not None and "exception" not in found, two_ranks["logs"][0][-3000:]
+    assert found["ranks"] == [1] and found["exit_code"] == 3
+    assert found["error"].startswith("the stalled operation: rank 1 of 2 stopped answering (no heartbeat for")
+    assert 3.0 <= found["seconds"] < 15.0  # dead_after_s = 3: bounded, never a hang
+
+
+# --------------------------------------------------------------------------- the gate on 2 ranks
+@pytest.fixture(scope="module")
+def gate_world(tmp_path_factory):
+    """Image folders (4 + 4) and 3 ESD-LoRA checkpoints; the one-process gate's report beside them."""
+    root = world_inputs(tmp_path_factory.mktemp("gate_world"), images=4, save_at=(2, 4, 6), ddim_steps=4)
+    import unlearn_guard.cli as cli
+
+    code = cli.main(gate_args(root, root / "one", "--checkpoints", str(root / "checkpoints"), *GATE_KNOBS))
+    return root, code, json.loads((root / "one" / "gate.json").read_text())
+
+
+def numbers(report: dict) -> dict:
+    """Everything in gate.json that is a result (not a timing, a path or provenance)."""
+    found = {key: report[key] for key in ("verdict", "passed", "reasons", "thresholds", "config", "seed", "inputs")}
+    found["checkpoints"] = []
+    for record in report["checkpoints"]:
+        probe = record["probe"]
+        found["checkpoints"].append({
+            **{k: record[k] for k in ("name", "step", "memory", "d_n", "ci_low", "ci_high", "psnr_mean", "nll_mean",
+                                      "diverged", "notes", "verdict", "reasons", "cache_key", "normal_nll",
+                                      "thumbnails", "weight_sha256")},
+            "images": [probe[part]["images"] for part in ("erased", "reference")],
+            "probe": {k: probe[k] for k in ("memory", "memory_distance", "config", "normal")},
+            "evaluations": [probe[part]["summary"]["unet_evaluations"] for part in ("erased", "reference")],
+        })
+    return found
+
+
+def torchrun(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    command = [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()), *argv]
+    return subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_gate_under_torchrun_equals_one_process(gate_world, tmp_path):
+    root, code, one = gate_world
+    done = torchrun(["-m", "unlearn_guard.cli", *gate_args(root, tmp_path / "two", "--checkpoints",
+                                                           str(root / "checkpoints"), *GATE_KNOBS)])
+    two = json.loads((tmp_path / "two" / "gate.json").read_text())
+    assert numbers(two) == numbers(one)
+    assert (done.returncode == 0) == (code == 0), done.stderr[-3000:]  # torchrun exits 1 for any rank's 1
+    assert two["checkpoints"][0]["memory"] is not None  # the decision read a defined memory score
+    assert two["provenance"]["distributed"] == {"world_size": 2, "backend": "gloo", "sharded": True}
+    assert two["checkpoints"][0]["probe"]["provenance"]["distributed"]["ranks"] == [0, 1]
+    assert done.stdout.count("gate: ") == 1  # rank 0 speaks for both
+
+
+def _killed_gate(root: Path, output: Path, launcher: str) -> tuple[subprocess.CompletedProcess | list, float]:
+    """The gate with rank 1 SIGKILLed as it starts the second checkpoint (index 1)."""
+    argv = [str(TESTS / "helpers" / "gate_rank_dies.py"), "1", "1",
+            *gate_args(root, output, "--checkpoints", str(root / "checkpoints"), *GATE_KNOBS, "--rank-timeout", "5")]
+    started = time.monotonic()
+    if launcher == "torchrun":
+        return torchrun(argv), time.monotonic() - started
+    port = free_port()  # as srun starts ranks: each process gets RANK / WORLD_SIZE / MASTER_* itself
+    procs = [subprocess.Popen([sys.executable, *argv], env=environment(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    results = [proc.communicate(timeout=240) + (proc.returncode,) for proc in procs]
+    return results, time.monotonic() - started
+
+
+def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, tmp_path):
+    root, code, one = gate_world
+    # 1. Direct launch (srun-like): the survivor names the dead rank and exits 3.
+    ranks, seconds = _killed_gate(root, tmp_path / "direct", "direct")
+    (out0, err0, code0), (_, _, code1) = ranks
+    assert code1 == -9 and code0 == 3, err0[-3000:]
+    error = [line for line in err0.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in err0, err0[-3000:]
+    assert error[0].startswith("error: probe failed: checkpoint round 2 of 3 (checkpoint-4): rank 1 of 2 died "
+                               "(its process ")
+    assert error[0].endswith(f"the 1 checkpoint result(s) finished in this run are cached in "
+                             f"{str(tmp_path / 'direct' / 'cache')!r}: rerun with --resume")
+    assert seconds < 120
+    assert len(list((tmp_path / "direct" / "cache").glob("*.json"))) == 1
+    # 2. torchrun: the agent stops the survivor with SIGTERM, or the survivor saw the death first;
+    #    either way it says which rank died and exits 3, and torchrun's summary names rank 1 too.
+    done, _ = _killed_gate(root, tmp_path / "elastic", "torchrun")
+    assert done.returncode != 0
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "rank 1 of 2 died (its process" in error[0], done.stderr[-3000:]
+    assert error[0].startswith(("error: probe failed: stopped by the launcher (SIGTERM) after rank 1 of 2 died",
+                                "error: probe failed: checkpoint round 2 of 3 (checkpoint-4): rank 1 of 2 died"))
+    assert "exitcode  : 3" in done.stderr and "rank      : 1 (local_rank: 1)" in done.stderr
+    assert len(list((tmp_path / "elastic" / "cache").glob("*.json"))) == 1
+    # 3. --resume on 2 ranks finishes the killed run: the cached checkpoint is reused, nothing is lost,
+    #    and the report equals the uninterrupted one-process report.
+    resumed = torchrun(["-m", "unlearn_guard.cli", *gate_args(root, tmp_path / "elastic", "--checkpoints",
+                                                              str(root / "checkpoints"), *GATE_KNOBS, "--resume")])
+    report = json.loads((tmp_path / "elastic" / "gate.json").read_text())
+    assert "resumed 1 of 3 checkpoints from cache" in resumed.stdout, resumed.stderr[-3000:]
+    assert [c["from_cache"] for c in report["checkpoints"]] == [True, False, False]
+    assert report["resumed_from_cache"] == 1
+    assert numbers(report) == numbers(one)
+    assert len(list((tmp_path / "elastic" / "cache").glob("*.json"))) == 3
+    # 4. The cache the ranks wrote serves one process too: everything resumed, the same report.
+    import unlearn_guard.cli as cli
+
+    assert cli.main(gate_args(root, tmp_path / "elastic", "--checkpoints", str(root / "checkpoints"), *GATE_KNOBS,
+                              "--resume")) == code
+    alone = json.loads((tmp_path / "elastic" / "gate.json").read_text())
+    assert alone["resumed_from_cache"] == 3 and numbers(alone) == numbers(one)

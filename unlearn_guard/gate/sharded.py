@@ -1,0 +1,303 @@
+"""The release gate on several ranks (torchrun, accelerate launch, srun): same report, less wall time.
+
+`run_gate` hands over here when a process group of more than one rank is initialised. Order of
+work, each step one `Session.gather` (unlearn_guard.distributed), so an error or a dead rank on
+any rank stops every rank within a bounded time:
+  0. Every rank loads and checks the image folders; rank 0 also checks the output folder, hashes
+     every checkpoint's weights, and plans: reuse a result of this run (identical weights), take
+     one from the cache (--resume), or probe. The plan goes to every rank.
+  1. The checkpoints to probe go in rounds, each round with at least as many units (chunks of
+     concept or reference images, cut where one process cuts them) as there are ranks. Each rank
+     loads the checkpoints its slice of the round touches and probes its units. Rank 0 turns a
+     gathered round into results, d_N and memory scores, and caches each checkpoint atomically at
+     the start of the next round: a rank that dies loses the round in flight at most.
+  2. Rank 0 decides, writes gate.json and report.html, and every rank returns the same report.
+The numbers equal a one-process run's (each image is computed in the same batch); only the
+timings and the provenance's "distributed" record differ.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import distributed as distributed_work
+from ..errors import OutputError, UnlearnGuardError
+from ..io import ImageSet
+from ..models.checks import warn_long_prompts
+from ..probe import (
+    ProbeFailure,
+    ProbeUnit,
+    _auto_batch_size,
+    finish_probe,
+    prepare_model,
+    probe_units,
+    run_unit,
+    seed_shape_of,
+    sets_from_units,
+)
+from ..inversion.schedule import ddim_schedule
+from ..provenance import provenance
+from ..results import check_writable_folder
+from .cache import ResultCache, cache_key
+from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
+from .decision import decide, overall
+from .runner import (
+    CACHE_DIR,
+    GateConfig,
+    build_report,
+    check_device,
+    check_dtype,
+    check_output,
+    checkpoint_entry,
+    load_folder,
+    model_resolution,
+    resolve_model_source,
+    summary_line,
+    write_reports,
+)
+
+
+def _rounds(plan: list[dict[str, Any]], units_per_checkpoint: int, world_size: int) -> list[list[int]]:
+    """Checkpoint indices to probe, grouped so each round has at least `world_size` units."""
+    rounds, current = [], []
+    for item in plan:
+        if item["action"] != "probe":
+            continue
+        current.append(item["index"])
+        if len(current) * units_per_checkpoint >= world_size:
+            rounds.append(current)
+            current = []
+    if current:
+        rounds.append(current)
+    return rounds
+
+
+def _trim(output: dict[str, Any], thumbnails: int) -> dict[str, Any]:
+    """Send only the reconstructions a report shows (the first `thumbnails` concept images)."""
+    recon = output.get("reconstructions")
+    if recon is None:
+        return output
+    keep = sum(1 for i in output["indices"] if output["label"] == "erased" and i < thumbnails)
+    return {**output, "reconstructions": recon[:keep], "reconstruction_shape": tuple(recon.shape)}
+
+
+def _pad(output: dict[str, Any]) -> dict[str, Any]:
+    shape = output.get("reconstruction_shape")
+    if shape is None:
+        return output
+    full = torch.zeros(shape, dtype=output["reconstructions"].dtype)
+    full[: len(output["reconstructions"])] = output["reconstructions"]
+    return {**output, "reconstructions": full}
+
+
+def _cached_line(cache: ResultCache, count: int) -> str:
+    if count == 0:
+        return "no checkpoint had finished in this run"
+    return f"the {count} checkpoint result(s) finished in this run are cached in {str(cache.folder)!r}: rerun with --resume"
+
+
+def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: Callable[[str], None],
+                     notice: Callable[[str], None]) -> dict[str, Any]:
+    """`run_gate` on every rank of `group`; every rank returns the report rank 0 wrote."""
+    main = group.is_main
+    output = Path(config.output)
+    cache = ResultCache(output / CACHE_DIR)
+    local: dict[str, Any] = {"cached": 0, "probing": False}
+    device_name = distributed_work.local_device(config.device)
+
+    # 0. checks on every rank; output checks, hashes and the plan on rank 0
+    def prepare() -> dict[str, Any] | None:
+        if main:
+            check_output(output, config.resume, config.overwrite)
+        device = check_device(device_name)
+        check_dtype(config.dtype)
+        source = resolve_model_source(config.model)
+        resolution = model_resolution(source)
+        probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
+        concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
+        reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
+                                resize=probe_config.resize)
+        local.update(device=device, source=source, probe_config=probe_config,
+                     sets={"erased": concept, "reference": reference})
+        if not main:
+            return None
+        fingerprint = model_fingerprint(source)
+        check_writable_folder(output, "--output")
+        if cache.folder.is_dir():
+            check_writable_folder(cache.folder, "--output")
+        pairs = (list(zip(concept.sha256, concept.prompts)), list(zip(reference.sha256, reference.prompts)))
+        # As the one-process gate: a key probed earlier in this run is reused, one in the cache is
+        # resumed (each time it appears), anything else is probed.
+        plan, probed_as = [], {}
+        for index, checkpoint in enumerate(config.checkpoints):
+            hashes = weight_hashes(checkpoint.weights)
+            key = cache_key(fingerprint, hashes, *pairs, probe_config.to_dict(),
+                            extra={"thumbnails": min(config.thumbnails, len(concept))})
+            item = {"index": index, "key": key, "hashes": hashes, "action": "probe", "source": index,
+                    "reused_from": None}
+            entry = None if key in probed_as or not config.resume else cache.get(key)
+            if key in probed_as:
+                item.update(action="reuse", source=probed_as[key], reused_from=config.checkpoints[probed_as[key]].name)
+            elif entry is not None:
+                item["action"] = "cached"
+                local.setdefault("entries", {})[index] = entry
+            else:
+                probed_as[key] = index
+            plan.append(item)
+        local["fingerprint"] = fingerprint
+        return {"plan": plan}
+
+    try:
+        plan = group.gather(prepare, "the gate's checks")[0]["plan"]
+        probe_config, sets = local["probe_config"], local["sets"]
+        kind = local["device"].type if local["device"] is not None else "cpu"
+        sizes = {label: _auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
+        per_checkpoint = sum(len(probe_units(label, len(part), sizes[label])) for label, part in sets.items())
+        rounds = _rounds(plan, per_checkpoint, group.world_size)
+        entries: dict[int, dict[str, Any]] = local.get("entries", {})
+        pending: list[tuple[list[int], list[Any]]] = []  # gathered rounds rank 0 has not cached yet
+        local["probing"] = True
+        bar = tqdm(total=len(rounds), desc=f"gate on {group.world_size} ranks", unit="round",
+                   disable=not (config.progress and main) or len(rounds) < 2)
+        for number, indices in enumerate(rounds, 1):
+            names = ", ".join(config.checkpoints[i].name for i in indices)
+
+            def produce(indices: list[int] = indices) -> dict[str, Any]:
+                if main:
+                    _cache_rounds(pending, plan, entries, config, sets, probe_config, cache, group, local)
+                units = [unit for i in indices for label, part in sets.items()
+                         for unit in probe_units(label, len(part), sizes[label], tag=i)]
+                mine = [units[k] for k in group.shard([len(unit.indices) for unit in units])]
+                return _probe_units(mine, config, local, group)
+
+            parts = group.gather(produce, f"checkpoint round {number} of {len(rounds)} ({names})")
+            pending.append((indices, parts))
+            bar.update(1)
+        bar.close()
+
+        # 2. decide and report on rank 0; every rank returns the same report
+        def report() -> dict[str, Any] | None:
+            if not main:
+                return None
+            _cache_rounds(pending, plan, entries, config, sets, probe_config, cache, group, local)
+            return _decide_and_write(config, plan, entries, local, group, echo, notice, cache, output)
+
+        return group.gather(report, "the gate's report")[0]
+    except (distributed_work.RankFailure, distributed_work.LauncherStopped) as error:
+        if not local["probing"]:
+            raise
+        where = _cached_line(cache, local["cached"]) if main else "rank 0 cached each finished checkpoint: rerun with --resume"
+        raise type(error)(f"{error}; {where}", error.exit_code, error.ranks) from error
+
+
+def _load(checkpoint: Checkpoint, config: Any, local: dict[str, Any]) -> Any:
+    from ..models.loading import load_model
+
+    weights = checkpoint.weights
+    model = load_model(local["source"], unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
+                       lora=weights.lora, torch_dtype=check_dtype(config.dtype), device=local["device"])
+    model, fused_ops = prepare_model(model, local["probe_config"])
+    warn_long_prompts(model, local["sets"])
+    return model, fused_ops
+
+
+def _probe_units(units: list[ProbeUnit], config: Any, local: dict[str, Any],
+                 group: distributed_work.Session) -> dict[str, Any]:
+    """This rank's units of a round: load each checkpoint they touch once, probe, return CPU outputs."""
+    probe_config = local["probe_config"].replace(keep_seeds=False)  # the report keeps no seeds
+    outputs, records, seconds = [], {}, {}
+    model = None
+    batch_size = [max(len(unit.indices) for unit in units)] if units else [1]
+    for unit in units:
+        group.check()
+        checkpoint = config.checkpoints[unit.tag]
+        started = time.perf_counter()
+        try:
+            if model is None or model[0] != unit.tag:
+                model = None  # free the previous checkpoint's model before loading the next
+                loaded, fused_ops = _load(checkpoint, config, local)
+                model = (unit.tag, loaded, ddim_schedule(loaded.scheduler_config, probe_config.inversion.num_steps))
+                records[unit.tag] = {**provenance(loaded.device, loaded.dtype, seed=probe_config.seed,
+                                                  model_source=loaded.source, fused_ops=fused_ops),
+                                     "seed_shape": seed_shape_of(loaded, local["sets"]["erased"])}
+            _, loaded, schedule = model
+            with torch.no_grad():
+                result = run_unit(loaded, local["sets"][unit.label], unit, schedule, probe_config, batch_size)
+        except UnlearnGuardError:
+            raise
+        except Exception as error:  # torch/diffusers failures: a failed probe (exit code 3), as load_and_probe says
+            raise ProbeFailure(f"probing {checkpoint.name} failed: {type(error).__name__}: {error}") from error
+        outputs.append({**_trim(result, config.thumbnails), "tag": unit.tag})
+        seconds[unit.tag] = seconds.get(unit.tag, 0.0) + time.perf_counter() - started
+    return {"outputs": outputs, "records": records, "seconds": seconds}
+
+
+def _cache_rounds(pending: list, plan: list[dict[str, Any]], entries: dict[int, dict[str, Any]], config: Any,
+                  sets: dict[str, ImageSet], probe_config: Any, cache: ResultCache, group: distributed_work.Session,
+                  local: dict[str, Any]) -> None:
+    """Rank 0: turn gathered rounds into checkpoint results and cache each one."""
+    while pending:
+        indices, parts = pending.pop(0)
+        for index in indices:
+            checkpoint = config.checkpoints[index]
+            outputs = [_pad(o) for part in parts for o in part["outputs"] if o["tag"] == index]
+            record = next(part["records"][index] for part in parts if index in part["records"])
+            seed_shape = record.pop("seed_shape")
+            record["distributed"] = {**group.describe(), "units": len(outputs),
+                                     "ranks": [r for r, part in enumerate(parts) if index in part["seconds"]]}
+            results = sets_from_units(outputs, sets, probe_config.replace(keep_seeds=False))
+            result = finish_probe(results["erased"], results["reference"], seed_shape, probe_config, None, record)
+            seconds = max(part["seconds"].get(index, 0.0) for part in parts)
+            entry = checkpoint_entry(checkpoint, result, sets["erased"], config.thumbnails, plan[index]["hashes"], seconds)
+            try:
+                cache.put(plan[index]["key"], entry)
+            except OutputError as error:
+                raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
+                                  f"{_cached_line(cache, local['cached'])}") from None
+            local["cached"] += 1
+            entries[index] = entry
+
+
+def _decide_and_write(config: Any, plan: list[dict[str, Any]], entries: dict[int, dict[str, Any]],
+                      local: dict[str, Any], group: distributed_work.Session, echo: Callable[[str], None],
+                      notice: Callable[[str], None], cache: ResultCache, output: Path) -> dict[str, Any]:
+    """Rank 0: the records in checkpoint order, as the one-process gate makes them; then the reports."""
+    records, decisions, reused = [], {}, []
+    resumed = sum(1 for item in plan if item["action"] == "cached")
+    for item in plan:
+        checkpoint = config.checkpoints[item["index"]]
+        reused_from = item["reused_from"]
+        entry = entries[item["source"]]
+        from_cache = item["action"] == "cached"
+        if reused_from is not None:
+            reused.append(f"{checkpoint.name} (same as {reused_from})")
+            from_cache = False
+        if reused_from is not None or from_cache:
+            entry = {**entry, **checkpoint.to_dict(), "weight_sha256": item["hashes"]}
+        decision = decide(entry, config.thresholds)
+        decisions[checkpoint.name] = decision
+        records.append({**entry, "cache_key": item["key"], "from_cache": from_cache, "reused_from": reused_from,
+                        **decision.to_dict()})
+        echo(f"{checkpoint.name}: {summary_line(entry)} -> {decision.verdict.upper()}"
+             + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
+    if config.resume:
+        notice(f"resumed {resumed} of {len(config.checkpoints)} checkpoints from cache ({cache.folder})")
+    if reused:
+        notice(f"reused this run's result for {len(reused)} checkpoint(s) with identical weights: {', '.join(reused)}")
+    verdict = overall(decisions)
+    report = build_report(config, local["fingerprint"], local["sets"]["erased"], local["sets"]["reference"],
+                          local["probe_config"], records, verdict, resumed,
+                          local["device"], reused=len(reused))
+    report["provenance"]["distributed"] = group.describe()
+    try:
+        write_reports(report, output)
+    except OutputError as error:
+        raise OutputError(f"--output: {error}; all {len(records)} checkpoint result(s) are cached in "
+                          f"{str(cache.folder)!r}: rerun with --resume once the output can be written, "
+                          "nothing will be probed again") from None
+    return report
