@@ -142,3 +142,34 @@ def test_probe_reconstructs_shipped_world_images():
 # paper's floor for "the model still reconstructs the concept".
 MIN_GENERATED_ACCURACY = 0.8
 MIN_PROBE_PSNR = 25.0
+
+
+# ----------------------------------------------------------------------------- the retrained worlds (ground truth)
+@pytest.mark.parametrize("shape", ["circle", "square"])
+def test_shipped_retrained_worlds_are_the_exclude_commands(shape):
+    from unlearn_guard.world import retrained_world_dir
+
+    report, full = training_report(retrained_world_dir(shape)), training_report()
+    assert report["excluded_shape"] == shape and report["training_images"] < report["training_images_drawn"] == 24000
+    same = {k: v for k, v in report["config"].items() if k not in ("exclude", "threads")}
+    assert same == {k: v for k, v in full["config"].items() if k not in ("exclude", "threads")}
+    assert "copied" in report["classifier_source"] and report["vae_psnr_mean"] > 28
+
+
+@pytest.mark.parametrize("shape", ["circle", "square"])
+def test_a_retrained_world_cannot_draw_its_shape_and_draws_the_others(shape):
+    from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy
+
+    classifier = load_classifier()
+    never, original = load_world_model(without=shape), load_world_model()
+    # Measured (16 images, these seeds): circle 0.19 / square 0.00 retrained vs 1.00 / 1.00 original; kept 0.95 / 0.88.
+    assert accuracy_from_prompt(never, classifier, shape, 16, 123) <= 0.25
+    assert accuracy_from_prompt(original, classifier, shape, 16, 123) >= 0.8
+    assert kept_accuracy(never, classifier, shape, 8, 456) >= 0.7
+
+
+def test_an_unshipped_retrained_world_is_a_clear_error():
+    from unlearn_guard.errors import ModelError
+
+    with pytest.raises(ModelError, match="no shipped world retrained without 'ring'; shipped: \\['circle', 'square'\\]"):
+        load_world_model(without="ring")

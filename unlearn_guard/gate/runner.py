@@ -55,11 +55,15 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def resolve_model_source(name: str) -> str:
-    """`shapes-world` -> the shipped small model's pipeline folder; anything else unchanged."""
-    if name == WORLD_MODEL_NAME:
-        from ..world import WEIGHTS_DIR
+    """`shapes-world` -> the shipped small model's pipeline folder, `shapes-world-without-<shape>`
+    -> the shipped world retrained without that shape (the ground truth of unlearning); anything
+    else unchanged."""
+    if name == WORLD_MODEL_NAME or name.startswith(WORLD_MODEL_NAME + "-without-"):
+        from ..world import WEIGHTS_DIR, retrained_world_dir
 
-        return str(WEIGHTS_DIR / "pipeline")
+        if name == WORLD_MODEL_NAME:
+            return str(WEIGHTS_DIR / "pipeline")
+        return str(retrained_world_dir(name.removeprefix(WORLD_MODEL_NAME + "-without-")) / "pipeline")
     return name
 
 

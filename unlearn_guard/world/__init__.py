@@ -2,10 +2,13 @@
 
     from unlearn_guard.world import load_world_model, load_classifier
     model = load_world_model()            # DiffusionModel via StableDiffusionPipeline.from_pretrained
+    never = load_world_model(without="circle")  # the world retrained without circles (ground truth)
     classifier = load_classifier()        # ShapeClassifier: which of SHAPES an image shows
     sets = probe_sets("circle", 8)        # E (circles) and R (other shapes) with prompts, for probe()
 
-The weights under `weights/` were produced by `unlearn-guard train-world` (see training.json).
+The weights under `weights/` were produced by `unlearn-guard train-world` (see training.json), and
+`weights/without-circle/`, `weights/without-square/` by `unlearn-guard train-world --exclude SHAPE`
+(same seed, config and steps; every scene of the shape dropped; the full world's classifier).
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ def _weights(folder: str | Path | None) -> Path:
     return path
 
 
+def retrained_world_dir(shape: str) -> Path:
+    """The shipped world retrained without `shape` (`train-world --exclude`): circle and square."""
+    folder = WEIGHTS_DIR / f"without-{shape}"
+    if not (folder / "pipeline" / "model_index.json").is_file():
+        shipped = sorted(p.name.removeprefix("without-") for p in WEIGHTS_DIR.glob("without-*") if p.is_dir())
+        raise ModelError(
+            f"no shipped world retrained without {shape!r}; shipped: {shipped}. Train one with "
+            f"`unlearn-guard train-world --exclude {shape} --output <folder>` and load that folder"
+        )
+    return folder
+
+
 def load_world_pipeline(folder: str | Path | None = None):
     """The shipped `StableDiffusionPipeline`, loaded from its local folder (no network)."""
     from diffusers import StableDiffusionPipeline
@@ -41,10 +56,13 @@ def load_world_pipeline(folder: str | Path | None = None):
     )
 
 
-def load_world_model(folder: str | Path | None = None):
-    """The shipped model as a `DiffusionModel` (float32, CPU)."""
+def load_world_model(folder: str | Path | None = None, *, without: str | None = None):
+    """The shipped model as a `DiffusionModel` (float32, CPU); `without="circle"` loads the world
+    retrained without that shape (the ground truth of unlearning; shipped for circle and square)."""
     from ..models.bundle import DiffusionModel
 
+    if without is not None:
+        folder = retrained_world_dir(without)
     pipe = load_world_pipeline(folder)
     return DiffusionModel.from_pipeline(pipe, source=f"shapes world ({_weights(folder)})")
 
@@ -72,6 +90,7 @@ __all__ = [
     "load_classifier",
     "load_world_model",
     "load_world_pipeline",
+    "retrained_world_dir",
     "make_dataset",
     "probe_sets",
     "render",

@@ -183,6 +183,7 @@ def train_world(
     from safetensors.torch import save_file
 
     torch.set_num_threads(config.threads)
+    commit = git_commit()  # the code that trains, not whatever HEAD is when the run ends
     timings = {}
     started = time.perf_counter()
     all_pixels, all_scenes, _ = make_dataset(config.dataset_size, config.seed)
@@ -259,7 +260,7 @@ def train_world(
         "timings": timings,
         "threads": torch.get_num_threads(),
         "versions": package_versions(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     return report
