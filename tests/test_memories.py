@@ -138,7 +138,8 @@ def test_bad_search_settings_are_named():
         MemorySearchConfig(fidelity="best")
     with pytest.raises(InputError, match="variant"):
         MemorySearchConfig(variant="code")
-    assert MemorySearchConfig(fidelity="mofc").steps == 3000
+    assert (MemorySearchConfig(fidelity="mofc").steps, MemorySearchConfig(fidelity="mofc").lr) == (3000, 1e-2)
+    assert (MemorySearchConfig().steps, MemorySearchConfig(decoder_lr=0.5).lr) == (300, 0.5)
     assert MemorySearchConfig.from_dict(MemorySearchConfig(memories=5).to_dict()) == MemorySearchConfig(memories=5)
 
 

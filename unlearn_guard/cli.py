@@ -226,7 +226,8 @@ def _probe_config(args: argparse.Namespace):
 def _search_config(args: argparse.Namespace):
     from .attacks.memories import MemorySearchConfig
 
-    return MemorySearchConfig(memories=args.memories, fidelity=args.fidelity, variant=args.variant)
+    return MemorySearchConfig(memories=args.memories, fidelity=args.fidelity, variant=args.variant,
+                              decoder_steps=args.decoder_steps)
 
 
 def _attack_settings(args: argparse.Namespace):
@@ -468,7 +469,9 @@ def _add_memory_search_arguments(parser: argparse.ArgumentParser, in_gate: bool)
                        help="memories per image, its own seed included (gate default: 4; probe: a value >= 2 turns "
                             "the search on)")
     group.add_argument("--fidelity", choices=["fast", "mofc"], default="fast",
-                       help="decoder-inversion budget: fast (default, 300 Adam steps) or mofc (MoFC's 3000)")
+                       help="decoder-inversion budget: fast (default, 300 Adam steps at lr 1e-1) or mofc (MoFC's "
+                            "3000 at lr 1e-2)")
+    group.add_argument("--decoder-steps", type=int, metavar="N", help="override the fidelity's decoder-inversion steps")
     group.add_argument("--variant", choices=["released", "paper"], default="released",
                        help="released (decode to 8 bits and re-encode before inverting, as the MoFC code; default) "
                             "or paper (invert the decoder-inverted latent directly)")
@@ -488,7 +491,8 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     ci.add_argument("--judge", metavar="SPEC",
                     help="what counts as the concept in a generated image: shapes-world:SHAPE (the shipped classifier) "
                          "or module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python path")
-    ci.add_argument("--ci-steps", type=int, metavar="N", help="textual-inversion steps (default: 500)")
+    ci.add_argument("--ci-steps", type=int, metavar="N", help="textual-inversion steps (default: 300, the small world's budget; "
+                                                             "the paper ran 5000 on SD 1.4)")
     ci.add_argument("--ci-lr", type=float, metavar="X", help="textual-inversion learning rate (default: 5e-3)")
     ci.add_argument("--ci-init-token", metavar="WORD",
                     help="word the new token starts from; one token of the model's tokenizer (default: shape)")

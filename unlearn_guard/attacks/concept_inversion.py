@@ -81,7 +81,8 @@ class ConceptInversionConfig:
             tokenizer. The paper starts from a generic word ("art" for styles). A word outside the
             vocabulary starts from the unknown token's row (a warning says so).
         templates: prompts with one "{}" where the token goes; drawn uniformly per image and step.
-        steps: optimiser steps (the paper: 5000 on SD 1.4).
+        steps: optimiser steps. The default, 300, is the small world's measured budget
+            (benchmarks/concept_inversion_attack.py); the paper ran 5000 on SD 1.4: raise it for real models.
         lr: AdamW learning rate on v* (the paper: 0.005 scaled by batch 4 x accumulation 4 = 0.08 for ESD).
         batch_size: images per step (drawn with replacement from the training images).
         weight_decay: AdamW weight decay (diffusers' textual inversion default, 1e-2).
@@ -92,7 +93,7 @@ class ConceptInversionConfig:
     token: str = "<concept>"
     init_token: str = "shape"
     templates: tuple[str, ...] = ("a {}",)
-    steps: int = 500
+    steps: int = 300
     lr: float = 5e-3
     batch_size: int = 8
     weight_decay: float = 1e-2

@@ -129,6 +129,9 @@ def decide(entry: dict[str, Any], thresholds: Thresholds) -> Decision:
 
 def _decide_multi_memory(part: dict[str, Any], threshold: float) -> tuple[bool, str]:
     memory = part.get("memory")
+    if threshold >= 1.0:  # every score is <= 1: the rule is off
+        shown = "not computed" if memory is None else _interval(*(float(memory[k]) for k in ("value", "ci_low", "ci_high")))
+        return True, f"multi-memory: best-of-M memory M = {shown}: not checked (--max-multi-memory 1 turns the rule off)"
     if memory is None:
         return False, "multi-memory: best-of-M memory score not computed: cannot show that it forgot"
     value, low, high = (float(memory[k]) for k in ("value", "ci_low", "ci_high"))
@@ -147,6 +150,9 @@ def _decide_concept_inversion(part: dict[str, Any], threshold: float) -> tuple[b
     if attack is None:
         return False, "concept-inversion: attack success not measured: cannot show that it forgot"
     rate, low, high = (float(attack[k]) for k in ("rate", "ci_low", "ci_high"))
+    if threshold >= 1.0:  # every rate is <= 1: the rule is off
+        return True, (f"concept-inversion: attack success {attack['successes']}/{attack['n']} = "
+                      f"{_interval(rate, low, high)}: not checked (--max-attack-success 1 turns the rule off)")
     ok = bool(high <= threshold)
     baseline = part.get("baseline")
     extra = "" if not baseline else f"; the plain prompt: {float(baseline['rate']):.3f}"

@@ -449,7 +449,12 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
 def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: ImageSet, reference: ImageSet,
                  probe_config: ProbeConfig, records: list[dict[str, Any]], verdict: Decision, resumed: int,
                  device: torch.device | None, reused: int = 0) -> dict[str, Any]:
-    first = records[0]["probe"]["provenance"] if records else {}
+    first = {}
+    if records:  # the device and dtype the attacks ran on, from whichever part recorded them
+        record = records[0]
+        first = ((record.get("probe") or {}).get("provenance")
+                 or (((record.get("concept_inversion") or {}).get("embedding")) or {}).get("provenance")
+                 or (record.get("multi_memory") or {}).get("provenance") or {})
     return {
         "kind": REPORT_KIND,
         "format_version": 3,  # 3: attacks (multi_memory, concept_inversion parts); 2: the memory score decides
