@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--compare", default="fidelity,variant",
                         help="extra runs on the original model: fidelity (mofc's 3000 steps), variant (paper); '' none")
     parser.add_argument("--decoder-steps", type=int, default=None, help="override the fast budget (smoke tests)")
+    parser.add_argument("--mofc-steps", type=int, default=None, help="override mofc's 3000 steps (smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-record", action="store_true")
@@ -105,7 +106,7 @@ def main() -> None:
         if name == "original":
             compare = [c for c in args.compare.split(",") if c]
             if "fidelity" in compare:
-                slow, slow_s = run(model, search.replace(fidelity="mofc", decoder_steps=None))
+                slow, slow_s = run(model, search.replace(fidelity="mofc", decoder_steps=args.mofc_steps))
                 rows.append(row(name, slow, slow_s))
                 agree.append((f"fast ({search.steps}) vs mofc ({slow.search.steps})", *agreement(result, slow)))
             if "variant" in compare:

@@ -27,6 +27,10 @@ CASES = {
     "memory_aware_erasure.py": ["--iterations", "2", "--pool", "2", "--images", "2", "--accuracy-images", "2",
                                 "--threads", "1"],
     "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
+    "concept_inversion_attack.py": ["--concepts", "circle", "--checkpoints", "1", "--images", "2", "--steps", "2",
+                                    "--generations", "2", "--threads", "1"],
+    "memory_search.py": ["--images", "2", "--memories", "2", "--preset", "fast", "--esd-iterations", "1",
+                         "--decoder-steps", "2", "--mofc-steps", "3", "--threads", "1"],
 }
 
 
