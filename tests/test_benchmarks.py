@@ -29,6 +29,10 @@ CASES = {
     "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
     # One 2-process launch (start-up dominates: ~20 s on 2 busy cores); 1 vs 2 is the real run's job.
     "distributed_scaling.py": ["--world-sizes", "2", "--images", "2", "--threads", "1", "--timeout", "600"],
+    "concept_inversion_attack.py": ["--concepts", "circle", "--checkpoints", "1", "--images", "2", "--steps", "2",
+                                    "--generations", "2", "--threads", "1"],
+    "memory_search.py": ["--images", "2", "--memories", "2", "--preset", "fast", "--esd-iterations", "1",
+                         "--decoder-steps", "2", "--mofc-steps", "3", "--threads", "1"],
 }
 
 

@@ -146,7 +146,7 @@ def test_the_api_says_unwritable_before_probing(world, tmp_path, monkeypatch):
     from unlearn_guard.gate.checkpoints import Checkpoint, Weights
     from unlearn_guard.gate.decision import Thresholds
 
-    monkeypatch.setattr(runner, "load_and_probe", lambda *a, **k: pytest.fail("probed before checking the output"))
+    monkeypatch.setattr(runner, "load_checkpoint_model", lambda *a, **k: pytest.fail("probed before checking the output"))
     (tmp_path / "blocker").write_text("x")
     config = runner.GateConfig(model="shapes-world", checkpoints=(Checkpoint("base", Weights()),),
                                concept_images=world / "concept", reference_images=world / "reference",
@@ -370,8 +370,9 @@ def test_threads_flag_sets_torchs_threads_for_the_command_only(world, tmp_path, 
     import unlearn_guard.gate.runner as runner
 
     seen = []
-    real = runner.load_and_probe
-    monkeypatch.setattr(runner, "load_and_probe", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    real = runner.load_checkpoint_model
+    monkeypatch.setattr(runner, "load_checkpoint_model",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
     torch.set_num_threads(1)
     code, _, _ = run_cli(gate_args(world, tmp_path / "out", *CHEAP, "--max-memory", "1", "--threads", "2"), capsys)
     assert code == 0 and seen == [2] and torch.get_num_threads() == 1

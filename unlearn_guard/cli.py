@@ -37,7 +37,9 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_PROBE_FAILED, EXIT_INTERRUPTED = 0, 1
 EXIT_CODES_HELP = """exit codes:
   0  every gated checkpoint passes (probe/report: done)
   1  at least one checkpoint still remembers (memory score's upper end > --max-memory, or
-     d_N's lower end < --min-dn, or mean PSNR > --max-psnr)
+     d_N's lower end < --min-dn, or mean PSNR > --max-psnr; with --attacks, also the best-of-M
+     memory score's upper end > --max-multi-memory, or the concept-inversion success rate's
+     Wilson upper end > --max-attack-success)
   2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
      that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
      unknown preset or --set key, bad threshold, missing device, an output that cannot be written
@@ -255,6 +257,28 @@ def _rank_timeouts(seconds: Any) -> dict[str, float]:
     return {"dead_after_s": value, "heartbeat_s": min(1.0, value / 4)}
 
 
+def _search_config(args: argparse.Namespace):
+    from .attacks.memories import MemorySearchConfig
+
+    return MemorySearchConfig(memories=args.memories, fidelity=args.fidelity, variant=args.variant,
+                              decoder_steps=args.decoder_steps)
+
+
+def _attack_settings(args: argparse.Namespace):
+    from .attacks.concept_inversion import ConceptInversionConfig
+    from .gate.attacks import AttackSettings, parse_attacks
+
+    changes = {"progress": not args.quiet}
+    for flag, name in (("ci_steps", "steps"), ("ci_lr", "lr"), ("ci_init_token", "init_token")):
+        if getattr(args, flag) is not None:
+            changes[name] = getattr(args, flag)
+    return AttackSettings(
+        attacks=parse_attacks(args.attacks), support_images=Path(args.support_images) if args.support_images else None,
+        search=_search_config(args), concept_inversion=ConceptInversionConfig(**changes), judge=args.judge,
+        generations=args.ci_generations,
+    )
+
+
 def _single_checkpoint(args: argparse.Namespace):
     from .gate.checkpoints import Checkpoint, Weights
 
@@ -294,16 +318,47 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
     if args.html:
         check_writable_folder(Path(args.html).parent, "--html", file=args.html)
     config = config.replace(keep_reconstructions=args.thumbnails > 0)
-    result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype,
-                            distributed=group is not None)
+    search = None
+    if args.memories is not None and args.memories > 1 or args.support_images:
+        from .gate.runner import load_support_folder
+
+        search = _search_config(args)
+        if args.memories is None or args.memories < 2:
+            raise InputError("--support-images: given, but the multi-memory search needs --memories M >= 2")
+        support = load_support_folder(args.support_images, search.memories - 1, sizing["resolution"],
+                                      config.resize) if args.support_images else None
+        if support is None:
+            raise InputError(f"--memories {args.memories}: the multi-memory search needs --support-images FOLDER "
+                             "(images of other content)")
+    if search is not None and group is not None:
+        raise InputError("--memories: under torchrun/accelerate launch/srun the probe shards the memory probe only; "
+                         "run the multi-memory search in one process")
+    if search is None:
+        result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype,
+                                distributed=group is not None)
+        found = None
+    else:
+        from .attacks.memories import find_memories
+        from .gate.attacks import multi_memory_part
+        from .gate.runner import attack_failures, load_checkpoint_model
+
+        model = load_checkpoint_model(source, checkpoint, args.device, args.dtype)
+        with attack_failures(checkpoint, "the multi-memory search of"):
+            found = find_memories(model, concept, support=support, search=search, reference=reference,
+                                  config=config.replace(keep_seeds=True, keep_reconstructions=True))
+        result = found.probe
     if group is not None and not group.is_main:
         return EXIT_PASS  # the same result as rank 0's, which writes it
     data = result.to_dict()
+    if found is not None:
+        data["multi_memory"] = multi_memory_part(found, concept, args.thumbnails)
     data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
                 weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
                 thumbnails=thumbnail_rows(concept, result, args.thumbnails))
     write_text_atomic(output, json.dumps(data, indent=1))
     out.info(result.summary_table())
+    if found is not None:
+        out.info(found.summary_table())
     out.essential(f"wrote {output}")
     if args.html:
         from .report.html import render_report
@@ -320,6 +375,10 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
             "psnr_mean": data["erased"]["summary"]["psnr_mean"], "nll_mean": data["erased"]["summary"]["nll_mean"],
             "diverged": data["erased"]["summary"]["diverged"], "notes": result.notes,
             "preset": config.preset, "output": str(output),
+            **({} if found is None else {"multi_memory": {
+                "memory": None if found.memory is None else {"value": found.memory.value, "ci_low": found.memory.ci_low,
+                                                             "ci_high": found.memory.ci_high},
+                **{k: v for k, v in found.summary().items() if k != "distinct_memories"}}}),
         }, default=str))
     return EXIT_PASS
 
@@ -331,8 +390,10 @@ def _gate(args: argparse.Namespace) -> int:
     from .gate.runner import GateConfig
 
     out = _Output(args)
-    calibrated = {} if args.max_memory is None else {"max_memory": args.max_memory}
+    calibrated = {key: getattr(args, key) for key in ("max_memory", "max_multi_memory", "max_attack_success")
+                  if getattr(args, key) is not None}
     thresholds = Thresholds(**calibrated, min_d_n=args.min_dn, max_psnr=args.max_psnr)
+    settings = _attack_settings(args)
     config = _probe_config(args)
     weights_given = any((args.unet_weights, args.text_encoder, args.lora))
     if args.checkpoints and weights_given:
@@ -344,7 +405,7 @@ def _gate(args: argparse.Namespace) -> int:
         model=args.model, checkpoints=tuple(checkpoints), concept_images=Path(args.concept_images),
         reference_images=Path(args.reference_images), thresholds=thresholds, probe=config, output=output,
         device=args.device, dtype=args.dtype, resume=args.resume, overwrite=args.overwrite,
-        thumbnails=args.thumbnails, progress=not args.quiet,
+        thumbnails=args.thumbnails, progress=not args.quiet, attacks=settings,
     )
     with _ranks(args) as group:
         if group is not None:
@@ -358,10 +419,21 @@ def _gate_on(args: argparse.Namespace, out: "_Output", config: Any, thresholds: 
     from .gate.runner import run_gate, verdict_json
 
     level = int(round(config.confidence * 100))
-    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when the "
-             f"memory score's {level}% upper end <= {thresholds.max_memory:g}"
-             + (f" and d_N's lower end >= {thresholds.min_d_n:g}" if thresholds.min_d_n is not None else "")
-             + (f" and mean PSNR <= {thresholds.max_psnr:g} dB" if thresholds.max_psnr is not None else ""))
+    rules = []
+    if "memory" in settings.attacks:
+        rules.append(f"the memory score's {level}% upper end <= {thresholds.max_memory:g}"
+                     + (f" and d_N's lower end >= {thresholds.min_d_n:g}" if thresholds.min_d_n is not None else "")
+                     + (f" and mean PSNR <= {thresholds.max_psnr:g} dB" if thresholds.max_psnr is not None else ""))
+    if "multi-memory" in settings.attacks:
+        rules.append(f"the best-of-{settings.search.memories} memory score's upper end <= "
+                     f"{thresholds.max_multi_memory:g} (multi-memory, {settings.search.variant}, "
+                     f"fidelity {settings.search.fidelity})")
+    if "concept-inversion" in settings.attacks:
+        rules.append(f"the concept-inversion success rate's Wilson upper end <= {thresholds.max_attack_success:g} "
+                     f"(judge {settings.judge}, {settings.concept_inversion.steps} steps, "
+                     f"{settings.generations} generations)")
+    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when "
+             + " and ".join(rules))
     report = run_gate(gate_config, echo=out.info, notice=out.essential)
     if out.silent:
         return EXIT_PASS if report["passed"] else EXIT_FAIL
@@ -449,6 +521,50 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                             "whose process is gone on the same host is seen at once)")
 
 
+def _add_memory_search_arguments(parser: argparse.ArgumentParser, in_gate: bool) -> None:
+    group = parser.add_argument_group("multi-memory search (MoFC's Sequential Inversion Block)"
+                                      + (": --attacks multi-memory" if in_gate else ""))
+    group.add_argument("--support-images", metavar="FOLDER",
+                       help="images of other content (no prompts.csv needed); memory j >= 1 of each concept image "
+                            "starts from support image j")
+    group.add_argument("--memories", type=int, default=4 if in_gate else None, metavar="M",
+                       help="memories per image, its own seed included (gate default: 4; probe: a value >= 2 turns "
+                            "the search on)")
+    group.add_argument("--fidelity", choices=["fast", "mofc"], default="fast",
+                       help="decoder-inversion budget: fast (default, 300 Adam steps at lr 1e-1) or mofc (MoFC's "
+                            "3000 at lr 1e-2)")
+    group.add_argument("--decoder-steps", type=int, metavar="N", help="override the fidelity's decoder-inversion steps")
+    group.add_argument("--variant", choices=["released", "paper"], default="released",
+                       help="released (decode to 8 bits and re-encode before inverting, as the MoFC code; default) "
+                            "or paper (invert the decoder-inverted latent directly)")
+
+
+def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("attacks")
+    group.add_argument("--attacks", default="memory", metavar="LIST",
+                       help="comma list of memory (the probe; default), multi-memory (needs --support-images), "
+                            "concept-inversion (needs --judge); each has its own threshold and every one must pass")
+    group.add_argument("--max-multi-memory", metavar="X", default=None,
+                       help="multi-memory: pass only when the best-of-M memory score's upper end <= X (default: the "
+                            "memory score's calibrated threshold)")
+    _add_memory_search_arguments(parser, in_gate=True)
+    ci = parser.add_argument_group("concept inversion (textual inversion against the checkpoint): "
+                                   "--attacks concept-inversion")
+    ci.add_argument("--judge", metavar="SPEC",
+                    help="what counts as the concept in a generated image: shapes-world:SHAPE (the shipped classifier) "
+                         "or module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python path")
+    ci.add_argument("--ci-steps", type=int, metavar="N", help="textual-inversion steps (default: 300, the small world's budget; "
+                                                             "the paper ran 5000 on SD 1.4)")
+    ci.add_argument("--ci-lr", type=float, metavar="X", help="textual-inversion learning rate (default: 5e-3)")
+    ci.add_argument("--ci-init-token", metavar="WORD",
+                    help="word the new token starts from; one token of the model's tokenizer (default: shape)")
+    ci.add_argument("--ci-generations", type=int, default=32, metavar="N",
+                    help="images generated with the learned token per checkpoint (default: 32)")
+    ci.add_argument("--max-attack-success", metavar="X", default=None,
+                    help="pass only when the attack success rate's Wilson upper end <= X (default: "
+                         "unlearn_guard.gate.decision.DEFAULT_MAX_ATTACK_SUCCESS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn-guard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -467,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--concept-images", required=True, metavar="FOLDER", help="images of the erased concept (E)")
     images.add_argument("--reference-images", metavar="FOLDER", help="images of other content (R); needed for d_N")
     _add_probe_arguments(probe)
+    _add_memory_search_arguments(probe, in_gate=False)
     probe.add_argument("--output", default="probe.json", metavar="FILE", help="JSON result (default: probe.json)")
     probe.add_argument("--html", metavar="FILE", help="also write the HTML report here")
     probe.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -490,7 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
                "      --concept-images unlearn_guard_outputs/demo/images/concept \\\n"
                "      --reference-images unlearn_guard_outputs/demo/images/reference\n"
                "  unlearn-guard gate --model CompVis/stable-diffusion-v1-4 --unet-weights ESD-nudity.pt \\\n"
-               "      --concept-images nudity/ --reference-images coco/ --device cuda --dtype bfloat16\n\n"
+               "      --concept-images nudity/ --reference-images coco/ --device cuda --dtype bfloat16\n"
+               "  unlearn-guard gate --model shapes-world --lora adapter/ --concept-images circles/ \\\n"
+               "      --reference-images others/ --attacks memory,concept-inversion --judge shapes-world:circle\n\n"
                + EXIT_CODES_HELP)
     _add_model_arguments(gate, checkpoints=True)
     images = gate.add_argument_group("images (folders with prompts.csv: file,prompt)")
@@ -503,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     thresholds.add_argument("--min-dn", metavar="X", help="also require d_N's lower end >= X (optional)")
     thresholds.add_argument("--max-psnr", metavar="DB", help="also require mean concept PSNR <= DB (optional)")
     _add_probe_arguments(gate)
+    _add_attack_arguments(gate)
     gate.add_argument("--output", default="unlearn_guard_outputs/gate", metavar="FOLDER",
                       help="folder for gate.json, report.html and cache/ (default: unlearn_guard_outputs/gate)")
     gate.add_argument("--resume", action="store_true", help="reuse cached checkpoint results in OUTPUT/cache")

@@ -16,6 +16,12 @@ Order of work:
      never re-probes) and overall; write gate.json, then report.html, each atomically.
 Under torchrun, accelerate launch or srun (a process group of 2+ ranks), `run_gate` hands over to
 `gate/sharded.py`: the same steps, the probing split across the ranks, the same report.
+
+Attacks (`--attacks`, gate/attacks.py): `memory` is the probe above. `multi-memory` and
+`concept-inversion` each add their part to the checkpoint's record, cached under their own key
+(the memory key plus the attack's settings), reused and resumed the same way. The model is loaded
+once per checkpoint, only when something has to be computed; when memory and multi-memory both
+have to be computed, one search gives both (its first memory is the probe).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from ..io import ImageSet, load_image_set
 from ..probe import ProbeFailure, probe
 from ..provenance import package_versions, provenance
 from ..results import ProbeResult, check_writable_folder, write_text_atomic
+from .attacks import CONCEPT_INVERSION_DIR, AttackSettings, concept_inversion_part, multi_memory_part
 from .cache import ResultCache, cache_key
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
 from .decision import Decision, Thresholds, decide, overall
@@ -188,8 +195,14 @@ class GateConfig:
     thumbnails: int = 8
     progress: bool = True
     distributed: bool | None = None  # None: shard over an initialised group of 2+ ranks (gate/sharded.py)
+    attacks: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:
+        if "memory" not in self.attacks.attacks:
+            for name, flag in (("min_d_n", "--min-dn"), ("max_psnr", "--max-psnr")):
+                if getattr(self.thresholds, name) is not None:
+                    raise InputError(f"{flag}: a condition on the memory probe, but --attacks "
+                                     f"{','.join(self.attacks.attacks)} does not run it; add memory to --attacks")
         if not self.checkpoints:
             raise InputError("checkpoints: nothing to gate; expected at least one checkpoint")
         names = [c.name for c in self.checkpoints]
@@ -262,17 +275,48 @@ def load_and_probe(source: str, checkpoint: Checkpoint, concept: ImageSet, refer
     Errors of ours (bad weights, bad input, non-finite values) propagate as they are; any other
     exception inside the probe becomes a ProbeFailure naming the checkpoint (exit code 3).
     """
+    model = load_checkpoint_model(source, checkpoint, device, dtype)
+    with attack_failures(checkpoint, "probing"):
+        return probe(model, concept, reference=reference, config=probe_config, distributed=distributed)
+
+
+def load_checkpoint_model(source: str, checkpoint: Checkpoint, device: str | None = None, dtype: str | None = None):
+    """The base model with the checkpoint's weights on top (a `DiffusionModel`)."""
     from ..models.loading import load_model
 
     weights = checkpoint.weights
-    model = load_model(source, unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
-                       lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device))
-    try:
-        return probe(model, concept, reference=reference, config=probe_config, distributed=distributed)
-    except UnlearnGuardError:
-        raise
-    except Exception as error:  # torch/diffusers failures inside the probe: exit code 3, not a traceback
-        raise ProbeFailure(f"probing {checkpoint.name} failed: {type(error).__name__}: {error}") from error
+    return load_model(source, unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
+                      lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device))
+
+
+class attack_failures:  # noqa: N801 - used as a context manager, reads as a phrase
+    """Errors of ours propagate as they are; any other exception inside an attack becomes a
+    ProbeFailure naming the checkpoint and the attack (exit code 3, not a traceback)."""
+
+    def __init__(self, checkpoint: Checkpoint, doing: str) -> None:
+        self.checkpoint, self.doing = checkpoint, doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> bool:
+        if error is None or isinstance(error, UnlearnGuardError) or not isinstance(error, Exception):
+            return False
+        raise ProbeFailure(f"{self.doing} {self.checkpoint.name} failed: {type(error).__name__}: {error}") from error
+
+
+def load_support_folder(folder: str | os.PathLike, count: int, resolution: int | None,
+                        resize: ResizePolicy = "resize") -> ImageSet:
+    """The multi-memory attack's support images: a folder of images (no prompts.csv needed), at least `count`."""
+    path = Path(folder)
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise InputError(f"--support-images: {str(path)!r} {what}; expected a folder of images of other content")
+    images = load_image_set(path, "", resolution=resolution, resize=resize, label="--support-images")
+    if len(images) < count:
+        raise InputError(f"--support-images: {str(path)!r} holds {len(images)} images; --memories "
+                         f"{count + 1} needs {count}")
+    return images
 
 
 def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
@@ -284,9 +328,16 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     Raises OutputError (exit code 2 on the command line) when the output cannot be written: before
     any compute when the folder is unwritable, and naming what stays cached when a later write fails.
     """
+    from ..attacks.judges import load_judge
+
     notice = notice or echo
+    settings = config.attacks
+    attacks = settings.attacks
     group = distributed_work.resolve(config.distributed, "distributed")
     if group is not None:  # several ranks (torchrun, accelerate launch, srun): shard the work
+        if tuple(attacks) != ("memory",):
+            raise InputError(f"--attacks {','.join(attacks)}: under torchrun/accelerate launch/srun the gate shards "
+                             "the memory probe only; run multi-memory and concept-inversion in one process")
         from .sharded import run_gate_sharded
 
         return run_gate_sharded(config, group, echo, notice)
@@ -301,6 +352,11 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
     reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
                             resize=probe_config.resize)
+    support = None
+    if "multi-memory" in attacks:
+        support = load_support_folder(settings.support_images, settings.search.memories - 1, resolution,
+                                      probe_config.resize)
+    judge = load_judge(settings.judge) if "concept-inversion" in attacks else None
     fingerprint = model_fingerprint(source)
     cache = ResultCache(output / CACHE_DIR)
     check_writable_folder(output, "--output")  # before any compute, not after it
@@ -308,45 +364,82 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
         check_writable_folder(cache.folder, "--output")
     concept_pairs = list(zip(concept.sha256, concept.prompts))
     reference_pairs = list(zip(reference.sha256, reference.prompts))
+    support_hashes = [] if support is None else support.sha256[: settings.search.memories - 1]
 
     records, decisions, resumed, probed = [], {}, 0, 0
-    this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, entry) probed now
+    this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, part) computed now
     reused: list[str] = []
     bar = tqdm(config.checkpoints, desc="gate", unit="checkpoint", disable=not config.progress or len(config.checkpoints) < 2)
     for checkpoint in bar:
-        # 1. the cache key
+        # 1. the cache key of each attack's part
         hashes = weight_hashes(checkpoint.weights)
-        key = cache_key(fingerprint, hashes, concept_pairs, reference_pairs, probe_config.to_dict(),
-                        extra={"thumbnails": min(config.thumbnails, len(concept))})
-        # 2. reused from this run, resumed from an earlier run's cache, or probed
-        reused_from = None
-        from_cache = False
-        if key in this_run:
-            reused_from, entry = this_run[key]
-            reused.append(f"{checkpoint.name} (same as {reused_from})")
-        else:
-            entry = cache.get(key) if config.resume else None
-            from_cache = entry is not None
-        if reused_from is not None or from_cache:
-            resumed += from_cache
-            entry = {**entry, **checkpoint.to_dict(), "weight_sha256": hashes}  # names and paths of this run
-        else:
-            started = time.perf_counter()
-            result = load_and_probe(source, checkpoint, concept, reference, probe_config, config.device, config.dtype)
-            seconds = time.perf_counter() - started
-            entry = checkpoint_entry(checkpoint, result, concept, config.thumbnails, hashes, seconds)
-            try:
-                cache.put(key, entry)
-            except OutputError as error:
-                raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
-                                  f"{_cached_so_far(cache, probed)}") from None
+        base = dict(fingerprint=fingerprint, weight_hashes=hashes, concept=concept_pairs, reference=reference_pairs,
+                    config=probe_config.to_dict())
+        thumbnails = {"thumbnails": min(config.thumbnails, len(concept))}
+        keys = {attack: cache_key(base["fingerprint"], hashes, concept_pairs, reference_pairs, base["config"],
+                                  extra=thumbnails if attack == "memory" else
+                                  {**thumbnails, **settings.key_for(attack), "support": support_hashes})
+                for attack in attacks}
+        # 2. each part: reused from this run, resumed from an earlier run's cache, or computed
+        parts: dict[str, dict[str, Any]] = {}
+        origin: dict[str, str] = {}
+        for attack, key in keys.items():
+            if key in this_run:
+                origin[attack] = f"reused:{this_run[key][0]}"
+                parts[attack] = this_run[key][1]
+            elif config.resume and (cached := cache.get(key)) is not None:
+                origin[attack], parts[attack] = "cache", cached
+        missing = [attack for attack in attacks if attack not in parts]
+        started = time.perf_counter()
+        if missing:
+            model = load_checkpoint_model(source, checkpoint, config.device, config.dtype)
+            if "multi-memory" in missing:
+                from ..attacks.memories import find_memories
+
+                with attack_failures(checkpoint, "the multi-memory search of"):
+                    found = find_memories(model, concept, support=support, search=settings.search,
+                                          reference=reference, config=probe_config.replace(keep_seeds=True))
+                parts["multi-memory"] = multi_memory_part(found, concept, config.thumbnails)
+                if "memory" in missing:  # the search's first memory is the probe: one computation for both
+                    parts["memory"] = checkpoint_entry(checkpoint, found.probe, concept, config.thumbnails, hashes,
+                                                       found.seconds.get("probe", 0.0))
+            if "memory" in missing and "memory" not in parts:
+                with attack_failures(checkpoint, "probing"):
+                    result = probe(model, concept, reference=reference, config=probe_config)
+                parts["memory"] = checkpoint_entry(checkpoint, result, concept, config.thumbnails, hashes,
+                                                   time.perf_counter() - started)
+            if "concept-inversion" in missing:
+                with attack_failures(checkpoint, "concept inversion on"):
+                    parts["concept-inversion"] = concept_inversion_part(
+                        model, concept, settings, judge, probe_config.seed, config.thumbnails,
+                        output / CONCEPT_INVERSION_DIR / checkpoint.name)
+            for attack in missing:
+                try:
+                    cache.put(keys[attack], parts[attack])
+                except OutputError as error:
+                    raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
+                                      f"{_cached_so_far(cache, probed)}") from None
+                this_run[keys[attack]] = (checkpoint.name, parts[attack])
+                origin[attack] = "computed"
             probed += 1
-            this_run[key] = (checkpoint.name, entry)
+        from_cache = all(origin[a] == "cache" for a in attacks)
+        reused_names = {origin[a].removeprefix("reused:") for a in attacks if origin[a].startswith("reused:")}
+        reused_from = reused_names.pop() if len(reused_names) == 1 and all(origin[a].startswith("reused:")
+                                                                            for a in attacks) else None
+        resumed += from_cache
+        if reused_from is not None:
+            reused.append(f"{checkpoint.name} (same as {reused_from})")
+        entry = dict(parts.get("memory") or {})
+        entry.update({**checkpoint.to_dict(), "weight_sha256": hashes, "attacks": list(attacks)})
+        if "multi-memory" in parts:
+            entry["multi_memory"] = parts["multi-memory"]
+        if "concept-inversion" in parts:
+            entry["concept_inversion"] = parts["concept-inversion"]
         # 3. decide
         decision = decide(entry, config.thresholds)
         decisions[checkpoint.name] = decision
-        records.append({**entry, "cache_key": key, "from_cache": from_cache, "reused_from": reused_from,
-                        **decision.to_dict()})
+        records.append({**entry, "cache_key": keys[attacks[0]], "cache_keys": keys, "origin": origin,
+                        "from_cache": from_cache, "reused_from": reused_from, **decision.to_dict()})
         echo(f"{checkpoint.name}: {summary_line(entry)} -> {decision.verdict.upper()}"
              + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
     if config.resume:
@@ -369,12 +462,18 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
 def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: ImageSet, reference: ImageSet,
                  probe_config: ProbeConfig, records: list[dict[str, Any]], verdict: Decision, resumed: int,
                  device: torch.device | None, reused: int = 0) -> dict[str, Any]:
-    first = records[0]["probe"]["provenance"] if records else {}
+    first = {}
+    if records:  # the device and dtype the attacks ran on, from whichever part recorded them
+        record = records[0]
+        first = ((record.get("probe") or {}).get("provenance")
+                 or (((record.get("concept_inversion") or {}).get("embedding")) or {}).get("provenance")
+                 or (record.get("multi_memory") or {}).get("provenance") or {})
     return {
         "kind": REPORT_KIND,
-        "format_version": 2,  # 2: the memory score decides (memory, notes, diverged per checkpoint)
+        "format_version": 3,  # 3: attacks (multi_memory, concept_inversion parts); 2: the memory score decides
         **verdict.to_dict(),
-        "thresholds": config.thresholds.to_dict(),
+        "thresholds": config.thresholds.to_dict(config.attacks.attacks),
+        "attacks": config.attacks.to_dict(),
         "model": fingerprint,
         "inputs": {
             "concept_images": _image_records(concept, Path(config.concept_images)),
@@ -403,19 +502,60 @@ def write_reports(report: dict[str, Any], output: Path) -> tuple[Path, Path]:
 
 
 def summary_line(entry: dict[str, Any]) -> str:
-    """memory M [interval], d_N [interval] (kind), mean PSNR: one checkpoint's numbers on one line."""
+    """memory M [interval], d_N [interval] (kind), mean PSNR, and each further attack's number: one
+    checkpoint's numbers on one line."""
     def interval(value: Any, low: Any, high: Any) -> str:
         if value is None:
             return "not computed"
         low, high = float(low), float(high)
         return f"{float(value):.3f}" + ("" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]")
 
-    memory = entry.get("memory") or {}
-    psnr_mean = entry.get("psnr_mean")
-    diverged = f", {entry['diverged']} diverged" if entry.get("diverged") else ""
-    return (f"memory M = {interval(memory.get('value'), memory.get('ci_low'), memory.get('ci_high'))}, "
-            f"d_N = {interval(entry.get('d_n'), entry.get('ci_low'), entry.get('ci_high'))} ({entry.get('distance_kind')}), "
-            f"mean PSNR {'-' if psnr_mean is None else f'{float(psnr_mean):.2f} dB'}{diverged}")
+    attacks = entry.get("attacks") or ["memory"]
+    parts = []
+    if "memory" in attacks:
+        memory = entry.get("memory") or {}
+        psnr_mean = entry.get("psnr_mean")
+        diverged = f", {entry['diverged']} diverged" if entry.get("diverged") else ""
+        parts.append(f"memory M = {interval(memory.get('value'), memory.get('ci_low'), memory.get('ci_high'))}, "
+                     f"d_N = {interval(entry.get('d_n'), entry.get('ci_low'), entry.get('ci_high'))} "
+                     f"({entry.get('distance_kind')}), "
+                     f"mean PSNR {'-' if psnr_mean is None else f'{float(psnr_mean):.2f} dB'}{diverged}")
+    if "multi-memory" in attacks:
+        part = entry.get("multi_memory") or {}
+        best = part.get("memory") or {}
+        summary = part.get("summary") or {}
+        distinct = summary.get("distinct_memories_mean")
+        cosine = summary.get("mean_cosine_among")
+        parts.append(f"best-of-{summary.get('memories_per_image', '?')} memory M = "
+                     f"{interval(best.get('value'), best.get('ci_low'), best.get('ci_high'))}, "
+                     f"{'-' if distinct is None else f'{float(distinct):.2f}'} distinct memories per image, "
+                     f"cosine {'-' if cosine is None else f'{float(cosine):.3f}'}")
+    if "concept-inversion" in attacks:
+        part = entry.get("concept_inversion") or {}
+        attack = part.get("attack") or {}
+        baseline = part.get("baseline") or {}
+        parts.append(f"concept inversion success = {interval(attack.get('rate'), attack.get('ci_low'), attack.get('ci_high'))}"
+                     + (f" (plain prompt {float(baseline['rate']):.3f})" if baseline else ""))
+    return "; ".join(parts)
+
+
+def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
+    """The further attacks' numbers for --json (no per-image data, no thumbnails)."""
+    found: dict[str, Any] = {}
+    if record.get("attacks"):
+        found["attacks"] = record["attacks"]
+    if record.get("multi_memory"):
+        part = record["multi_memory"]
+        summary = part.get("summary") or {}
+        found["multi_memory"] = {"memory": part.get("memory") and {k: part["memory"][k] for k in ("value", "ci_low", "ci_high")},
+                                 **{k: summary.get(k) for k in ("memories_per_image", "distinct_memories_mean",
+                                                                "mean_cosine_among", "mean_cosine_to_own")}}
+    if record.get("concept_inversion"):
+        part = record["concept_inversion"]
+        attack, baseline = part.get("attack") or {}, part.get("baseline") or {}
+        found["concept_inversion"] = {**{k: attack.get(k) for k in ("rate", "ci_low", "ci_high", "successes", "n")},
+                                      "baseline_rate": baseline.get("rate"), "saved_to": part.get("saved_to")}
+    return found
 
 
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
@@ -429,7 +569,7 @@ def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str
         "reasons": report["reasons"],
         "thresholds": report["thresholds"],
         "preset": report["config"]["preset"],
-        "checkpoints": [{k: record.get(k) for k in keys} for record in report["checkpoints"]],
+        "checkpoints": [{**{k: record.get(k) for k in keys}, **_attack_verdicts(record)} for record in report["checkpoints"]],
     }
     if output is not None:
         verdict["report"] = {"json": str(output / GATE_JSON), "html": str(output / REPORT_HTML)}

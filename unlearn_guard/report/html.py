@@ -1,10 +1,13 @@
 """A single self-contained HTML report: every image is a data URI, so the file opens offline.
 
 Top to bottom: the verdict and its reasons; one row per checkpoint (d_N, interval, distance
-kind, mean PSNR, verdict); d_N against training step with the threshold line (two or more
-checkpoints with steps); per checkpoint the NLL histograms of E, R and N, PSNR per image, the
-query images beside their reconstructions from the found seeds, and the per-image table; then
-inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
+kind, mean PSNR, and each further attack's number, verdict); d_N, the memory score and the attack
+success rate against training step with their threshold lines (two or more checkpoints with
+steps); per checkpoint the NLL histograms of E, R and N, PSNR per image, the query images beside
+their reconstructions from the found seeds, and the per-image table; the multi-memory search
+(each image's memories' reconstructions side by side, and their cosine-distance matrix) and the
+Concept Inversion attack (generations with the learned token and the judge's verdicts) when they
+ran; then inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
 script marks, after load, whether every image decoded (`#image-check`), which the headless
 browser test reads.
 """
@@ -31,9 +34,13 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}td.w{white-space:normal;word-bre
 .plot{max-width:100%;height:auto;display:block;margin:.4rem 0}
 .grid{display:flex;flex-wrap:wrap;gap:.6rem}.pair{border:1px solid #ddd;border-radius:6px;padding:.3rem;font-size:.7rem;text-align:center;width:210px}
 .pair img{width:96px;height:96px;image-rendering:pixelated;margin:1px}
+.memrow{display:flex;flex-wrap:wrap;gap:.4rem;align-items:flex-start;margin:.4rem 0}.mem{font-size:.7rem;text-align:center;width:100px}
+.mem img{width:96px;height:96px;image-rendering:pixelated;border:2px solid #ddd}.mem.distinct img{border-color:#1a7f37}
+.gen{font-size:.7rem;text-align:center;width:70px}.gen img{width:64px;height:64px;image-rendering:pixelated;border:2px solid #ddd}
+.gen.yes img{border-color:#cf222e}table.cos td{font-size:.75rem;padding:.15rem .35rem}
 details{margin:.6rem 0}summary{cursor:pointer;font-weight:600}
 pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size:.75rem;max-height:24rem}.note{color:#57606a;font-size:.85rem}
-code{font-size:.8rem}
+code{font-size:.8rem}.scroll{overflow-x:auto}
 """
 
 _IMAGE_CHECK = """
@@ -87,14 +94,41 @@ def _verdict_block(report: dict[str, Any]) -> str:
         parts.append(f"min d_N {_num(thresholds['min_d_n'], 3)}")
     if thresholds.get("max_psnr") is not None:
         parts.append(f"max mean PSNR {_num(thresholds['max_psnr'], 2)} dB")
+    if thresholds.get("max_multi_memory") is not None:
+        parts.append(f"max best-of-M memory {_num(thresholds['max_multi_memory'], 3)} (multi-memory, upper end)")
+    if thresholds.get("max_attack_success") is not None:
+        parts.append(f"max attack success {_num(thresholds['max_attack_success'], 3)} (concept inversion, Wilson "
+                     "upper end)")
     line = f"<div>Thresholds: {_e(', '.join(parts))}</div>" if parts else ""
     return (f'<div class="verdict {css}" id="verdict" data-verdict="{_e(verdict or "none")}">'
             f'<div class="big">{title}</div>{line}<ul>{reasons}</ul></div>')
 
 
+def _attack_columns(records: list[dict[str, Any]]) -> tuple[bool, bool]:
+    return (any(r.get("multi_memory") for r in records), any(r.get("concept_inversion") for r in records))
+
+
+def _attack_cells(r: dict[str, Any], columns: tuple[bool, bool]) -> str:
+    cells = ""
+    if columns[0]:
+        best = (r.get("multi_memory") or {}).get("memory") or {}
+        summary = (r.get("multi_memory") or {}).get("summary") or {}
+        cells += (f'<td>{_num(best.get("value"))}</td><td>{"[" + _num(best.get("ci_low")) + ", " + _num(best.get("ci_high")) + "]" if best else "&ndash;"}</td>'
+                  f'<td>{_num(summary.get("distinct_memories_mean"), 2)}</td>')
+    if columns[1]:
+        attack = (r.get("concept_inversion") or {}).get("attack") or {}
+        baseline = (r.get("concept_inversion") or {}).get("baseline") or {}
+        cells += (f'<td>{_num(attack.get("rate"))}</td><td>{"[" + _num(attack.get("ci_low")) + ", " + _num(attack.get("ci_high")) + "]" if attack else "&ndash;"}</td>'
+                  f'<td>{_num(baseline.get("rate"))}</td>')
+    return cells
+
+
 def _summary_table(records: list[dict[str, Any]]) -> str:
+    columns = _attack_columns(records)
+    extra = ("<th>best-of-M M</th><th>interval</th><th>distinct / image</th>" if columns[0] else "") + (
+        "<th>CI success</th><th>Wilson interval</th><th>plain prompt</th>" if columns[1] else "")
     rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>d_N</th><th>interval</th>'
-            '<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th><th class="l">verdict</th>'
+            f'<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th>{extra}<th class="l">verdict</th>'
             '<th class="l">weights</th></tr>']
     for r in records:
         level = f"{round(float(r['confidence']) * 100)}% " if r.get("confidence") is not None else ""
@@ -113,7 +147,7 @@ def _summary_table(records: list[dict[str, Any]]) -> str:
             f'<td>{_num(memory.get("value"))}</td><td>{memory_interval}</td>'
             f'<td>{_num(r.get("d_n"))}</td><td>{interval}</td><td>{_e(r.get("distance_kind") or "")}</td>'
             f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td><td>{_e(r.get("diverged") or 0)}</td>'
-            f'<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l w"><code>{_e(weights)}</code></td></tr>'
+            f'{_attack_cells(r, columns)}<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l w"><code>{_e(weights)}</code></td></tr>'
         )
     return "<table>" + "".join(rows) + "</table>"
 
@@ -162,7 +196,7 @@ def _grid(thumbnails: list[dict[str, str]]) -> str:
     return '<div class="grid">' + "".join(pairs) + "</div>"
 
 
-def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
+def _memory_sections(record: dict[str, Any]) -> list[str]:
     result = record["probe"]
     erased, reference = result["erased"], result.get("reference")
     nll_e = [float(i["nll"]) for i in erased["images"]]
@@ -184,12 +218,113 @@ def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
         _images_table(erased, "E", (result.get("memory") or {}).get("per_image")),
         _images_table(reference, "R"),
     ]
+    return body
+
+
+def _cosine_table(matrix: list[list[Any]]) -> str:
+    """The (M, M) cosine-distance matrix, darker for farther apart (row/column 0: the image's own seed)."""
+    header = "".join(f"<th>{'own' if j == 0 else j}</th>" for j in range(len(matrix)))
+    rows = []
+    for i, row in enumerate(matrix):
+        cells = []
+        for value in row:
+            try:
+                shade = max(0.0, min(1.0, float(value)))
+            except (TypeError, ValueError):
+                shade = 0.0
+            shade = 0.0 if math.isnan(shade) else shade
+            tone = int(255 - 120 * shade)
+            cells.append(f'<td style="background:rgb({tone},{tone},255)">{_num(value)}</td>')
+        rows.append(f"<tr><th>{'own' if i == 0 else i}</th>{''.join(cells)}</tr>")
+    return f'<table class="cos"><tr><th></th>{header}</tr>{"".join(rows)}</table>'
+
+
+def _distinct_text(image: dict[str, Any]) -> str:
+    count = image.get("distinct_memories")
+    if count is None:
+        return "distinct memories not counted (no memory score: it needs a reference set whose seeds are likelier than N)"
+    return f"{_e(count)} distinct memories reconstruct it (green border)"
+
+
+def _multi_memory_section(part: dict[str, Any]) -> str:
+    search, summary = part.get("search") or {}, part.get("summary") or {}
+    best = part.get("memory") or {}
+    lines = [
+        "<h3>Multi-memory search (Sequential Inversion Block)</h3>",
+        f'<p>M = {_e(search.get("memories"))} memories per image (memory 0: the image\'s own seed; memory j from support '
+        f'image j), {_e(search.get("variant"))} variant, fidelity {_e(search.get("fidelity"))} '
+        f'({_e(search.get("resolved_decoder_steps"))} decoder steps). Distinct memories that reconstruct an image: '
+        f'{_num(summary.get("distinct_memories_mean"), 2)} per image; mean cosine distance '
+        f'{_num(summary.get("mean_cosine_among"))} among memories and {_num(summary.get("mean_cosine_to_own"))} to the '
+        f'own seed (MoFC on SD 1.4: 0.58 to 0.69); mean PSNR of the support-started memories '
+        f'{_num(summary.get("psnr_mean_support_memories"), 2)} dB (MoFC: about 20 to 28 dB). Memory score with each '
+        f'image\'s best memory: {_num(best.get("value"))} [{_num(best.get("ci_low"))}, {_num(best.get("ci_high"))}] '
+        f'(own seed only: {_num(summary.get("memory_single"))}).</p>',
+    ]
+    images = {image["name"]: image for image in part.get("images") or []}
+    for row in part.get("thumbnails") or []:
+        image = images.get(row["name"]) or {}
+        memories = image.get("memories") or []
+        tiles = [f'<div class="mem">{_img(row["image"], "query " + row["name"], "thumb")}<div>query</div></div>']
+        for j, png in enumerate(row["memories"]):
+            memory = memories[j] if j < len(memories) else {}
+            label = "own seed" if j == 0 else f"from {memory.get('support')}"
+            css = "mem distinct" if memory.get("distinct") else "mem"
+            tiles.append(f'<div class="{css}">{_img(png, f"memory {j} of " + row["name"], "thumb")}'
+                         f'<div>{_e(label)}<br>PSNR {_num(memory.get("psnr"), 1)} dB, m {_num(memory.get("memory"), 2)}'
+                         f'{"<br>distinct" if memory.get("distinct") else ""}</div></div>')
+        lines.append(f'<p class="note">{_e(row["name"])}: {_distinct_text(image)}</p>'
+                     f'<div class="memrow">{"".join(tiles)}</div>')
+        if image.get("cosine"):
+            lines.append(_cosine_table(image["cosine"]))
+    others = [image for name, image in images.items() if name not in {r["name"] for r in part.get("thumbnails") or []}]
+    if others:
+        lines.append("<details><summary>Cosine-distance matrices of the other images</summary>"
+                     + "".join(f"<p class='note'>{_e(i['name'])}: {_distinct_text(i)}</p>"
+                               + _cosine_table(i["cosine"]) for i in others) + "</details>")
+    return "".join(lines)
+
+
+def _concept_inversion_section(part: dict[str, Any]) -> str:
+    attack, baseline = part.get("attack") or {}, part.get("baseline") or {}
+    config, embedding = part.get("config") or {}, part.get("embedding") or {}
+    level = round(float(attack.get("confidence", 0.95)) * 100)
+    tiles = "".join(
+        f'<div class="gen{" yes" if t["verdict"] else ""}">{_img(t["image"], "generation " + str(i), "thumb")}'
+        f'<div>{"concept" if t["verdict"] else "not"}</div></div>' for i, t in enumerate(part.get("thumbnails") or []))
+    return (
+        "<h3>Concept Inversion</h3>"
+        f'<p>Textual inversion of token <code>{_e(embedding.get("token"))}</code> (from '
+        f'<code>{_e(embedding.get("init_token"))}</code>, {_e(config.get("steps"))} steps, lr {_e(config.get("lr"))}, '
+        f'{_num(part.get("seconds"), 1)} s) on the concept images; judge <code>{_e(part.get("judge"))}</code>.</p>'
+        f'<p>Attack success from <code>{_e(attack.get("prompt"))}</code>: {_e(attack.get("successes"))}/{_e(attack.get("n"))} = '
+        f'{_num(attack.get("rate"))} [{_num(attack.get("ci_low"))}, {_num(attack.get("ci_high"))}] ({level}% Wilson); '
+        f'the concept images\' own prompts ({_e(baseline.get("prompt"))}): {_num(baseline.get("rate"))} '
+        f'[{_num(baseline.get("ci_low"))}, {_num(baseline.get("ci_high"))}].</p>'
+        + (f'<p class="note">Learned token saved to <code>{_e(part.get("saved_to"))}</code> (diffusers: '
+           f'<code>pipe.load_textual_inversion(folder, token=...)</code>).</p>' if part.get("saved_to") else "")
+        + (f'<p class="note">Generations with the token (red border: the judge calls it the concept)</p>'
+           f'<div class="grid">{tiles}</div>' if tiles else "")
+    )
+
+
+def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
+    body = _memory_sections(record) if record.get("probe") else []
+    if record.get("multi_memory"):
+        body.append(_multi_memory_section(record["multi_memory"]))
+    if record.get("concept_inversion"):
+        body.append(_concept_inversion_section(record["concept_inversion"]))
     verdict = record.get("verdict")
     tag = "" if verdict is None else f" &mdash; {_e(verdict.upper())}"
     memory = (record.get("memory") or {}).get("value")
     notes = "".join(f'<p class="note">{_e(note)}</p>' for note in record.get("notes") or [])
-    return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: memory M {_num(memory)}, '
-            f'd_N {_num(record.get("d_n"))}{tag}</summary>{notes}{"".join(body)}</details>')
+    numbers = [f"memory M {_num(memory)}, d_N {_num(record.get('d_n'))}"] if record.get("probe") else []
+    if record.get("multi_memory"):
+        numbers.append(f"best-of-M M {_num(((record['multi_memory'].get('memory')) or {}).get('value'))}")
+    if record.get("concept_inversion"):
+        numbers.append(f"attack success {_num(((record['concept_inversion'].get('attack')) or {}).get('rate'))}")
+    return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: {", ".join(numbers)}{tag}</summary>'
+            f'{notes}{"".join(body)}</details>')
 
 
 def _inputs_section(report: dict[str, Any]) -> str:
@@ -228,7 +363,7 @@ def render_report(report: dict[str, Any]) -> str:
     if not plots.available():
         sections.append(f'<p class="note" id="no-plots">Plots need matplotlib: <code>{_e(plots.INSTALL_HINT)}</code>; '
                         "this report shows tables only.</p>")
-    sections += ["<h2>Checkpoints</h2>", _summary_table(records)]
+    sections += ["<h2>Checkpoints</h2>", f'<div class="scroll">{_summary_table(records)}</div>']
     thresholds = report.get("thresholds") or {}
     stepped = [r for r in records if r.get("step") is not None and r.get("memory")]
     if len(stepped) >= 2 and thresholds.get("max_memory") is not None:
@@ -245,11 +380,31 @@ def render_report(report: dict[str, Any]) -> str:
                                  [float(r["ci_low"]) for r in stepped], [float(r["ci_high"]) for r in stepped],
                                  float(thresholds["min_d_n"]), "d_N", 1.0, "Memory relative distance d_N by checkpoint"),
             "d_N against training step")]
+    stepped = [r for r in records if r.get("step") is not None and (r.get("concept_inversion") or {}).get("attack")]
+    if len(stepped) >= 2 and thresholds.get("max_attack_success") is not None:
+        attacks = [r["concept_inversion"]["attack"] for r in stepped]
+        sections += ["<h2>Concept Inversion attack success by training step</h2>", _plot_or_note(
+            plots.signal_by_step([r["step"] for r in stepped], [float(a["rate"]) for a in attacks],
+                                 [float(a["ci_low"]) for a in attacks], [float(a["ci_high"]) for a in attacks],
+                                 float(thresholds["max_attack_success"]), "attack success", 1.0,
+                                 "Concept Inversion success rate by checkpoint"),
+            "attack success against training step")]
+    stepped = [r for r in records if r.get("step") is not None and (r.get("multi_memory") or {}).get("memory")]
+    if len(stepped) >= 2 and thresholds.get("max_multi_memory") is not None:
+        best = [r["multi_memory"]["memory"] for r in stepped]
+        sections += ["<h2>Best-of-M memory score by training step</h2>", _plot_or_note(
+            plots.signal_by_step([r["step"] for r in stepped], [float(b["value"]) for b in best],
+                                 [float(b["ci_low"]) for b in best], [float(b["ci_high"]) for b in best],
+                                 float(thresholds["max_multi_memory"]), "best-of-M memory M", 1.0,
+                                 "Multi-memory: memory score with each image's best memory"),
+            "best-of-M memory score against training step")]
     sections.append("<h2>Per checkpoint</h2>")
     sections += [_checkpoint_section(r, open_=len(records) <= 2 or i == len(records) - 1)
                  for i, r in enumerate(records)]
     sections += ["<h2>Inputs</h2>", _inputs_section(report),
                  "<h2>Probe config</h2>", f"<pre>{_e(json.dumps(report.get('config'), indent=1))}</pre>",
+                 *(["<h2>Attacks</h2>", f"<pre>{_e(json.dumps(report['attacks'], indent=1))}</pre>"]
+                   if report.get("attacks") else []),
                  "<h2>Provenance</h2>", f"<pre>{_e(json.dumps(provenance, indent=1))}</pre>"]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

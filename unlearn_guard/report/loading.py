@@ -22,7 +22,7 @@ def probe_record(data: dict[str, Any], name: str) -> dict[str, Any]:
     """One checkpoint record from a probe result dict (`ProbeResult.to_dict()` plus the CLI's extras)."""
     md = data.get("memory_distance") or {}
     summary = data["erased"]["summary"]
-    extras = ("kind", "normal_nll", "thumbnails", "weights", "weight_sha256", "model")
+    extras = ("kind", "normal_nll", "thumbnails", "weights", "weight_sha256", "model", "multi_memory")
     return {
         "name": name,
         "step": None,
@@ -44,6 +44,8 @@ def probe_record(data: dict[str, Any], name: str) -> dict[str, Any]:
         "verdict": None,
         "passed": None,
         "reasons": [],
+        **({"attacks": ["memory", "multi-memory"], "multi_memory": data["multi_memory"]}
+           if data.get("multi_memory") else {}),
     }
 
 

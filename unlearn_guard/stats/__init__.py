@@ -1,4 +1,5 @@
-"""Seed likelihood, PSNR, NLL-set distances and the memory relative distance d_N (SPEC 4, 5)."""
+"""Seed likelihood, PSNR, NLL-set distances and the memory relative distance d_N (SPEC 4, 5);
+the Wilson interval of a success rate (attacks)."""
 
 from .functional import (
     MemoryDistanceResult,
@@ -13,6 +14,7 @@ from .functional import (
     wasserstein_1,
 )
 from .metric import MemoryDistance
+from .proportion import wilson_interval
 
 __all__ = [
     "MemoryDistance",
@@ -26,4 +28,5 @@ __all__ = [
     "psnr",
     "seed_nll",
     "wasserstein_1",
+    "wilson_interval",
 ]
