@@ -72,7 +72,8 @@ def preset_config(name: str) -> ProbeConfig:
 
 
 # ----------------------------------------------------------------------------- models
-def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[str], None]) -> dict[str, Path]:
+def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[str], None],
+               pool: int = 16) -> dict[str, Path]:
     """Train (or reuse) the ESD adapters; returns {model name: adapter folder}."""
     prompt = concept_prompt(concept)
     folders: dict[str, Path] = {}
@@ -89,8 +90,8 @@ def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[
         model = load_world_model()
         seeds = None
         if needs_seeds:  # where the concept lives in the original: seeds of a pool never probed later
-            pool, pool_prompts, _, _ = probe_sets(concept, 16, seed=MEMORY_POOL_SEED)
-            seeds = probe(load_world_model(), pool, pool_prompts, config=preset_config("mofc"), keep_seeds=True).erased.seeds
+            images, prompts, _, _ = probe_sets(concept, pool, seed=MEMORY_POOL_SEED)
+            seeds = probe(load_world_model(), images, prompts, config=preset_config("mofc"), keep_seeds=True).erased.seeds
 
         def save(step: int, _loss: float, model=model, wanted=wanted, config=config) -> None:
             if step + 1 in wanted:
@@ -202,6 +203,9 @@ def main() -> None:
     parser.add_argument("--presets", default="mofc,fast,ddim,ddim10,ddim20,fast20")
     parser.add_argument("--esd-iterations", default="75,150,300", help="ESD-x checkpoints; the last is ESD-u's length")
     parser.add_argument("--accuracy-images", type=int, default=32)
+    parser.add_argument("--memory-pool", type=int, default=16, help="concept images whose seeds the memory-seed run uses")
+    parser.add_argument("--models", default=None, help="comma-separated subset of models to probe (default: all); "
+                        "the analysis needs original and retrained")
     parser.add_argument("--cache", default="benchmarks/.calibration_cache")
     parser.add_argument("--raw", default="benchmarks/calibration_raw.json", help="per-image numbers of every probe")
     parser.add_argument("--threads", type=int, default=2)
@@ -220,8 +224,11 @@ def main() -> None:
     accuracy: dict[tuple[str, str], tuple[float, float]] = {}
     model_names: dict[str, list[str]] = {}
     for concept in concepts:
-        adapters = esd_models(concept, iterations, cache, log)
+        adapters = esd_models(concept, iterations, cache, log, args.memory_pool)
         loaders = model_loaders(concept, adapters)
+        if args.models:
+            wanted = {m.strip() for m in args.models.split(",")}
+            loaders = {name: load for name, load in loaders.items() if name in wanted}
         model_names[concept] = list(loaders)
         for name, load in loaders.items():
             model = load()
@@ -242,6 +249,9 @@ def main() -> None:
                             cache, key, lambda: run_probe(model, images, config))
             log(f"{concept}/{name}: probed")
 
+    if not all(("original" in names and "retrained" in names) for names in model_names.values()):
+        log("probed; the analysis needs the original and the retrained model of every concept (see --models)")
+        return
     # 1. image-level AUROC, original vs retrained concept images
     auroc_rows = []
     for preset in presets:
@@ -336,6 +346,7 @@ def main() -> None:
     ])
     print(body)
     raw = {f"{c}|{n}|{s}|{k}|{p}": v for (c, n, s, k, p), v in records.items()}
+    Path(args.raw).parent.mkdir(parents=True, exist_ok=True)
     Path(args.raw).write_text(json.dumps({"threshold": threshold, "accuracy": {f"{c}|{n}": v for (c, n), v in accuracy.items()},
                                           "records": raw}, indent=1))
     log(f"raw numbers in {args.raw}")

@@ -1,14 +1,18 @@
-"""Probe-callback overhead during ESD-LoRA erasure, and whether `fast` ranks checkpoints like `mofc`.
+"""Probe-callback overhead during ESD-LoRA erasure, and whether the monitor's preset ranks checkpoints like `mofc`.
 
 One run, same model, seed and settings:
   A. ESD-LoRA for N iterations without the callback (wall seconds);
-  B. the same with a `ProbeMonitor` every K steps (preset `fast`): overhead = (B - A) / A, and the
-     share of B spent probing; at every probe the LoRA weights are kept as a checkpoint;
-  C. every checkpoint re-probed with `mofc`: Spearman rank correlation of d_N(fast) and d_N(mofc)
-     over the checkpoints (SPEC 5: a cheaper preset is only useful if it ranks models like mofc).
+  B. the same with a `ProbeMonitor` every K steps (default: the monitor's own cadence and preset):
+     overhead = (B - A) / A, and the share of B spent probing (the number that does not move with
+     run-to-run noise); at every probe the LoRA weights are kept as a checkpoint;
+  C. every checkpoint re-probed with `mofc`: Spearman rank correlation of the memory score and of
+     d_N between the monitor's preset and mofc over the checkpoints (SPEC 5: a cheaper preset is
+     only useful if it ranks models like mofc; benchmarks/calibrate_memory_signal.py measures it
+     over the calibration models).
 Appends both tables to benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/callback_overhead.py --iterations 150 --every 25
+    .venv/bin/python benchmarks/callback_overhead.py                      # monitor defaults, 500 iterations
+    .venv/bin/python benchmarks/callback_overhead.py --iterations 150 --every 25 --preset fast
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def load_lora_state(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="circle")
-    parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--every", type=int, default=MonitorConfig().every_n_steps, help="probe cadence (default: the monitor's)")
+    parser.add_argument("--preset", default=MonitorConfig().probe.preset, help="monitor preset (default: the monitor's)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -62,9 +67,9 @@ def main() -> None:
 
     # B. with the callback every K steps (fast), keeping a checkpoint at each probe
     model = load_world_model()
-    fast = ProbeConfig.from_preset("fast", seed=args.seed, progress=False)
+    cheap = ProbeConfig.from_preset(args.preset, seed=args.seed, progress=False)
     monitor = ProbeMonitor(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
-                           config=MonitorConfig(every_n_steps=args.every, probe=fast))
+                           config=MonitorConfig(every_n_steps=args.every, probe=cheap))
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
 
     def on_step(iteration: int, loss: float) -> None:
@@ -83,23 +88,28 @@ def main() -> None:
         load_lora_state(model.unet, checkpoints[record.step])
         result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
                        config=mofc)
-        pairs.append((record.step, record.d_n, result.d_n, record.seconds))
-    rho, p_value = spearmanr([p[1] for p in pairs], [p[2] for p in pairs])
+        pairs.append((record.step, record.memory, result.memory_value, record.d_n, result.d_n, record.seconds))
+    rho_m = spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic if len(pairs) > 2 else float("nan")
+    rho_d = spearmanr([p[3] for p in pairs], [p[4] for p in pairs]).statistic if len(pairs) > 2 else float("nan")
 
     overhead_table = markdown_table(
-        ("run", "ESD iterations", "probe every", "probes", "wall s", "probe s", "overhead vs no callback"),
-        [("no callback", args.iterations, "-", 0, f"{plain.seconds:.1f}", "0", "-"),
-         (f"ProbeMonitor (fast, E=R={args.images})", args.iterations, args.every, len(monitor.history),
-          f"{with_callback:.1f}", f"{monitor.overhead_seconds:.1f}", f"{100 * overhead:+.1f}%")],
+        ("run", "ESD iterations", "probe every", "probes", "wall s", "probe s", "probe share of the run",
+         "overhead vs no callback"),
+        [("no callback", args.iterations, "-", 0, f"{plain.seconds:.1f}", "0", "-", "-"),
+         (f"ProbeMonitor ({args.preset}, E=R={args.images})", args.iterations, args.every, len(monitor.history),
+          f"{with_callback:.1f}", f"{monitor.overhead_seconds:.1f}", f"{100 * monitor.overhead_seconds / with_callback:.1f}%",
+          f"{100 * overhead:+.1f}%")],
     )
-    rank_table = markdown_table(("step", "d_N fast", "d_N mofc", "fast probe s"),
-                                [(s, f, m, f"{sec:.1f}") for s, f, m, sec in pairs])
-    rank_table += (f"\n\nSpearman rank correlation fast vs mofc over {len(pairs)} checkpoints: "
-                   f"rho = {rho:.3f} (p = {p_value:.3g})")
+    rank_table = markdown_table((
+        "step", f"memory {args.preset}", "memory mofc", f"d_N {args.preset}", "d_N mofc", f"{args.preset} probe s"),
+        [(s, m1, m2, d1, d2, f"{sec:.1f}") for s, m1, m2, d1, d2, sec in pairs])
+    rank_table += (f"\n\nSpearman rank correlation {args.preset} vs mofc over {len(pairs)} checkpoints: memory score "
+                   f"rho = {rho_m:.3f}, d_N rho = {rho_d:.3f}")
     print(overhead_table)
     print(rank_table)
     if not args.no_record:
-        append_results(f"callback_overhead: shapes world, erase '{args.concept}' esd-x LoRA lr {args.lr}",
+        append_results(f"callback_overhead: shapes world, erase '{args.concept}' esd-x LoRA lr {args.lr}, "
+                       f"{args.threads} thread(s)",
                        f"{overhead_table}\n\n{rank_table}")
 
 
