@@ -11,7 +11,7 @@ concept): midway between the highest memory score of a retrained world (circle 0
 and the lowest of the original world (square 0.726, circle 0.789): (0.083 + 0.726) / 2 = 0.404.
 On the held-out split that nothing was tuned on, at this threshold: the original worlds remember
 (upper ends 0.981 and 0.975), the retrained worlds do not (0.250 and 0.000), and neither do stars
-(0.393, 0.377) or uniform noise (0.000) on the original world. Six ESD checkpoints per concept
+(0.393, 0.377) or uniform noise (0.000) on the original world. Five ESD models per concept
 fall between the ends (held-out M: circle 0.61 to 0.67, square 0.19 to 0.39).
 """
 
