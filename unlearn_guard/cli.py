@@ -418,6 +418,7 @@ def _gate_on(args: argparse.Namespace, out: "_Output", config: Any, thresholds: 
              output: Path) -> int:
     from .gate.runner import run_gate, verdict_json
 
+    settings = gate_config.attacks
     level = int(round(config.confidence * 100))
     rules = []
     if "memory" in settings.attacks:
