@@ -254,7 +254,10 @@ def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, t
     assert len(error) == 1 and "rank 1 of 2 died (its process" in error[0], done.stderr[-3000:]
     assert error[0].startswith(("error: probe failed: stopped by the launcher (SIGTERM) after rank 1 of 2 died",
                                 "error: probe failed: checkpoint round 2 of 3 (checkpoint-4): rank 1 of 2 died"))
-    assert "exitcode  : 3" in done.stderr and "rank      : 1 (local_rank: 1)" in done.stderr
+    # torchrun's own summary names rank 1; whether it also lists the survivor's exit code 3 or only the
+    # SIGKILL depends on which it saw first (under load, only the SIGKILL: seen in a full-suite run)
+    assert "rank      : 1 (local_rank: 1)" in done.stderr, done.stderr[-3000:]
+    assert "exitcode  : 3" in done.stderr or "Signal 9 (SIGKILL)" in done.stderr, done.stderr[-3000:]
     assert len(list((tmp_path / "elastic" / "cache").glob("*.json"))) == 1
     # 3. --resume on 2 ranks finishes the killed run: the cached checkpoint is reused, nothing is lost,
     #    and the report equals the uninterrupted one-process report.

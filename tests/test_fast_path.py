@@ -72,7 +72,25 @@ def test_bf16_fast_path_within_stated_tolerances(world_sets, reference_result):
         assert psnr_error < PSNR_DB, f"PSNR differs by {psnr_error:.3f} dB"
         # Not a trivial pass: bf16 really changed the seeds.
         assert (ours.seeds - ref.seeds).abs().max() > 1e-3
-    assert abs(fast.d_n - reference_result.d_n) / reference_result.d_n < D_N_RELATIVE
+    # d_N is a ratio of two Gaussian squared-W2 distances to N. Each term may move only as far as the
+    # per-image NLL tolerance allows: every NLL moving by <= delta moves a set's mean by <= delta and
+    # its sd by <= 1.25 delta (3 images, unbiased), so (mu - mu_N)^2 + (sd - sd_N)^2 moves by at most
+    # 2 |mu - mu_N| delta + delta^2 + 2 |sd - sd_N| 1.25 delta + (1.25 delta)^2.
+    normal = reference_result.normal_nll
+    terms = (("E", fast.erased, reference_result.erased, "distance_erased_normal"),
+             ("R", fast.reference, reference_result.reference, "distance_reference_normal"))
+    bounds = {}
+    for label, ours, ref, term in terms:
+        delta = NLL_RELATIVE * ref.nll.max().item()
+        mu_gap, sd_gap = abs(ref.nll.mean() - normal.mean()).item(), abs(ref.nll.std() - normal.std()).item()
+        bounds[label] = 2 * mu_gap * delta + delta**2 + 2 * sd_gap * 1.25 * delta + (1.25 * delta) ** 2
+        moved = abs(getattr(fast.memory_distance, term) - getattr(reference_result.memory_distance, term))
+        assert moved <= bounds[label], f"{label}'s distance to N moved by {moved:.3f} > {bounds[label]:.3f}"
+    # The ratio within 5 % where it is well conditioned: here (10 steps, AC scaled to 8x8 latents) R's
+    # mean seed NLL sits at N's (361.2 vs 360.8), so the denominator is within NLL noise and d_N
+    # measured 1.412 vs 1.311 (+7.7 %) with every per-image NLL within 0.5 %.
+    if reference_result.memory_distance.distance_reference_normal > 10 * bounds["R"]:
+        assert abs(fast.d_n - reference_result.d_n) / reference_result.d_n < D_N_RELATIVE
     assert fast.config.backend == "triton" and fast.config.preset == reference_result.config.preset
 
 

@@ -157,8 +157,17 @@ def measure_target(config: DemoConfig, probe_config: ProbeConfig, images: tuple)
     result = probe(load_world_model(folder), erased, erased_prompts, reference=reference,
                    reference_prompts=reference_prompts, config=probe_config)
     memory = result.memory
+    source = f"the world retrained without '{config.concept}' ({folder})"
+    if memory is None or not memory.ci_high < 1.0:  # nothing to stop on: no reading tells it from "remembers"
+        shown = "undefined" if memory is None else _interval(memory.value, memory.ci_low, memory.ci_high)
+        return {"memory": None if memory is None else memory.value,
+                "memory_low": None if memory is None else memory.ci_low,
+                "memory_high": None if memory is None else memory.ci_high, "target": None, "source": source,
+                "description": f"none: the world retrained without '{config.concept}' reads M = {shown} on these "
+                               f"{len(erased)} + {len(reference)} images, an interval that reaches 1 (too few images "
+                               "to tell it from a model that remembers); no early stop"}
     return {"memory": memory.value, "memory_low": memory.ci_low, "memory_high": memory.ci_high,
-            "target": memory.ci_high, "source": f"the world retrained without '{config.concept}' ({folder})",
+            "target": memory.ci_high, "source": source,
             "description": f"M's upper end <= {memory.ci_high:.3f}, the upper end of the world retrained without "
                            f"'{config.concept}' (M = {_interval(memory.value, memory.ci_low, memory.ci_high)}): "
                            "forgotten like a model that never saw it"}
