@@ -258,3 +258,39 @@ def test_checkpointing_gives_the_same_gradient(tiny_images):
         grads.append(torch.autograd.grad(loss, lora_params(model)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_the_loss_leaves_the_monitor_state_and_its_seeds_alone(tiny_images):
+    import dataclasses
+    import json
+
+    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+    from test_callbacks import CHEAP, fake_memory_result
+
+    model = lora_model(torch.float32)
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    found = seeds.float()
+
+    def probe_fn(*args):
+        result = fake_memory_result(0.9, 0.8, 1.0)
+        result.erased.seeds = found
+        return result
+
+    without = ProbeMonitor(model, tiny_images[:2], PROMPT, reference=tiny_images[2:], reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=CHEAP),
+                           probe_fn=lambda *args: fake_memory_result(0.9, 0.8, 1.0))
+    without.probe_now(1)
+    assert without.latest_seeds is None  # a probe that kept no seeds
+    monitor = ProbeMonitor(model, tiny_images[:2], PROMPT, reference=tiny_images[2:], reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=dataclasses.replace(CHEAP, keep_seeds=True)),
+                           probe_fn=probe_fn)
+    assert monitor.latest_seeds is None
+    monitor.probe_now(3)
+    state = json.dumps(monitor.state_dict())
+    handed = monitor.latest_seeds
+    assert torch.equal(handed, found) and handed is not monitor.latest_seeds and monitor.latest_seeds_step == 3
+    loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=1.0),
+                             seeds=lambda: monitor.latest_seeds)
+    loss_fn().backward()
+    assert json.dumps(monitor.state_dict()) == state
+    assert torch.equal(monitor.latest_seeds, found) and torch.equal(found, seeds.float())
