@@ -479,6 +479,14 @@ def test_the_monitor_hands_seeds_weights_the_term_and_stops_on_the_memory_target
     assert monitor.latest_seeds_step == 2 and monitor.latest_seeds.shape == (2, 4, 8, 8)
 
 
+def test_a_monitor_already_at_its_target_means_no_update(tiny_images):
+    model = fresh_model()
+    monitor = _memory_monitor(model, tiny_images, [(0.3, 0.2, 0.45)])
+    result = esd_lora_erase(model, quick(iterations=3), monitor=monitor, progress=False)
+    assert result.losses == [] and result.stopped_early and result.stop_reason == "target"
+    assert all(v.abs().max() == 0 for k, v in lora_state(model).items() if "lora_B" in k)
+
+
 @pytest.mark.parametrize(
     "changes, monitor_kind, match",
     [

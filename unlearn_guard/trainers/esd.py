@@ -491,13 +491,12 @@ def esd_lora_erase(
                 p.requires_grad_(id(p) in trainable)
             optimizer = torch.optim.Adam(params, lr=config.lr)
             dtype = model.dtype  # the base weights' dtype (the adapter itself is float32)
-            bar = tqdm(range(config.iterations), desc=f"ESD {config.method}", disable=not progress)
             if monitor is not None:
                 monitor.maybe_probe(0)  # the starting point (and seed_recall's first seeds)
-                if monitor.should_stop:
-                    bar.close()
-                    bar = []  # the target holds already: no update at all
+                if monitor.should_stop:  # the target holds already: no update at all
                     stopped_early, stop_reason = True, monitor.stop_reason
+            todo = 0 if stopped_early else config.iterations
+            bar = tqdm(range(todo), desc=f"ESD {config.method}", disable=not progress)
             for step in bar:
                 unet.eval()
                 example = draw_esd_example(model, config, schedule, embeddings, generator, seeds)
@@ -540,8 +539,7 @@ def esd_lora_erase(
                 if monitor is not None and monitor.step(step + 1):
                     stopped_early, stop_reason = step + 1 < config.iterations, monitor.stop_reason
                     break
-            if not isinstance(bar, list):
-                bar.close()
+            bar.close()
     finally:
         # The LoRA wrappers did not exist when the flags were recorded: they follow their layer.
         for layer in _tuner_layers(unet):
