@@ -62,7 +62,7 @@ class ObservingMonitor(ProbeMonitor):
 def memory_loss_config(args: argparse.Namespace):
     if args.loss == "seed_recall":
         return SeedRecallConfig(steps=args.loss_steps, tau=args.tau)
-    return InversionLikelihoodConfig(steps=args.loss_steps)
+    return InversionLikelihoodConfig(steps=args.loss_steps, keep_weight=args.keep_weight)
 
 
 def make_monitor(model, concept: str, args: argparse.Namespace) -> ObservingMonitor:
@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--loss-weight", default="monitor", help="a number, or 'monitor' (its regularization_weight)")
     parser.add_argument("--loss-every", type=int, default=1)
     parser.add_argument("--tau", type=float, default=0.1, help="seed_recall's distance scale")
+    parser.add_argument("--keep-weight", type=float, default=0.0,
+                        help="inversion_likelihood's anchor on the monitor's reference images (0: off)")
     parser.add_argument("--every", type=int, default=25, help="monitor cadence (steps)")
     parser.add_argument("--target", type=float, default=DEFAULT_MAX_MEMORY, help="memory score target (early stop)")
     parser.add_argument("--pool", type=int, default=8, help="training images (and references) the monitor probes")
@@ -199,7 +201,8 @@ def main() -> None:
             rows.append(row(concept, f"retrained without {concept}", "-", "-", retrained, reference, "-", "-"))
 
         model, result, monitor, seconds, _ = train(concept, args, memory=True)
-        label = f"ESD + {args.loss} (w={args.loss_weight})"
+        anchor = f", keep {args.keep_weight}" if args.loss == "inversion_likelihood" and args.keep_weight > 0 else ""
+        label = f"ESD + {args.loss} (w={args.loss_weight}{anchor})"
         steps = len(result.losses)
         rows.append(row(concept, label, steps, f"{seconds:.0f}", measure(model), reference,
                         *stop_cells(monitor, steps, seconds)))
@@ -233,7 +236,7 @@ def main() -> None:
     if not args.no_record:
         append_results(
             f"memory_aware_erasure: shapes world, esd-x LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
-            f"S={args.loss_steps} weight {args.loss_weight} every {args.loss_every}, monitor fast every {args.every} on "
+            f"S={args.loss_steps} weight {args.loss_weight} keep {args.keep_weight} every {args.loss_every}, monitor fast every {args.every} on "
             f"{args.pool}+{args.pool} pool images, target M <= {args.target:.3f}, eval {args.eval_preset} on "
             f"{args.images}+{args.images} held-out images, CI {args.ci_steps} steps, {args.threads} thread(s), "
             f"{time.perf_counter() - started:.0f} s",

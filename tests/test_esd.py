@@ -504,3 +504,16 @@ def test_memory_loss_misuse_is_refused(changes, monitor_kind, match, tiny_images
     monitor = None if monitor_kind is None else _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)], keep_seeds=False)
     with pytest.raises(InputError, match=match):
         esd_lora_erase(model, quick(memory_loss=SeedRecallConfig(steps=4), **changes), monitor=monitor, progress=False)
+
+
+def test_an_anchored_inversion_loss_reads_the_monitor_reference(tiny_images):
+    from unlearn_guard.losses import InversionLikelihoodConfig
+
+    loss = InversionLikelihoodConfig(steps=2, keep_weight=1.0)
+    with pytest.raises(InputError, match="anchors on the monitor's reference"):
+        esd_lora_erase(fresh_model(), quick(memory_loss=loss), memory_images=tiny_images[:2], progress=False)
+    model = fresh_model()
+    monitor = _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)] * 3)
+    result = esd_lora_erase(model, quick(iterations=2, memory_loss=loss, memory_loss_weight="monitor"),
+                            monitor=monitor, progress=False)
+    assert result.memory_loss_weights == [1.0, 1.0] and all(v is not None for v in result.memory_losses)

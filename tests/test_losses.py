@@ -4,6 +4,7 @@ validation, and NaN becoming an error that says where."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -66,7 +67,21 @@ def lora_params(model: DiffusionModel) -> list[torch.nn.Parameter]:
 
 
 # One row per loss: a name, and a builder of the loss module on (model, latents, embeddings, seeds).
+def anchored(model, latents, embeddings, seeds):
+    """The hinge with the anchor on two other images; the LoRA then moves, so the anchor is not at its minimum."""
+    other = concept_latents(model, torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    loss = InversionLikelihoodLoss(model, latents, embeddings,
+                                   InversionLikelihoodConfig(steps=2, target_mean=1e4, keep_weight=1.0),
+                                   reference_latents=other, reference_embeddings=model.encode_prompts(["a square"]))
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if ".lora_B" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(6), dtype=p.dtype))
+    return loss
+
+
 CASES = {
+    "inversion_anchored": anchored,
     "seed_recall": lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2, tau=1.0), seeds=s),
     "inversion_hinge": lambda m, z, c, s: InversionLikelihoodLoss(
         m, z, c, InversionLikelihoodConfig(steps=2, target_mean=1e4)),
@@ -113,11 +128,11 @@ def test_only_the_adapter_gets_gradients_and_nothing_else_changes(case, tiny_ima
     seeds_before = seeds.clone()
     model.unet.train()
     model.unet.down_blocks[0].eval()  # mixed modes must stay as they were
+    loss_fn = CASES[case](model, latents, embeddings, seeds)  # (the anchored case moves the LoRA once, here)
     state = snapshot_module_state(model.unet)
     weights = {k: v.clone() for k, v in model.unet.state_dict().items()}
     cpu_rng = torch.get_rng_state()
 
-    loss_fn = CASES[case](model, latents, embeddings, seeds)
     loss_fn().backward()
 
     assert all(torch.equal(v, weights[k]) for k, v in model.unet.state_dict().items())
@@ -211,6 +226,11 @@ def test_nan_in_the_model_becomes_an_error_naming_timestep_and_images(tiny_image
         (lambda m, z, c, s: SeedRecallLoss(m, z, c, InversionLikelihoodConfig()), "expected a SeedRecallConfig"),
         (lambda m, z, c, s: InversionLikelihoodLoss(m, z[:1], c[:1], InversionLikelihoodConfig(statistic="gaussian_w2")),
          "needs >= 2"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z, c, InversionLikelihoodConfig(keep_weight=1.0)),
+         "keep_weight > 0 needs reference_latents"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z, c, InversionLikelihoodConfig(keep_weight=1.0),
+                                                    reference_latents=z[:, :, :4], reference_embeddings=c),
+         r"reference_latents: got \(2, 4, 4, 8\)"),
     ],
 )
 def test_bad_input_is_refused_naming_the_problem(build, match, tiny_images):
@@ -229,6 +249,7 @@ def test_bad_input_is_refused_naming_the_problem(build, match, tiny_images):
         (lambda: InversionLikelihoodConfig(statistic="kl"), "statistic: got 'kl'"),
         (lambda: InversionLikelihoodConfig(target_mean=float("nan")), "target_mean: got nan"),
         (lambda: InversionLikelihoodConfig(target_std=-1.0), "target_std: got -1.0"),
+        (lambda: InversionLikelihoodConfig(keep_weight=-1.0), "keep_weight: got -1.0"),
         (lambda: memory_loss_config_from_dict({"kind": "other"}), "kind: got 'other'"),
         (lambda: memory_loss_config_from_dict({"kind": "seed_recall", "sigma": 1}), r"unknown fields \['sigma'\]"),
     ],
@@ -294,3 +315,16 @@ def test_the_loss_leaves_the_monitor_state_and_its_seeds_alone(tiny_images):
     loss_fn().backward()
     assert json.dumps(monitor.state_dict()) == state
     assert torch.equal(monitor.latest_seeds, found) and torch.equal(found, seeds.float())
+
+
+def test_the_anchor_is_zero_where_it_was_built_and_counts_its_cost(tiny_images):
+    model = lora_model()
+    latents, embeddings, _ = inputs(model, tiny_images)
+    config = InversionLikelihoodConfig(steps=2, target_mean=1e4)
+    plain = InversionLikelihoodLoss(model, latents, embeddings, config)
+    other = concept_latents(model, tiny_images[2:] * 2 - 1)
+    kept = InversionLikelihoodLoss(model, latents, embeddings, dataclasses.replace(config, keep_weight=3.0),
+                                   reference_latents=other, reference_embeddings=model.encode_prompts(["a square"]))
+    with torch.no_grad():
+        torch.testing.assert_close(kept(), plain(), rtol=1e-12, atol=0)  # the model has not moved yet
+    assert plain.unet_evaluations == 2 * 2 and kept.unet_evaluations == 2 * (2 + 2)

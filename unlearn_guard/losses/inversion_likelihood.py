@@ -21,8 +21,14 @@ Notation (SPEC -> code), per image i; latents (C, h, w), D = C*h*w entries:
     statistic "gaussian_w2": L = ((m - m_T)^2 + (s - s_T)^2) / D^2
         the squared 2-Wasserstein distance between Gaussians fitted to the NLLs (the `mofc`
         distance of SPEC 5), per entry squared; needs B >= 2.
-Cost: S UNet evaluations per image in the forward pass, about 2x that again in the backward
-pass (3x with `checkpoint`).
+Anchor on known content (`keep_weight` > 0, with reference latents z0_j of *other* content):
+    L += keep_weight * (1/R) sum_j (NLL(INV_S(z0_j)) - NLL_0j)^2 / D
+with NLL_0j the reference seeds' NLL under the model as it was when the loss was built. Without
+it, raising the concept's NLL can raise every image's NLL alike (measured in the small world:
+the reference seeds' mean NLL rose above the N set's, which leaves the memory score undefined);
+the anchor asks the model to forget the concept only.
+Cost: S UNet evaluations per image (concept and reference) in the forward pass, about 2x that
+again in the backward pass (3x with `checkpoint`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import HALF_LOG_2PI, invert, is_number, require
+from ._common import HALF_LOG_2PI, checked_embeddings, checked_latents, invert, is_number, require
 from .base import MemoryLoss, MemoryLossConfig
 
 Statistic = Literal["hinge", "gaussian_w2"]
@@ -75,6 +81,7 @@ class InversionLikelihoodConfig(MemoryLossConfig):
             NLLs toward (m_T, s_T)).
         target_mean / target_std: m_T and s_T; None: those of N(0, I) draws of the latent's shape
             (`normal_nll_statistics`). From a retrained model: `nll_statistics(its_seeds)`.
+        keep_weight: weight of the anchor on the reference images' NLL (module docstring); 0: off.
         checkpoint: see `MemoryLossConfig`.
     """
 
@@ -82,6 +89,7 @@ class InversionLikelihoodConfig(MemoryLossConfig):
     statistic: Statistic = "hinge"
     target_mean: float | None = None
     target_std: float | None = None
+    keep_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +100,12 @@ class InversionLikelihoodConfig(MemoryLossConfig):
                 "None or a finite number")
         require(self.target_std is None or (is_number(self.target_std) and self.target_std >= 0),
                 f"{name}.target_std", self.target_std, "None or a finite number >= 0")
+        require(is_number(self.keep_weight) and self.keep_weight >= 0, f"{name}.keep_weight", self.keep_weight,
+                "a finite number >= 0 (0 = no anchor)")
+
+    def unet_evaluations(self, images: int, reference: int = 0) -> int:
+        """UNet evaluations of one forward call: S per concept image, and per reference image with the anchor."""
+        return self.steps * (images + (reference if self.keep_weight > 0 else 0))
 
 
 class InversionLikelihoodLoss(MemoryLoss):
@@ -100,18 +114,42 @@ class InversionLikelihoodLoss(MemoryLoss):
     Args:
         model, latents, embeddings: see `MemoryLoss`; latents (B, C, h, w), B >= 2 for "gaussian_w2".
         config: an `InversionLikelihoodConfig`.
+        reference_latents / reference_embeddings: (R, C, h, w) latents of other content and their
+            prompts' embeddings ((R or 1, L, D)), for the anchor; required when keep_weight > 0.
+            Their NLL under the model as it is now is recorded here (no gradients).
     """
 
     config_class = InversionLikelihoodConfig
 
     def __init__(self, model: DiffusionModel, latents: torch.Tensor, embeddings: torch.Tensor,
-                 config: InversionLikelihoodConfig | None = None) -> None:
+                 config: InversionLikelihoodConfig | None = None, reference_latents: torch.Tensor | None = None,
+                 reference_embeddings: torch.Tensor | None = None) -> None:
         super().__init__(model, latents, embeddings, config)
+        self.reference_latents = self.reference_embeddings = self.reference_nll = None
+        if self.config.keep_weight > 0:
+            if reference_latents is None or reference_embeddings is None:
+                raise InputError("reference_latents: keep_weight > 0 needs reference_latents and reference_embeddings "
+                                 "(images of other content)")
+            self.reference_latents = checked_latents(reference_latents, model, "reference_latents")
+            if self.reference_latents.shape[1:] != self.latents.shape[1:]:
+                raise InputError(f"reference_latents: got {tuple(self.reference_latents.shape)}; expected "
+                                 f"(R, {', '.join(map(str, self.latents.shape[1:]))}) like the latents")
+            self.reference_embeddings = checked_embeddings(reference_embeddings, self.reference_latents.shape[0], model,
+                                                           "reference_embeddings")
+            with torch.no_grad():
+                self.reference_nll = seed_nll(invert(model, self.schedule, self.reference_latents,
+                                                     self.reference_embeddings, "InversionLikelihoodLoss"))  # (R,)
         if self.config.statistic == "gaussian_w2" and self.latents.shape[0] < 2:
             raise InputError(f"latents: got {self.latents.shape[0]} image; the 'gaussian_w2' statistic needs >= 2")
         normal_mean, normal_std = normal_nll_statistics(self.entries)
         self.target_mean = self.config.target_mean if self.config.target_mean is not None else normal_mean
         self.target_std = self.config.target_std if self.config.target_std is not None else normal_std
+
+    @property
+    def unet_evaluations(self) -> int:
+        """UNet evaluations of one forward call (S per concept image, and per reference image with the anchor)."""
+        reference = 0 if self.reference_latents is None else self.reference_latents.shape[0]
+        return self.config.unet_evaluations(self.latents.shape[0], reference)
 
     def forward(self) -> torch.Tensor:
         """The loss (0-dim, compute dtype). NonFiniteError when a UNet call gives NaN/Inf."""
@@ -121,6 +159,13 @@ class InversionLikelihoodLoss(MemoryLoss):
         # 2. the seeds' NLL (SPEC 4), then the statistic
         nll = seed_nll(seeds)  # (B,)
         if self.config.statistic == "hinge":
-            return torch.relu(self.target_mean - nll).mean() / self.entries
-        mean, std = nll.mean(), nll.var(unbiased=False).clamp_min(1e-12).sqrt()
-        return ((mean - self.target_mean) ** 2 + (std - self.target_std) ** 2) / self.entries**2
+            loss = torch.relu(self.target_mean - nll).mean() / self.entries
+        else:
+            mean, std = nll.mean(), nll.var(unbiased=False).clamp_min(1e-12).sqrt()
+            loss = ((mean - self.target_mean) ** 2 + (std - self.target_std) ** 2) / self.entries**2
+        if self.reference_latents is None:
+            return loss
+        # 3. the anchor: the reference seeds' NLL stays where it was
+        kept = seed_nll(invert(self.model, self.schedule, self.reference_latents, self.reference_embeddings,
+                               "InversionLikelihoodLoss", self.config.checkpoint))  # (R,)
+        return loss + self.config.keep_weight * (kept - self.reference_nll).pow(2).mean() / self.entries

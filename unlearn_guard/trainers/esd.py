@@ -42,7 +42,8 @@ from `unlearn_guard.losses` is added to the ESD loss every `memory_loss_every` i
     loss = MSE(e_n, target) + w * L_memory,
 with w = `memory_loss_weight`, or the monitor's `regularization_weight` when that is "monitor"
 (high while the concept is remembered, 0 once the calibrated signal reaches its target). The
-loss is built on the concept images the monitor probes (or `memory_images`), with their prompts;
+loss is built on the concept images the monitor probes (or `memory_images`), with their prompts (an anchored `InversionLikelihoodConfig(keep_weight=...)`
+also inverts the monitor's reference images);
 `SeedRecallLoss` reads the seeds of the monitor's latest probe (`ProbeMonitor.latest_seeds`, so
 the probe config needs keep_seeds=True). Given a `monitor`, `esd_lora_erase` probes at step 0
 (before the first update: the starting seeds), after each iteration `monitor.step(i + 1)`, and
@@ -407,7 +408,12 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
         raise InputError("memory_loss: needs images of the concept; pass memory_images=... or monitor=...")
     latents = concept_latents(model, images.pixels)  # (B, C, h, w), the base model before any update
     embeddings = model.encode_prompts(images.prompts)  # (B, L, D)
-    extra = {"seeds": lambda: monitor.latest_seeds} if seed_recall else {}
+    extra: dict[str, Any] = {"seeds": lambda: monitor.latest_seeds} if seed_recall else {}
+    if getattr(loss_config, "keep_weight", 0) > 0:  # the anchor on known content: the monitor's reference set
+        if monitor is None:
+            raise InputError("memory_loss: keep_weight > 0 anchors on the monitor's reference images; pass monitor=...")
+        extra = {"reference_latents": concept_latents(model, monitor.reference.pixels),
+                 "reference_embeddings": model.encode_prompts(monitor.reference.prompts)}
     return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, **extra)
 
 
