@@ -412,8 +412,8 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
     if getattr(loss_config, "keep_weight", 0) > 0:  # the anchor on known content: the monitor's reference set
         if monitor is None:
             raise InputError("memory_loss: keep_weight > 0 anchors on the monitor's reference images; pass monitor=...")
-        extra = {"reference_latents": concept_latents(model, monitor.reference.pixels),
-                 "reference_embeddings": model.encode_prompts(monitor.reference.prompts)}
+        extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
+                     reference_embeddings=model.encode_prompts(monitor.reference.prompts))
     return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, **extra)
 
 
