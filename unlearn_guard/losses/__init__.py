@@ -17,6 +17,12 @@ during erasure), and the losses write no weight, flag or probe state.
     loss = esd_loss + monitor.regularization_weight * memory()
 
 `ESDConfig(memory_loss=...)` wires either into `esd_lora_erase`.
+
+Caution, measured (benchmarks/RESULTS.md, memory_aware_erasure, circle, one seed): these losses
+optimise what the memory score reads. Without the anchor (`keep_weight`) the inversion loss raised
+every image's seed NLL and left the score undefined; with it, the held-out score reached the
+retrained model's value while the prompt and Concept Inversion still brought circles back. Audit a
+model trained with a memory loss with measures it was not trained on (prompt accuracy, attacks).
 """
 
 from ._common import concept_latents
