@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -53,7 +54,9 @@ from _results import append_results, markdown_table
 
 SPLIT_SEEDS = {"tune": 71_000, "heldout": 83_000}  # far from the training draw (seed 0) and each other
 MEMORY_POOL_SEED = 97_000
-# Cheap in-training candidates beside the three shipped presets: plain DDIM inversion with fewer steps.
+# Cheap in-training candidates beside the shipped presets: plain DDIM inversion with fewer steps.
+# ddim20 is the `track` preset's inversion (the monitor's default since this calibration; same
+# numbers, the cache key keeps the label it was measured under).
 CANDIDATES = {
     "ddim10": ProbeConfig(preset="custom", inversion=InversionConfig(
         num_steps=10, renoise_steps=0, early_window=(0, 0), late_window=(0, 0),
@@ -159,6 +162,44 @@ def cached(cache: Path, key: dict[str, Any], compute: Callable[[], dict[str, Any
 
 
 # ----------------------------------------------------------------------------- analysis
+RESULTS_DIR = Path(__file__).resolve().parent
+
+
+def plot_memory(records: dict, concepts: list[str], model_names: dict[str, list[str]], threshold: float,
+                path: Path) -> Path:
+    """One panel per concept: M with its 95% interval per model (mofc), tune and held-out side by
+    side, stars and noise on the original and retrained models, and the tuned threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = path.resolve()
+    figure, axes = plt.subplots(1, len(concepts), figsize=(6 * len(concepts), 4), squeeze=False)
+    for axis, concept in zip(axes[0], concepts):
+        labels = []
+        rows = [(name, "concept", split) for name in model_names[concept] for split in SPLIT_SEEDS]
+        rows += [(name, kind, "heldout") for name in ("original", "retrained") for kind in ("star", "noise")]
+        for x, (name, kind, split) in enumerate(rows):
+            record = records.get((concept, name, split, kind, "mofc"))
+            if record is None or record["memory"] is None:
+                continue
+            value, low, high = interval(record["memory"])
+            colour = {"tune": "tab:gray", "heldout": "tab:blue"}[split] if kind == "concept" else "tab:green"
+            axis.errorbar([x], [value], yerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3)
+            labels.append((x, name if kind == "concept" else f"{name}/{kind}", split))
+        axis.axhline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.3f}")
+        axis.set_xticks([x for x, _, _ in labels], [f"{n} ({s[0]})" for _, n, s in labels], rotation=60, ha="right",
+                        fontsize=7)
+        axis.set_ylim(-0.05, 1.05)
+        axis.set_ylabel("memory score M (mofc)")
+        axis.set_title(f"{concept}: gray tune, blue held-out, green never-learnable")
+        axis.legend(loc="upper right", fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 def per_image(record: dict[str, Any]) -> dict[str, np.ndarray]:
     """Candidate per-image scores of E (higher = remembers) from one probe record."""
     nll = np.array([float(i["nll"]) for i in record["erased"]])
@@ -209,6 +250,8 @@ def main() -> None:
     parser.add_argument("--cache", default="benchmarks/.calibration_cache")
     parser.add_argument("--raw", default="benchmarks/calibration_raw.json", help="per-image numbers of every probe")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", default=str(RESULTS_DIR / "plots" / "calibrate_memory_signal.png"),
+                        help="figure of M per model (mofc) with the threshold; '' for none")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -283,7 +326,7 @@ def main() -> None:
                 if record is None:
                     continue
                 m = interval(record["memory"])
-                verdict = "-" if threshold is None else ("does not remember" if m[2] < threshold else "remembers")
+                verdict = "-" if threshold is None else ("does not remember" if m[2] <= threshold else "remembers")
                 e_psnr = np.nanmean([float(i["psnr"]) for i in record["erased"]])
                 set_rows.append((concept, name, split, f"{accuracy[(concept, name)][0]:.2f}",
                                  f"{accuracy[(concept, name)][1]:.2f}", fmt(m), verdict,
@@ -295,13 +338,13 @@ def main() -> None:
                 if record is None:
                     continue
                 m = interval(record["memory"])
-                verdict = "-" if threshold is None else ("does not remember" if m[2] < threshold else "remembers")
+                verdict = "-" if threshold is None else ("does not remember" if m[2] <= threshold else "remembers")
                 e_psnr = np.nanmean([float(i["psnr"]) for i in record["erased"]])
                 set_rows.append((concept, f"{name} / {kind} images", "heldout", "-", "-", fmt(m), verdict,
                                  fmt(interval(record["memory_distance"])), fmt(interval(record["d_n_w1"])),
                                  f"{e_psnr:.1f}", sum(i["diverged"] is not None for i in record["erased"])))
     set_header = ("concept", "model", "split", "concept acc", "kept acc", "memory M (mofc) [95% CI]",
-                  "verdict (upper end < threshold)", "d_N mofc [95% CI]", "d_N w1 [95% CI]", "E PSNR dB", "diverged")
+                  "verdict (upper end <= threshold, as the gate)", "d_N mofc [95% CI]", "d_N w1 [95% CI]", "E PSNR dB", "diverged")
     overlap_rows = []
     for concept in concepts:
         for split in SPLIT_SEEDS:
@@ -335,15 +378,18 @@ def main() -> None:
     body = "\n\n".join([
         f"Threshold on the memory score tuned on the `tune` split (midway between the highest retrained and the lowest "
         f"original M, mofc): {threshold if threshold is None else f'{threshold:.3f}'}. Verdicts below use the held-out "
-        "split too: a model 'does not remember' when the upper end of M's 95% interval is below the threshold.",
+        "split too: a model 'does not remember' when the upper end of M's 95% interval is at most the threshold (the gate's rule).",
         markdown_table(set_header, set_rows),
         "Image-level AUROC, original (knows) vs retrained (never saw) concept images; mean over concepts (per concept):",
         markdown_table(auroc_header, auroc_rows),
         "Set-level intervals, original vs retrained:",
         markdown_table(overlap_header, overlap_rows),
-        "Rank agreement with mofc (all models of all concepts):",
+        "Rank agreement with mofc (all models of all concepts; ddim20 is the `track` preset's inversion):",
         markdown_table(rank_header, rank_rows),
     ])
+    if args.plot and threshold is not None and not args.no_record:
+        plot = plot_memory(records, concepts, model_names, threshold, Path(args.plot))
+        body += f"\n\n![memory score per model, mofc, both splits, with the threshold]({os.path.relpath(plot, RESULTS_DIR)})"
     print(body)
     raw = {f"{c}|{n}|{s}|{k}|{p}": v for (c, n, s, k, p), v in records.items()}
     Path(args.raw).parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ Appends both tables to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
+    parser.add_argument("--no-rank", action="store_true", help="skip C (the mofc re-probes): overhead only")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,7 +86,7 @@ def main() -> None:
     # C. re-probe every checkpoint with mofc
     mofc = ProbeConfig.from_preset("mofc", seed=args.seed, progress=False)
     pairs = []
-    for record in monitor.history:
+    for record in [] if args.no_rank else monitor.history:
         load_lora_state(model.unet, checkpoints[record.step])
         result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
                        config=mofc)
@@ -105,6 +107,10 @@ def main() -> None:
         [(s, m1, m2, d1, d2, f"{sec:.1f}") for s, m1, m2, d1, d2, sec in pairs])
     rank_table += (f"\n\nSpearman rank correlation {args.preset} vs mofc over {len(pairs)} checkpoints: memory score "
                    f"rho = {rho_m:.3f}, d_N rho = {rho_d:.3f}")
+    load = "load average (1/5/15 min) at the end: " + "/".join(f"{v:.2f}" for v in os.getloadavg())
+    overhead_table += f"\n\n{os.cpu_count()} CPUs; {load}"
+    if args.no_rank:
+        rank_table = "(rank agreement not measured in this run: --no-rank)"
     print(overhead_table)
     print(rank_table)
     if not args.no_record:

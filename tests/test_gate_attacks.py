@@ -179,3 +179,26 @@ def test_attack_lists_parse_and_settings_check_themselves():
         from unlearn_guard.attacks import MemorySearchConfig
 
         AttackSettings(attacks=("multi-memory",), support_images="s", search=MemorySearchConfig(memories=1))
+
+
+def test_the_gate_states_every_attack_rule_before_it_runs(world, tmp_path, capsys, monkeypatch):
+    """The opening line names each attack's rule (a merge once left `_gate_on` without the attack
+    settings: every gate run stopped with a NameError, exit 3, before probing anything)."""
+    import unlearn_guard.gate.runner as runner
+
+    seen = {}
+
+    def stub_gate(config, echo, notice):  # the rules line only, no compute
+        seen["attacks"] = config.attacks.attacks
+        return {"passed": True, "reasons": ["stub"]}
+
+    monkeypatch.setattr(runner, "run_gate", stub_gate)
+    loud = [a for a in CHEAP if a != "--quiet"]
+    code, stdout, stderr = run_cli(gate_args(world, tmp_path / "rules", *loud, *ATTACKS,
+                                             "--support-images", str(world / "support")), capsys)
+    assert code == 0, stderr
+    line = next(x for x in (stdout + stderr).splitlines() if x.startswith("gating "))
+    assert "the memory score's 95% upper end <=" in line
+    assert "the best-of-3 memory score's upper end <=" in line
+    assert "the concept-inversion success rate's Wilson upper end <=" in line
+    assert set(seen["attacks"]) == {"memory", "multi-memory", "concept-inversion"}

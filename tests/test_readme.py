@@ -29,8 +29,8 @@ def test_readme_api_example_runs(tmp_path):
 
 def test_readme_callback_example_runs_as_printed_and_stops_early(tmp_path):
     """The probe-callback example: ESD on the shipped world model, stopped by the monitor; its
-    printed output is the block that follows it in the README (d_N to within 0.01: CPU kernels
-    may round the last digit differently)."""
+    printed output is the block that follows it in the README (M and d_N to within 0.01: CPU
+    kernels may round the last digit differently)."""
     text = README.read_text()
     found = re.findall(r"```python\n((?:(?!```).)*)```\n```\n((?:(?!```).)*)```", text, flags=re.S)
     examples = [(code, out) for code, out in found if "esd_lora_erase" in code and "monitor.step(i + 1)" in code]
@@ -45,7 +45,7 @@ def test_readme_callback_example_runs_as_printed_and_stops_early(tmp_path):
     got, expected = done.stdout.strip().splitlines(), printed.strip().splitlines()
     assert got[0] == expected[0] and got[0].startswith("ran ") and " of 200 iterations; stopped by patience" in got[0]
     assert int(got[0].split()[1]) < 200  # it stopped early
-    pattern = re.compile(r"step (\d+): d_N = ([\d.]+) \[([\d.]+), ([\d.]+)\]")
+    pattern = re.compile(r"step (\d+): M = ([\d.]+) \[([\d.]+), ([\d.]+)\], d_N = ([\d.]+)")
     got_rows = [pattern.fullmatch(line).groups() for line in got[1:]]
     expected_rows = [pattern.fullmatch(line).groups() for line in expected[1:]]
     assert [row[0] for row in got_rows] == [row[0] for row in expected_rows]

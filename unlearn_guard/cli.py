@@ -25,7 +25,9 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -418,6 +420,7 @@ def _gate_on(args: argparse.Namespace, out: "_Output", config: Any, thresholds: 
              output: Path) -> int:
     from .gate.runner import run_gate, verdict_json
 
+    settings = gate_config.attacks
     level = int(round(config.confidence * 100))
     rules = []
     if "memory" in settings.attacks:
@@ -684,6 +687,8 @@ def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]
     from .distributed import LauncherStopped, RankFailure
     from .probe import ProbeFailure  # imports torch and diffusers: seconds, inside main's Ctrl-C handling
 
+    if _SIGINT_SEEN:  # a library's bare `except:` swallowed the KeyboardInterrupt during its import
+        raise KeyboardInterrupt
     try:
         with _command_scope(args):
             started.append(args.command)
@@ -696,8 +701,20 @@ def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]
     except UnlearnGuardError as error:
         return EXIT_BAD_INPUT, _one_line(error)
     except Exception as error:  # noqa: BLE001 - a crash is a failed probe (3), never a verdict (1)
+        if _SIGINT_SEEN:  # the interrupt, half swallowed by a library, left it broken: still an interrupt
+            raise KeyboardInterrupt from None
         traceback.print_exc(file=sys.stderr)
         return EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+
+
+_SIGINT_SEEN: list[int] = []
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C behaviour (raise KeyboardInterrupt), remembered: some third-party import
+    code catches everything with a bare `except:`, and an interrupt landing there must not be lost."""
+    _SIGINT_SEEN.append(signum)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -707,6 +724,19 @@ def main(argv: list[str] | None = None) -> int:
     take seconds), so an interrupt at any point exits 130 with one line and no traceback.
     """
     started: list[str] = []  # the command, once its handler runs
+    _SIGINT_SEEN.clear()
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # not when the caller has its own
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _main(argv, started)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None, started: list[str]) -> int:
     try:
         parser = build_parser()
         try:
@@ -716,6 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         code, message = _run(args, started)
     except KeyboardInterrupt:
         return _interrupted(started[0] if started else None)
+    except Exception:
+        if _SIGINT_SEEN:  # e.g. an import that a swallowed interrupt left half done (numpy: RecursionError)
+            return _interrupted(started[0] if started else None)
+        raise
     if message is None:
         return code
     print(f"error: {message}", file=sys.stderr)

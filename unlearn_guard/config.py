@@ -7,13 +7,20 @@ Presets (SPEC.md sections 2 and 5); "UNet evaluations" count samples (a batch of
     lambda_kl=0.065 and lambda_ac=20, VAE posterior *sample*, conditional eps without CFG,
     Gaussian squared-W2 distance, 8-bit quantised PSNR. 300 UNet evaluations for the inversion
     + 50 for the reconstruction = 350 per image.
-  - `fast`: for in-training use. 10 DDIM steps, K=1 with a reachable window (0, 2) on every
-    step (so every step averages and regularises), otherwise as `mofc`. 3 evaluations per
-    inversion step (the KL target batched into the first call) + 10 for the reconstruction =
-    40 per image, about 9x fewer than `mofc`. Rank agreement with `mofc`, measured over 6
-    checkpoints of one ESD-LoRA run in the small world (benchmarks/callback_overhead.py):
-    Spearman rho = 0.66 (p = 0.16), i.e. not shown; its d_N spread was only 1.010 to 1.024
-    there, so use it to watch trends cheaply and gate with `mofc`.
+  - `fast`: 10 DDIM steps, K=1 with a reachable window (0, 2) on every step (so every step
+    averages and regularises), otherwise as `mofc`. 3 evaluations per inversion step (the KL
+    target batched into the first call) + 10 for the reconstruction = 40 per image. Measured
+    over the 14 calibration models (benchmarks/calibrate_memory_signal.py: circle and square;
+    original, retrained, ESD-x at 75/150/300 iterations, ESD-u, memory-seed ESD), its memory
+    score ranks them like `mofc`'s with Spearman rho = 0.863 (tune images) and 0.934 (held-out):
+    below the 0.9 the monitor needs on one split, and it puts the retrained world halfway
+    (M 0.45 to 0.55 for circle).
+  - `track`: the monitor's default. Plain DDIM inversion (K=0, no averaging, no regularisation),
+    20 steps: 20 + 20 = 40 UNet evaluations per image, as `fast`, about 9x fewer than `mofc`.
+    Over the same 14 models its memory score ranks them like `mofc`'s with Spearman rho = 0.947
+    (tune) and 0.991 (held-out); original vs retrained image AUROC of m 0.889 / 0.946. The
+    cheapest preset measured that meets rho >= 0.9 on both splits (10-step DDIM: 0.893 / 0.714 on
+    circle's 7 models alone). Use it to watch a run; gate with `mofc`.
   - `ddim`: plain DDIM inversion (K=0, no averaging, no regularisation), 50 steps: 100 per image.
 """
 
@@ -29,7 +36,7 @@ from .errors import InputError
 Z0Mode = Literal["sample", "mean"]
 DistanceKind = Literal["mofc", "w1"]
 ResizePolicy = Literal["error", "resize", "center_crop"]
-PresetName = Literal["mofc", "fast", "ddim", "custom"]
+PresetName = Literal["mofc", "fast", "track", "ddim", "custom"]
 BackendName = Literal["auto", "triton", "torch"]
 RngMode = Literal["per_image", "released"]
 
@@ -213,7 +220,8 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
             object.__setattr__(self, "inversion", InversionConfig(**self.inversion))
-        _require(self.preset in ("mofc", "fast", "ddim", "custom"), "preset", self.preset, "mofc|fast|ddim|custom")
+        _require(self.preset in ("mofc", "fast", "track", "ddim", "custom"), "preset", self.preset,
+                 "mofc|fast|track|ddim|custom")
         _require(self.distance in ("mofc", "w1"), "distance", self.distance, "'mofc' or 'w1'")
         _require(self.n_normal >= 2, "n_normal", self.n_normal, "an int >= 2")
         _require(self.bootstrap_samples >= 0, "bootstrap_samples", self.bootstrap_samples, "an int >= 0")
@@ -304,6 +312,13 @@ PRESETS: dict[str, ProbeConfig] = {
     "fast": ProbeConfig(
         preset="fast",
         inversion=InversionConfig(num_steps=10, renoise_steps=1, early_window=(0, 2), late_window=(0, 2)),
+    ),
+    "track": ProbeConfig(
+        preset="track",
+        inversion=InversionConfig(
+            num_steps=20, renoise_steps=0, early_window=(0, 0), late_window=(0, 0),
+            regularization=RegularizationConfig(enabled=False),
+        ),
     ),
     "ddim": ProbeConfig(
         preset="ddim",

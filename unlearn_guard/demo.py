@@ -56,7 +56,7 @@ class DemoConfig:
     probe_every: int = 50
     images_per_set: int = 8
     accuracy_images: int = 16
-    monitor_preset: str = "fast"
+    monitor_preset: str = "track"
     gate_preset: str = "mofc"
     gate_max_memory: float = DEFAULT_MAX_MEMORY
     seed: int = 0

@@ -57,9 +57,10 @@ Fidelity = Literal["fast", "mofc"]
 Variant = Literal["released", "paper"]
 # (Adam steps, learning rate) of each decoder inversion, per fidelity. mofc: the MoFC code's 3000 steps at
 # 1e-2. fast: 300 steps at 1e-1, measured in the small world (6 circles x 5 support shapes, one CPU
-# thread, benchmarks/memory_search.py and RESULTS.md): support -> query decodings reach 29.8 dB mean PSNR
-# in 300 steps at 1e-1 against 29.0 dB in 3000 steps at 1e-2 (and 21.0 dB in 300 steps at 1e-2), at a
-# tenth of the cost. The world's latents have std 1.0; SD 1.4's unscaled latents are about 5x wider,
+# thread, benchmarks/memory_search.py, RESULTS.md 2026-11-29): support -> query decodings reach 27.8 dB
+# mean PSNR in 300 steps at 1e-1 against 27.2 dB in 3000 steps at 1e-2, in 48 s of decoder time against
+# 591 s, and lead to as many distinct memories (2.33 vs 2.50 per image); an earlier, unrecorded run gave
+# 29.8 vs 29.0 dB, and 21.0 dB for 300 steps at 1e-2. The world's latents have std 1.0; SD 1.4's unscaled latents are about 5x wider,
 # where the same step size is relatively smaller.
 DECODER_BUDGETS = {"mofc": (3000, 1e-2), "fast": (300, 1e-1)}
 DECODER_STEPS = {name: steps for name, (steps, _) in DECODER_BUDGETS.items()}

@@ -207,7 +207,7 @@ class MonitorConfig:
     """
 
     every_n_steps: int = 100
-    probe: ProbeConfig | str = "fast"
+    probe: ProbeConfig | str = "track"
     signal: SignalName = "memory"
     target: float | None = None
     patience: int | None = None
@@ -347,7 +347,7 @@ class ProbeMonitor:
             UNet the loop updates (a peft/compile/DDP wrapper is fine), so probes see current weights.
         images / prompts: the erased concept's images E and their prompts (any form `probe` takes).
         reference / reference_prompts: the reference set R (other content); needed for d_N.
-        config: a `MonitorConfig` (default: every 100 steps, preset "fast", no early stop).
+        config: a `MonitorConfig` (default: every 100 steps, preset "track", no early stop).
         probe_fn: replaces the measurement (tests, custom probes); same arguments as
             `default_probe_fn`.
         name: prefixes the logged metrics ("<name>/d_n") and keys the saved state; give each
