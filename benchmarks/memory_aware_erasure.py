@@ -1,78 +1,246 @@
-"""Experiment: does memory-aware ESD (trajectories from the probe's seeds) raise d_N beyond plain ESD?
+"""Experiment: ESD alone vs ESD + a differentiable memory loss, at equal steps and at equal wall
+time, with the step where early stop on the calibrated memory score would have fired.
 
-Setup (one run, same model, seed, iterations and lr):
-  1. probe the original model on a *training* pool of concept images (keep the seeds z_T: where
-     the concept still lives);
-  2. plain ESD-LoRA vs memory-aware ESD-LoRA (a fraction of iterations start the x_t trajectory
-     from those seeds, weighted by memory_weight), equal steps;
-  3. evaluate both on *held-out* concept images (other renders): d_N (mofc), reconstruction PSNR,
-     concept accuracy from the prompt, and accuracy on the kept concepts (damage).
-An experiment, not a promise: the table is appended to benchmarks/RESULTS.md whatever it shows.
+Per concept (default circle, square, triangle; retrained worlds ship for circle and square only):
+  1. A `ProbeMonitor` on a *training* pool of the concept's images and a reference pool (seed
+     50_000 + seed), preset `fast` with its seeds kept, every --every steps, signal "memory" with
+     target = the calibrated gate threshold (DEFAULT_MAX_MEMORY). It weights the memory loss
+     (--loss-weight monitor) and hands seed_recall its seeds. Training is *not* cut: the step at
+     which the monitor says stop is recorded, with the steps and the training time that stopping
+     there would have saved, and every run goes on, so that runs compare at equal steps.
+  2. ESD + memory loss (`ESDConfig(memory_loss=...)`), N iterations: training time T (probe time
+     excluded).
+  3. ESD alone, same seed and draws: its LoRA is snapshotted at N (equal steps) and it trains on
+     until its training time reaches T (equal wall time).
+  4. Every model, with the original and the retrained one, on *held-out* images (seed 900_000 +
+     seed, far from every tuning seed): memory score M with its 95% interval and |M - M_retrained|,
+     d_N with its interval, PSNR of E, concept accuracy from its prompt, kept-concept accuracy,
+     Concept Inversion attack success (Wilson interval; --ci-steps 0 skips it).
+Tables (runs; signal vs step) go to benchmarks/RESULTS.md, whatever they show.
 
-    .venv/bin/python benchmarks/memory_aware_erasure.py --iterations 150 --memory-weight 1.0
+    .venv/bin/python benchmarks/memory_aware_erasure.py --threads 1
+    .venv/bin/python benchmarks/memory_aware_erasure.py --concepts circle --iterations 60 --ci-steps 0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+import warnings
+from typing import Any
 
 import torch
 
 from unlearn_guard import ProbeConfig, probe
+from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+from unlearn_guard.errors import ModelError
+from unlearn_guard.losses import InversionLikelihoodConfig, SeedRecallConfig
+from unlearn_guard.signal import DEFAULT_MAX_MEMORY
 from unlearn_guard.trainers import ESDConfig, esd_lora_erase
 from unlearn_guard.world import concept_prompt, load_classifier, load_world_model
 from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, probe_sets
 
 from _results import append_results, markdown_table
 
+POOL_SEED, HELD_OUT_SEED = 50_000, 900_000  # training pool vs held-out evaluation images
+
+
+class ObservingMonitor(ProbeMonitor):
+    """A monitor that records where it would stop training (`stop_step`) but never stops it, so
+    the runs it watches can be compared at equal steps."""
+
+    stop_step: int | None = None
+
+    def step(self, step: int) -> bool:
+        self.maybe_probe(step)
+        if self.should_stop and self.stop_step is None:
+            self.stop_step = step
+        return False
+
+
+def memory_loss_config(args: argparse.Namespace):
+    if args.loss == "seed_recall":
+        return SeedRecallConfig(steps=args.loss_steps, tau=args.tau)
+    return InversionLikelihoodConfig(steps=args.loss_steps, keep_weight=args.keep_weight)
+
+
+def make_monitor(model, concept: str, args: argparse.Namespace) -> ObservingMonitor:
+    pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
+    preset = ProbeConfig.from_preset("fast", seed=args.seed, progress=False, keep_seeds=True)
+    config = MonitorConfig(every_n_steps=args.every, probe=preset, signal="memory", target=args.target)
+    return ObservingMonitor(model, pool.concept, pool.concept_prompts, reference=pool.reference,
+                            reference_prompts=pool.reference_prompts, config=config, name=f"{concept}")
+
+
+def train(concept: str, args: argparse.Namespace, memory: bool, time_budget: float | None = None):
+    """One ESD-x LoRA run on a fresh world model, watched by a monitor. Returns (model, result,
+    monitor, training seconds, LoRA snapshot at N or None)."""
+    model = load_world_model()
+    monitor = make_monitor(model, concept, args)
+    changes: dict[str, Any] = {}
+    if memory:
+        weight = args.loss_weight if args.loss_weight == "monitor" else float(args.loss_weight)
+        changes = dict(memory_loss=memory_loss_config(args), memory_loss_weight=weight, memory_loss_every=args.loss_every)
+    iterations = args.iterations if time_budget is None else args.iterations * args.max_time_factor
+    config = ESDConfig(concept=concept_prompt(concept), iterations=iterations, lr=args.lr, seed=args.seed, **changes)
+    snapshot: dict[str, torch.Tensor] = {}
+    started = time.perf_counter()
+
+    def on_step(iteration: int, loss: float) -> bool:
+        if iteration + 1 == args.iterations:
+            snapshot.update({k: v.detach().clone() for k, v in model.unet.state_dict().items() if ".lora_" in k})
+        if time_budget is None:
+            return False
+        training = time.perf_counter() - started - monitor.overhead_seconds
+        return iteration + 1 >= args.iterations and training >= time_budget
+
+    result = esd_lora_erase(model, config, monitor=monitor, on_step=on_step, progress=False)
+    seconds = result.seconds - monitor.overhead_seconds
+    return model, result, monitor, seconds, snapshot
+
+
+def evaluate(model, concept: str, args: argparse.Namespace, held_out, classifier, ci_images) -> dict[str, Any]:
+    config = ProbeConfig.from_preset(args.eval_preset, seed=args.seed, progress=False, bootstrap_samples=500)
+    result = probe(model, held_out.concept, held_out.concept_prompts, reference=held_out.reference,
+                   reference_prompts=held_out.reference_prompts, config=config)
+    out: dict[str, Any] = {"memory": result.memory, "d_n": result.memory_distance,
+                           "psnr": result.erased.summary()["psnr_mean"]}
+    out["acc"] = accuracy_from_prompt(model, classifier, concept, args.accuracy_images, 30_000 + args.seed)
+    out["kept"] = kept_accuracy(model, classifier, concept, max(args.accuracy_images // 2, 1), 40_000 + args.seed)
+    out["ci"] = None
+    if args.ci_steps > 0:
+        from unlearn_guard.attacks import ConceptInversionConfig, ShapeJudge, attack_success, concept_inversion
+
+        ci_config = ConceptInversionConfig(steps=args.ci_steps, seed=args.seed, progress=False)
+        learned = concept_inversion(model, ci_images, ci_config)
+        out["ci"] = attack_success(model, learned, ShapeJudge(concept, classifier), n=args.ci_generations,
+                                   seed=args.seed, keep_images=False)
+    return out
+
+
+def interval(value: float, low: float | None, high: float | None) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def row(concept: str, name: str, steps: Any, seconds: Any, ev: dict[str, Any], retrained_memory: float | None,
+        stop: str, saved: str) -> tuple:
+    memory, d_n, ci = ev["memory"], ev["d_n"], ev["ci"]
+    gap = "-" if retrained_memory is None or memory is None else f"{abs(memory.value - retrained_memory):.3f}"
+    return (concept, name, steps, seconds,
+            "-" if memory is None else interval(memory.value, memory.ci_low, memory.ci_high), gap,
+            "-" if d_n is None else interval(d_n.value, d_n.ci_low, d_n.ci_high),
+            "-" if ev["psnr"] is None else f"{ev['psnr']:.2f}", f"{ev['acc']:.2f}", f"{ev['kept']:.2f}",
+            "-" if ci is None else f"{ci.rate:.2f} [{ci.ci_low:.2f}, {ci.ci_high:.2f}]", stop, saved)
+
+
+def stop_cells(monitor: ObservingMonitor, steps: int, seconds: float) -> tuple[str, str]:
+    """Where early stop on the memory target fired, and the steps / training seconds it saves."""
+    if monitor.stop_step is None:
+        return "not reached", "-"
+    saved = steps - monitor.stop_step
+    return str(monitor.stop_step), f"{saved} it / {seconds * saved / max(steps, 1):.0f} s"
+
+
+def curve(monitor: ProbeMonitor) -> dict[int, str]:
+    return {r.step: interval(r.memory, r.memory_low, r.memory_high) for r in monitor.history if r.ok}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concept", default="circle")
-    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--concepts", default="circle,square,triangle")
+    parser.add_argument("--iterations", type=int, default=150, help="N, the equal-steps budget")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--memory-weight", type=float, default=1.0)
-    parser.add_argument("--memory-fraction", type=float, default=0.5)
-    parser.add_argument("--pool", type=int, default=16, help="concept images whose seeds train the memory term")
+    parser.add_argument("--loss", choices=("inversion_likelihood", "seed_recall"), default="inversion_likelihood")
+    parser.add_argument("--loss-steps", type=int, default=10, help="S of the memory loss (fast probes 10 steps)")
+    parser.add_argument("--loss-weight", default="monitor", help="a number, or 'monitor' (its regularization_weight)")
+    parser.add_argument("--loss-every", type=int, default=1)
+    parser.add_argument("--tau", type=float, default=0.1, help="seed_recall's distance scale")
+    parser.add_argument("--keep-weight", type=float, default=0.0,
+                        help="inversion_likelihood's anchor on the monitor's reference images (0: off)")
+    parser.add_argument("--every", type=int, default=25, help="monitor cadence (steps)")
+    parser.add_argument("--target", type=float, default=DEFAULT_MAX_MEMORY, help="memory score target (early stop)")
+    parser.add_argument("--pool", type=int, default=8, help="training images (and references) the monitor probes")
     parser.add_argument("--images", type=int, default=8, help="held-out E and R for evaluation")
+    parser.add_argument("--eval-preset", default="fast")
     parser.add_argument("--accuracy-images", type=int, default=16)
+    parser.add_argument("--ci-steps", type=int, default=300, help="Concept Inversion steps (0: skip the attack)")
+    parser.add_argument("--ci-images", type=int, default=8)
+    parser.add_argument("--ci-generations", type=int, default=16)
+    parser.add_argument("--max-time-factor", type=int, default=4, help="cap of the equal-time run, in units of N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.loss_weight != "monitor":
+        float(args.loss_weight)  # a number, or argparse-style failure right away
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="init_token")
     started = time.perf_counter()
-
-    mofc = ProbeConfig.from_preset("mofc", seed=args.seed, progress=False, bootstrap_samples=500)
-    pool, pool_prompts, _, _ = probe_sets(args.concept, args.pool, seed=50_000 + args.seed)
-    found = probe(load_world_model(), pool, pool_prompts, config=mofc, keep_seeds=True)
-    memory_seeds = found.erased.seeds  # (pool, 4, 8, 8)
-
-    erased, erased_prompts, reference, reference_prompts = probe_sets(args.concept, args.images, seed=10_000 + args.seed)
     classifier = load_classifier()
-    rows = []
-    for name, weight in (("plain ESD", 0.0), (f"memory-aware (w={args.memory_weight}, f={args.memory_fraction})",
-                                              args.memory_weight)):
-        model = load_world_model()
-        esd = ESDConfig(concept=concept_prompt(args.concept), iterations=args.iterations, lr=args.lr, seed=args.seed,
-                        memory_weight=weight, memory_fraction=args.memory_fraction)
-        esd_lora_erase(model, esd, memory_seeds=memory_seeds if weight > 0 else None, progress=False)
-        result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
-                       config=mofc)
-        md = result.memory_distance
-        rows.append((name, f"{md.value:.3f} [{md.ci_low:.2f}, {md.ci_high:.2f}]", f"{float(result.erased.psnr.mean()):.2f}",
-                     f"{accuracy_from_prompt(model, classifier, args.concept, args.accuracy_images, 30_000):.2f}",
-                     f"{kept_accuracy(model, classifier, args.concept, args.accuracy_images // 2, 40_000):.2f}"))
-        print(f"{name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+    rows, curves = [], []
+    for concept in args.concepts.split(","):
+        held_out = probe_sets(concept, args.images, seed=HELD_OUT_SEED + args.seed)
+        ci_images = None
+        if args.ci_steps > 0:
+            from concept_inversion_attack import concept_images
 
-    header = ("erasure", "d_N mofc [95% CI] (held-out E)", "PSNR E (dB)", "concept acc", "kept acc")
+            ci_images = concept_images(load_world_model(), classifier, concept, args.ci_images, seed=60_000 + args.seed)
+
+        def measure(model):
+            return evaluate(model, concept, args, held_out, classifier, ci_images)
+
+        original = measure(load_world_model())
+        try:
+            retrained = measure(load_world_model(without=concept))
+        except ModelError:
+            retrained = None  # no retrained world ships for this concept
+        reference = None if retrained is None or retrained["memory"] is None else retrained["memory"].value
+        rows.append(row(concept, "original", 0, "-", original, reference, "-", "-"))
+        if retrained is not None:
+            rows.append(row(concept, f"retrained without {concept}", "-", "-", retrained, reference, "-", "-"))
+
+        model, result, monitor, seconds, _ = train(concept, args, memory=True)
+        anchor = f", keep {args.keep_weight}" if args.loss == "inversion_likelihood" and args.keep_weight > 0 else ""
+        label = f"ESD + {args.loss} (w={args.loss_weight}{anchor})"
+        steps = len(result.losses)
+        rows.append(row(concept, label, steps, f"{seconds:.0f}", measure(model), reference,
+                        *stop_cells(monitor, steps, seconds)))
+        memory_curve = curve(monitor)
+        print(f"{concept}: {label} done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        model, result, plain_monitor, plain_seconds, snapshot = train(concept, args, memory=False, time_budget=seconds)
+        plain_steps = len(result.losses)
+        final = measure(model)  # equal wall time
+        model.unet.load_state_dict(snapshot, strict=False)  # back to the LoRA at N: equal steps
+        at_n = measure(model)
+        per_step = plain_seconds / max(plain_steps, 1)
+        rows.append(row(concept, "ESD alone, equal steps", args.iterations, f"{per_step * args.iterations:.0f}", at_n,
+                        reference, *stop_cells(plain_monitor, args.iterations, per_step * args.iterations)))
+        rows.append(row(concept, "ESD alone, equal time", plain_steps, f"{plain_seconds:.0f}", final, reference,
+                        *stop_cells(plain_monitor, plain_steps, plain_seconds)))
+        plain_curve = curve(plain_monitor)
+        for step in sorted(set(memory_curve) | set(plain_curve)):
+            curves.append((concept, step, plain_curve.get(step, "-"), memory_curve.get(step, "-")))
+        print(f"{concept}: ESD alone done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    header = ("concept", "model", "steps", "train s", "memory M [95%] (held out)", "|M - M retrained|",
+              "d_N [95%]", "PSNR E (dB)", "concept acc", "kept acc",
+              f"Concept Inversion success [95%] (n={args.ci_generations})", "early stop at", "saved")
     table = markdown_table(header, rows)
+    signal = markdown_table(("concept", "step", "M training pool: ESD alone", f"M training pool: ESD + {args.loss}"),
+                            curves)
     print(table)
+    print()
+    print(signal)
     if not args.no_record:
-        append_results(f"memory_aware_erasure: shapes world, erase '{args.concept}', esd-x LoRA {args.iterations} it "
-                       f"lr {args.lr}, memory pool {args.pool} seeds, |E|=|R|={args.images} held out, "
-                       f"{time.perf_counter() - started:.0f} s", table)
+        append_results(
+            f"memory_aware_erasure: shapes world, esd-x LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
+            f"S={args.loss_steps} weight {args.loss_weight} keep {args.keep_weight} every {args.loss_every}, monitor fast every {args.every} on "
+            f"{args.pool}+{args.pool} pool images, target M <= {args.target:.3f}, eval {args.eval_preset} on "
+            f"{args.images}+{args.images} held-out images, CI {args.ci_steps} steps, {args.threads} thread(s), "
+            f"{time.perf_counter() - started:.0f} s",
+            table + "\n\nMemory score on the monitor's training pool vs step (value [95% interval]):\n\n" + signal)
 
 
 if __name__ == "__main__":

@@ -406,3 +406,114 @@ def test_on_step_returning_true_stops_training(returns, iterations_run, stopped_
     assert len(result.losses) == iterations_run and result.stopped_early is stopped_early
     assert json.loads(result.to_json())["stopped_early"] is stopped_early
     assert not any(m.training for m in model.unet.modules())  # flags restored on the early exit too
+
+
+# ---------------------------------------------------------------------------------------- memory loss
+def _memory_monitor(model, tiny_images, outcomes, keep_seeds=True):
+    """A monitor on the tiny model whose probe returns scripted memory scores and fixed seeds."""
+    import dataclasses
+
+    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+    from test_callbacks import CHEAP, fake_memory_result
+
+    seeds = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(9))
+    queue = list(outcomes)
+
+    def probe_fn(*args):
+        result = fake_memory_result(*queue.pop(0))
+        result.erased.seeds = seeds.clone()
+        return result
+
+    probe_config = dataclasses.replace(CHEAP, keep_seeds=keep_seeds)
+    config = MonitorConfig(every_n_steps=1, probe=probe_config, target=0.5)
+    return ProbeMonitor(model, tiny_images[:2], CONCEPT, reference=tiny_images[2:], reference_prompts="a blue square",
+                        config=config, probe_fn=probe_fn)
+
+
+def test_memory_loss_config_round_trips_through_json():
+    from unlearn_guard.losses import InversionLikelihoodConfig, SeedRecallConfig
+
+    for loss in (SeedRecallConfig(steps=4, tau=0.2), InversionLikelihoodConfig(steps=3, statistic="gaussian_w2")):
+        config = quick(memory_loss=loss, memory_loss_weight="monitor", memory_loss_every=2)
+        assert ESDConfig.from_json(config.to_json()) == config
+
+
+def test_memory_loss_trains_only_lora_and_changes_the_update(tiny_images):
+    from unlearn_guard.losses import InversionLikelihoodConfig
+
+    loss = InversionLikelihoodConfig(steps=2, target_mean=1e4)
+    lora, results = {}, {}
+    for name, changes in (("plain", {}), ("weight 0", dict(memory_loss=loss, memory_loss_weight=0.0)),
+                          ("weight 1", dict(memory_loss=loss, memory_loss_weight=1.0))):
+        model = fresh_model()
+        before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+        images = tiny_images[:2] if changes else None
+        results[name] = esd_lora_erase(model, quick(iterations=2, lr=1e-2, **changes), progress=False,
+                                       memory_images=images)
+        after = base_state(model)
+        assert [k for k in before if not torch.equal(before[k], after[k])] == [], name
+        lora[name] = lora_state(model)
+    same = [torch.equal(lora["plain"][k], lora["weight 0"][k]) for k in lora["plain"]]
+    assert all(same)  # control: weight 0 adds nothing, the draws are the same
+    moved = [not torch.equal(lora["plain"][k], lora["weight 1"][k]) for k in lora["plain"]]
+    assert any(moved)
+    assert results["plain"].losses[0] == results["weight 1"].losses[0]  # same first example
+    assert all(v is not None and v > 0 for v in results["weight 1"].memory_losses)
+    assert results["weight 1"].memory_loss_weights == [1.0, 1.0]
+    assert results["weight 0"].memory_losses == [None, None] and results["plain"].memory_losses == []
+    assert json.loads(results["weight 1"].to_json())["memory_losses"][0] > 0
+
+
+def test_the_monitor_hands_seeds_weights_the_term_and_stops_on_the_memory_target(tiny_images):
+    from unlearn_guard.losses import SeedRecallConfig
+
+    model = fresh_model()
+    # memory score M (point, low, high) at steps 0, 1, 2: weight 1, then (0.6 - 0.5) / 0.5 = 0.2, then stop
+    monitor = _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0), (0.45, 0.3, 0.6), (0.3, 0.2, 0.45)])
+    config = quick(iterations=5, memory_loss=SeedRecallConfig(steps=4, tau=1.0), memory_loss_weight="monitor")
+    result = esd_lora_erase(model, config, monitor=monitor, progress=False)
+    assert [r.step for r in monitor.history] == [0, 1, 2]
+    assert len(result.losses) == 2 and result.stopped_early and result.stop_reason == "target"
+    assert result.memory_loss_weights == [1.0, pytest.approx(0.2)]
+    assert all(v is not None and 0 < v <= 1 for v in result.memory_losses)
+    assert monitor.latest_seeds_step == 2 and monitor.latest_seeds.shape == (2, 4, 8, 8)
+
+
+def test_a_monitor_already_at_its_target_means_no_update(tiny_images):
+    model = fresh_model()
+    monitor = _memory_monitor(model, tiny_images, [(0.3, 0.2, 0.45)])
+    result = esd_lora_erase(model, quick(iterations=3), monitor=monitor, progress=False)
+    assert result.losses == [] and result.stopped_early and result.stop_reason == "target"
+    assert all(v.abs().max() == 0 for k, v in lora_state(model).items() if "lora_B" in k)
+
+
+@pytest.mark.parametrize(
+    "changes, monitor_kind, match",
+    [
+        (dict(memory_loss_weight="monitor"), None, "got 'monitor' but no monitor"),
+        (dict(), None, "seed_recall reads the seeds"),
+        (dict(), "no seeds", "keep its seeds"),
+        (dict(memory_loss_weight=-1.0), None, "memory_loss_weight"),
+        (dict(memory_loss_every=0), None, "memory_loss_every"),
+    ],
+)
+def test_memory_loss_misuse_is_refused(changes, monitor_kind, match, tiny_images):
+    from unlearn_guard.losses import SeedRecallConfig
+
+    model = fresh_model()
+    monitor = None if monitor_kind is None else _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)], keep_seeds=False)
+    with pytest.raises(InputError, match=match):
+        esd_lora_erase(model, quick(memory_loss=SeedRecallConfig(steps=4), **changes), monitor=monitor, progress=False)
+
+
+def test_an_anchored_inversion_loss_reads_the_monitor_reference(tiny_images):
+    from unlearn_guard.losses import InversionLikelihoodConfig
+
+    loss = InversionLikelihoodConfig(steps=2, keep_weight=1.0)
+    with pytest.raises(InputError, match="anchors on the monitor's reference"):
+        esd_lora_erase(fresh_model(), quick(memory_loss=loss), memory_images=tiny_images[:2], progress=False)
+    model = fresh_model()
+    monitor = _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)] * 3)
+    result = esd_lora_erase(model, quick(iterations=2, memory_loss=loss, memory_loss_weight="monitor"),
+                            monitor=monitor, progress=False)
+    assert result.memory_loss_weights == [1.0, 1.0] and all(v is not None for v in result.memory_losses)

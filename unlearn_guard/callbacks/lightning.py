@@ -25,6 +25,22 @@ and the text encoder inside the LightningModule (frozen) so they move with the U
 The monitor's history and counters are saved in Lightning checkpoints under a `state_key` that
 holds the monitor's name, so two callbacks (two concepts, two presets) can run in one `fit` as
 long as their monitors have different names.
+
+A memory loss in the LightningModule (`unlearn_guard.losses`; gradients reach only the
+trainable adapter), weighted by the monitor; the callback stops `fit` on the calibrated memory
+score's target (`MonitorConfig(signal="memory", target=...)`):
+
+    from unlearn_guard.losses import InversionLikelihoodConfig, InversionLikelihoodLoss, concept_latents
+
+    def training_step(self, batch, batch_idx):
+        if self.memory is None:                          # built once, on the module's device
+            images = self.probe_callback.monitor.images
+            self.memory = InversionLikelihoodLoss(
+                self.probe_callback.monitor.model, concept_latents(self.probe_callback.monitor.model, images.pixels),
+                self.probe_callback.monitor.model.encode_prompts(images.prompts), InversionLikelihoodConfig(steps=10))
+        return self.esd_loss(batch) + self.probe_callback.regularization_weight * self.memory()
+(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` reads the probe's seeds instead; the
+probe config then needs keep_seeds=True.)
 """
 
 from __future__ import annotations
@@ -56,6 +72,13 @@ class ProbeLightningCallback(pl.Callback):
         self.regularization_weight: float = monitor.regularization_weight
         self.should_stop: bool = monitor.should_stop
         self.last_record: ProbeRecord | None = None
+
+    @property
+    def latest_seeds(self) -> "torch.Tensor | None":
+        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
+        `SeedRecallLoss(seeds=lambda: callback.latest_seeds)` reads. With `distributed=False` only
+        the probing process has them (the term is then 0 elsewhere)."""
+        return self.monitor.latest_seeds
 
     @property
     def state_key(self) -> str:

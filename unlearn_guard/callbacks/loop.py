@@ -48,6 +48,24 @@ counters into `accelerator.save_state(...)` and back with `accelerator.load_stat
 accelerate keys registered objects by their order; each state also holds its monitor's name,
 and loading it into a monitor with another name is refused, so two probes (two monitors with
 different names) cannot swap states silently.
+
+A memory loss in this loop (`unlearn_guard.losses`; the adapter's LoRA parameters are the only
+ones that get gradients, since the base UNet is frozen), weighted by the monitor and stopped on
+the calibrated memory score's target:
+
+    from unlearn_guard.losses import SeedRecallConfig, SeedRecallLoss, concept_latents
+    # the probe must keep its seeds: MonitorConfig(signal="memory", target=DEFAULT_MAX_MEMORY,
+    #     probe=ProbeConfig.from_preset("fast", keep_seeds=True, progress=False))
+    images = probing.monitor.images                      # the concept images the probe inverts
+    memory = SeedRecallLoss(model, concept_latents(model, images.pixels),
+                            model.encode_prompts(images.prompts), SeedRecallConfig(steps=10),
+                            seeds=lambda: probing.latest_seeds)          # 0 until the first probe
+    probing.step(0)                                      # probe once before training: the first seeds
+    ...
+            loss = esd_loss(batch) + probing.regularization_weight * memory()
+
+(`InversionLikelihoodLoss` needs no seeds; `esd_lora_erase(..., monitor=...)` with
+`ESDConfig(memory_loss=...)` does all of this for ESD.)
 With `distributed=False` the other processes wait for the main one while it probes (inside the
 broadcast), so keep such a probe well under the process group's timeout (30 minutes by default).
 """
@@ -123,6 +141,13 @@ class AcceleratorProbe:
             broadcast_object_list(decision, from_process=0)
         self.should_stop, self.regularization_weight = bool(decision[0]), float(decision[1])
         return self.should_stop
+
+    @property
+    def latest_seeds(self) -> "torch.Tensor | None":
+        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
+        `SeedRecallLoss(seeds=lambda: probing.latest_seeds)` reads. With `distributed=False` only
+        the probing process has them (the term is then 0 elsewhere)."""
+        return self.monitor.latest_seeds
 
     def state_dict(self) -> dict[str, Any]:
         """The monitor's state (save it from the main process, next to the model)."""

@@ -415,6 +415,8 @@ class ProbeMonitor:
         self._failures = 0
         self._consecutive_failures = 0
         self._disabled = False
+        self._latest_seeds: torch.Tensor | None = None
+        self._latest_seeds_step: int | None = None
 
     def check(self) -> None:
         """Raise now what would make every probe fail: model parts on different devices or with
@@ -460,6 +462,10 @@ class ProbeMonitor:
                 raise
             self._after_failure(record, error)
             return record
+        seeds = result.erased.seeds  # (|E|, C, h, w) when the probe config keeps seeds
+        if seeds is not None:
+            self._latest_seeds = seeds.detach().to("cpu", torch.float32).clone()
+            self._latest_seeds_step = step
         self._record(record)
         return record
 
@@ -576,6 +582,22 @@ class ProbeMonitor:
     def latest_d_n(self) -> float | None:
         """d_N of the most recent successful probe (failures do not erase it)."""
         return next((r.d_n for r in reversed(self.history) if r.ok), None)
+
+    @property
+    def latest_seeds(self) -> torch.Tensor | None:
+        """A copy of the seeds z_T the latest successful probe found for the concept's images,
+        (|E|, C, h, w) float32 on the CPU in the order of `images` (NaN rows where an inversion
+        diverged); None before one, or when the probe returned none (a probe config without
+        `keep_seeds=True`). What a
+        seed-anchored memory loss reads (`unlearn_guard.losses.SeedRecallLoss(seeds=lambda:
+        monitor.latest_seeds)`). Seeds are not part of `state_dict`: after a resume they return
+        with the next probe."""
+        return None if self._latest_seeds is None else self._latest_seeds.clone()
+
+    @property
+    def latest_seeds_step(self) -> int | None:
+        """The step of the probe that found `latest_seeds`."""
+        return self._latest_seeds_step
 
     @property
     def best_bound(self) -> float | None:

@@ -31,6 +31,23 @@ callbacks re-creates them from JSON arguments, which a monitor holding a model c
 
 Two monitors: add one callback per monitor, each monitor with its own `name`; transformers
 logs that a second callback of this class was added, which is expected here.
+
+A memory loss in a custom `compute_loss` (`unlearn_guard.losses`; gradients reach only the
+trainable adapter), weighted by the monitor; the callback stops training on the calibrated
+memory score's target (`MonitorConfig(signal="memory", target=...)`):
+
+    from unlearn_guard.losses import InversionLikelihoodConfig, InversionLikelihoodLoss, concept_latents
+    images = monitor.images
+    memory = InversionLikelihoodLoss(monitor.model, concept_latents(monitor.model, images.pixels),
+                                     monitor.model.encode_prompts(images.prompts),
+                                     InversionLikelihoodConfig(steps=10))
+
+    class ErasingTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            loss = esd_loss(model, inputs) + callback.regularization_weight * memory()
+            return loss
+(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` reads the probe's seeds instead; the
+probe config then needs keep_seeds=True.)
 """
 
 from __future__ import annotations
@@ -78,6 +95,13 @@ class ProbeTrainerCallback(TrainerCallback):
         self.regularization_weight: float = monitor.regularization_weight
         self.should_stop: bool = monitor.should_stop
         self.last_record: ProbeRecord | None = None
+
+    @property
+    def latest_seeds(self) -> "torch.Tensor | None":
+        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
+        `SeedRecallLoss(seeds=lambda: callback.latest_seeds)` reads. With `distributed=False` only
+        the probing process has them (the term is then 0 elsewhere)."""
+        return self.monitor.latest_seeds
 
     @property
     def state_key(self) -> str:

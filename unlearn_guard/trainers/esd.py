@@ -36,6 +36,18 @@ concept's images) and `memory_weight > 0`, each iteration flips a coin: with pro
 noise, and that iteration's loss is multiplied by `memory_weight`. Whether this lowers d_N more
 than plain ESD is what the experiment is for; nothing here claims it does. Note that the seeds
 were found without CFG, while the trajectory here uses `start_guidance`.
+
+Memory loss (`ESDConfig(memory_loss=...)`, another experiment): a differentiable memory loss
+from `unlearn_guard.losses` is added to the ESD loss every `memory_loss_every` iterations,
+    loss = MSE(e_n, target) + w * L_memory,
+with w = `memory_loss_weight`, or the monitor's `regularization_weight` when that is "monitor"
+(high while the concept is remembered, 0 once the calibrated signal reaches its target). The
+loss is built on the concept images the monitor probes (or `memory_images`), with their prompts (an anchored `InversionLikelihoodConfig(keep_weight=...)`
+also inverts the monitor's reference images);
+`SeedRecallLoss` reads the seeds of the monitor's latest probe (`ProbeMonitor.latest_seeds`, so
+the probe config needs keep_seeds=True). Given a `monitor`, `esd_lora_erase` probes at step 0
+(before the first update: the starting seeds), after each iteration `monitor.step(i + 1)`, and
+stops when the monitor says so (the calibrated signal's target, or patience).
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from ..config import _require
 from ..errors import InputError, ModelError, NonFiniteError
 from ..inversion.renoise import Conditioning, NoisePredictor
 from ..inversion.schedule import DDIMSchedule, ddim_schedule, ddim_step
+from ..losses import LOSSES, MemoryLoss, MemoryLossConfig, concept_latents, memory_loss_config_from_dict
 from ..models.bundle import DiffusionModel, unwrap_unet
 from ..models.module_state import preserve_module_state
 
@@ -112,6 +125,12 @@ class ESDConfig:
         ddim_steps: DDIM steps of the sampling schedule; ESD default 50.
         seed: fixes every draw (LoRA init, stop steps, z_T, memory choices).
         memory_weight, memory_fraction: the memory-aware experiment (module docstring); off at 0.
+        memory_loss: a memory loss config (`unlearn_guard.losses.SeedRecallConfig` or
+            `InversionLikelihoodConfig`) to add that loss to ESD's (module docstring); None: off.
+        memory_loss_weight: its weight w, a number >= 0, or "monitor" for the monitor's
+            `regularization_weight` at each iteration (needs a `monitor`).
+        memory_loss_every: add the term on iterations i with i % memory_loss_every == 0 (it costs
+            about 3 S UNet evaluations per image with its backward pass, ESD about 3 + the sampling).
     """
 
     concept: str
@@ -126,6 +145,9 @@ class ESDConfig:
     seed: int = 0
     memory_weight: float = 0.0
     memory_fraction: float = 0.5
+    memory_loss: MemoryLossConfig | None = None
+    memory_loss_weight: float | Literal["monitor"] = 1.0
+    memory_loss_every: int = 1
 
     def __post_init__(self) -> None:
         _require(isinstance(self.concept, str) and self.concept.strip() != "", "concept", self.concept, "a non-empty prompt")
@@ -147,13 +169,24 @@ class ESDConfig:
                  "a finite number >= 0 (0 = off)")
         _require(_is_number(self.memory_fraction) and 0 <= self.memory_fraction <= 1, "memory_fraction",
                  self.memory_fraction, "a number in [0, 1]")
+        if isinstance(self.memory_loss, dict):
+            object.__setattr__(self, "memory_loss", memory_loss_config_from_dict(self.memory_loss))
+        _require(self.memory_loss is None or isinstance(self.memory_loss, MemoryLossConfig), "memory_loss",
+                 self.memory_loss, "None or a memory loss config (unlearn_guard.losses)")
+        _require(self.memory_loss_weight == "monitor" or (_is_number(self.memory_loss_weight)
+                                                          and self.memory_loss_weight >= 0),
+                 "memory_loss_weight", self.memory_loss_weight, "a finite number >= 0 or 'monitor'")
+        _require(_is_int(self.memory_loss_every) and self.memory_loss_every >= 1, "memory_loss_every",
+                 self.memory_loss_every, "an int >= 1")
 
     @property
     def target_modules(self) -> tuple[str, ...]:
         return ESD_TARGET_MODULES[self.method]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["memory_loss"] = None if self.memory_loss is None else self.memory_loss.to_dict()  # with its kind
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -173,10 +206,13 @@ class ESDConfig:
 
 @dataclass(frozen=True)
 class ESDResult:
-    """What `esd_lora_erase` did: the loss per iteration run (the weighted loss that was
-    optimised; fewer than `config.iterations` when `on_step` stopped it, `stopped_early`),
+    """What `esd_lora_erase` did: the ESD loss per iteration run (times `memory_weight` on
+    memory-seed iterations; the memory loss term is in `memory_losses`; fewer than
+    `config.iterations` when `on_step` or the monitor stopped it, `stopped_early`),
     wall-clock seconds, the config, the adapter's name, its trainable parameter count, and the
-    iterations that started from a memory seed."""
+    iterations that started from a memory seed; with a memory loss, its value and weight per
+    iteration (None where it was not computed) and its share of the wall time; with a monitor,
+    why it stopped training (None: it did not)."""
 
     losses: list[float]
     seconds: float
@@ -185,9 +221,17 @@ class ESDResult:
     trainable_parameters: int
     memory_iterations: list[int] = field(default_factory=list)
     stopped_early: bool = False
+    memory_losses: list[float | None] = field(default_factory=list)
+    memory_loss_weights: list[float | None] = field(default_factory=list)
+    memory_loss_seconds: float = 0.0
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "memory_losses": list(self.memory_losses),
+            "memory_loss_weights": list(self.memory_loss_weights),
+            "memory_loss_seconds": self.memory_loss_seconds,
+            "stop_reason": self.stop_reason,
             "losses": list(self.losses),
             "seconds": self.seconds,
             "config": self.config.to_dict(),
@@ -328,6 +372,51 @@ def _add_esd_adapter(unet: torch.nn.Module, config: ESDConfig, adapter_name: str
     return params
 
 
+def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, memory_images: Any,
+                       memory_prompts: Any) -> MemoryLoss | None:
+    """The memory loss module of `config.memory_loss` on the monitor's concept images (or
+    `memory_images`), checked before any training."""
+    loss_config = config.memory_loss
+    if loss_config is None:
+        if memory_images is not None:
+            warnings.warn("memory_images given but config.memory_loss is None: the images are ignored", stacklevel=3)
+        return None
+    if config.memory_loss_weight == "monitor" and monitor is None:
+        raise InputError("memory_loss_weight: got 'monitor' but no monitor was given; pass monitor=ProbeMonitor(...) "
+                         "or a fixed weight")
+    seed_recall = loss_config.kind == "seed_recall"
+    if seed_recall:
+        if monitor is None or memory_images is not None:
+            raise InputError("memory_loss: seed_recall reads the seeds the monitor's probe finds for the monitor's own "
+                             "images; pass monitor=... and no memory_images")
+        probe_config = monitor.config.probe
+        if not probe_config.keep_seeds:
+            raise InputError("memory_loss: seed_recall needs the monitor's probe to keep its seeds; build the monitor "
+                             "with MonitorConfig(probe=ProbeConfig.from_preset(..., keep_seeds=True))")
+        if probe_config.inversion.num_steps != loss_config.steps:
+            warnings.warn(f"memory_loss.steps={loss_config.steps} differs from the probe's "
+                          f"{probe_config.inversion.num_steps} inversion steps: the seeds sit at another timestep "
+                          "than the loss starts from", stacklevel=3)
+    if memory_images is not None:
+        from ..io import load_image_set
+
+        images = load_image_set(memory_images, memory_prompts if memory_prompts is not None else config.concept,
+                                resolution=model.resolution, label="memory_images")
+    elif monitor is not None:
+        images = monitor.images
+    else:
+        raise InputError("memory_loss: needs images of the concept; pass memory_images=... or monitor=...")
+    latents = concept_latents(model, images.pixels)  # (B, C, h, w), the base model before any update
+    embeddings = model.encode_prompts(images.prompts)  # (B, L, D)
+    extra: dict[str, Any] = {"seeds": lambda: monitor.latest_seeds} if seed_recall else {}
+    if getattr(loss_config, "keep_weight", 0) > 0:  # the anchor on known content: the monitor's reference set
+        if monitor is None:
+            raise InputError("memory_loss: keep_weight > 0 anchors on the monitor's reference images; pass monitor=...")
+        extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
+                     reference_embeddings=model.encode_prompts(monitor.reference.prompts))
+    return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, **extra)
+
+
 # ---------------------------------------------------------------------------------------- public API
 def esd_lora_erase(
     model: DiffusionModel,
@@ -337,6 +426,9 @@ def esd_lora_erase(
     on_step: Callable[[int, float], bool | None] | None = None,
     progress: bool = True,
     adapter_name: str = "esd",
+    monitor: Any = None,
+    memory_images: Any = None,
+    memory_prompts: Any = None,
 ) -> ESDResult:
     """Erase `config.concept` from `model` with ESD, training a LoRA adapter on its UNet in place.
 
@@ -354,6 +446,13 @@ def esd_lora_erase(
             again). Returning True stops training after this iteration (`stopped_early`), so a
             `ProbeMonitor` can end it: `on_step=lambda i, loss: monitor.step(i + 1)`.
         progress: show a tqdm bar.
+        monitor: a `ProbeMonitor` on `model`: probed at step 0 (before the first update) and then
+            `monitor.step(i + 1)` after each iteration; training stops when it says so (don't
+            also call it from `on_step`). It feeds the memory loss its weight ("monitor") and,
+            for seed_recall, its seeds.
+        memory_images / memory_prompts: the concept images (any form `probe` takes) for an
+            inversion-based memory loss; default: the monitor's images. Prompts default to
+            `config.concept`.
     """
     from tqdm.auto import tqdm
 
@@ -376,13 +475,18 @@ def esd_lora_erase(
     elif seeds is None and config.memory_weight > 0:
         warnings.warn("config.memory_weight > 0 but no memory_seeds given: plain ESD is run", stacklevel=2)
 
+    memory_loss = _build_memory_loss(model, config, monitor, memory_images, memory_prompts)
     schedule = ddim_schedule(model.scheduler_config, config.ddim_steps)  # from the model's config (SPEC 1)
     embeddings = model.encode_prompts(["", config.concept])  # (2, L, D)
     generator = torch.Generator().manual_seed(config.seed)
     model.extras.setdefault("esd_configs", {})[adapter_name] = config  # for save_esd_adapter
     losses: list[float] = []
     memory_iterations: list[int] = []
+    memory_losses: list[float | None] = []
+    memory_weights: list[float | None] = []
+    memory_seconds = 0.0
     stopped_early = False
+    stop_reason: str | None = None
 
     start = time.perf_counter()
     try:
@@ -393,7 +497,12 @@ def esd_lora_erase(
                 p.requires_grad_(id(p) in trainable)
             optimizer = torch.optim.Adam(params, lr=config.lr)
             dtype = model.dtype  # the base weights' dtype (the adapter itself is float32)
-            bar = tqdm(range(config.iterations), desc=f"ESD {config.method}", disable=not progress)
+            if monitor is not None:
+                monitor.maybe_probe(0)  # the starting point (and seed_recall's first seeds)
+                if monitor.should_stop:  # the target holds already: no update at all
+                    stopped_early, stop_reason = True, monitor.stop_reason
+            todo = 0 if stopped_early else config.iterations
+            bar = tqdm(range(todo), desc=f"ESD {config.method}", disable=not progress)
             for step in bar:
                 unet.eval()
                 example = draw_esd_example(model, config, schedule, embeddings, generator, seeds)
@@ -407,6 +516,22 @@ def esd_lora_erase(
                     raise NonFiniteError(f"ESD loss is {loss.item()} at iteration {step} (timestep t={example.timestep})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                memory_value = memory_weight = None
+                if memory_loss is not None and step % config.memory_loss_every == 0:
+                    memory_weight = (monitor.regularization_weight if config.memory_loss_weight == "monitor"
+                                     else float(config.memory_loss_weight))
+                    if memory_weight > 0:
+                        # gradients add up: backward of (ESD + w L) = backward(ESD) + backward(w L)
+                        began = time.perf_counter()
+                        term = memory_loss()
+                        if not torch.isfinite(term):
+                            raise NonFiniteError(f"memory loss is {term.item()} at iteration {step}")
+                        if term.requires_grad:
+                            (memory_weight * term).backward()
+                        memory_value = float(term.detach())
+                        memory_seconds += time.perf_counter() - began
+                memory_losses.append(memory_value)
+                memory_weights.append(memory_weight)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)  # the callback never sees stale gradients
                 losses.append(float(loss.detach()))
@@ -416,6 +541,9 @@ def esd_lora_erase(
                     bar.set_postfix(loss=f"{losses[-1]:.4g}")
                 if on_step is not None and on_step(step, losses[-1]) is True:
                     stopped_early = step + 1 < config.iterations
+                    break
+                if monitor is not None and monitor.step(step + 1):
+                    stopped_early, stop_reason = step + 1 < config.iterations, monitor.stop_reason
                     break
             bar.close()
     finally:
@@ -430,6 +558,10 @@ def esd_lora_erase(
         trainable_parameters=sum(p.numel() for p in params),
         memory_iterations=memory_iterations,
         stopped_early=stopped_early,
+        memory_losses=memory_losses if memory_loss is not None else [],
+        memory_loss_weights=memory_weights if memory_loss is not None else [],
+        memory_loss_seconds=memory_seconds,
+        stop_reason=stop_reason,
     )
 
 

@@ -1,0 +1,330 @@
+"""Memory losses on the tiny model: gradients against central finite differences in float64,
+weights / flags / modes / random streams / the monitor's state left alone, batch equals single,
+validation, and NaN becoming an error that says where."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from unlearn_guard.errors import InputError, NonFiniteError
+from unlearn_guard.losses import (
+    LOSSES,
+    InversionLikelihoodConfig,
+    InversionLikelihoodLoss,
+    SeedRecallConfig,
+    SeedRecallLoss,
+    concept_latents,
+    memory_loss_config_from_dict,
+    nll_statistics,
+    normal_nll_statistics,
+)
+from unlearn_guard.models import DiffusionModel, snapshot_module_state
+from unlearn_guard.models.tiny import build_tiny_components
+from unlearn_guard.trainers.esd import ESD_TARGET_MODULES
+
+PROMPT = "a red circle"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def lora_model(dtype: torch.dtype = torch.float64) -> DiffusionModel:
+    """The tiny model with a rank-2 LoRA on cross-attention (esd-x layers), base frozen, lora_B
+    drawn at random (peft starts it at zero, where lora_A would get no gradient)."""
+    from peft import LoraConfig
+
+    model = DiffusionModel.from_components(**build_tiny_components(0))
+    torch.manual_seed(7)
+    model.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=list(ESD_TARGET_MODULES["esd-x"])))
+    model.to(dtype=dtype)
+    generator = torch.Generator().manual_seed(3)
+    for name, p in model.unet.named_parameters():
+        p.requires_grad_(".lora_" in name)
+        if ".lora_B" in name:
+            with torch.no_grad():
+                p.copy_(0.3 * torch.randn(p.shape, generator=generator, dtype=torch.float64))
+    return model
+
+
+def inputs(model: DiffusionModel, tiny_images: torch.Tensor, count: int = 2):
+    latents = concept_latents(model, tiny_images[:count] * 2 - 1)  # (B, 4, 8, 8)
+    embeddings = model.encode_prompts([PROMPT] * count)  # (B, L, 32)
+    seeds = torch.randn(latents.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    return latents, embeddings, seeds
+
+
+def lora_params(model: DiffusionModel) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.unet.named_parameters() if ".lora_" in n]
+
+
+# One row per loss: a name, and a builder of the loss module on (model, latents, embeddings, seeds).
+def anchored(model, latents, embeddings, seeds):
+    """The hinge with the anchor on two other images; the LoRA then moves, so the anchor is not at its minimum."""
+    other = concept_latents(model, torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    loss = InversionLikelihoodLoss(model, latents, embeddings,
+                                   InversionLikelihoodConfig(steps=2, target_mean=1e4, keep_weight=1.0),
+                                   reference_latents=other, reference_embeddings=model.encode_prompts(["a square"]))
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if ".lora_B" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(6), dtype=p.dtype))
+    return loss
+
+
+CASES = {
+    "inversion_anchored": anchored,
+    "seed_recall": lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2, tau=1.0), seeds=s),
+    "inversion_hinge": lambda m, z, c, s: InversionLikelihoodLoss(
+        m, z, c, InversionLikelihoodConfig(steps=2, target_mean=1e4)),
+    "inversion_gaussian_w2": lambda m, z, c, s: InversionLikelihoodLoss(
+        m, z, c, InversionLikelihoodConfig(steps=2, statistic="gaussian_w2")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradient_matches_central_finite_differences_in_float64(case, tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    loss_fn = CASES[case](model, latents, embeddings, seeds)
+    params = lora_params(model)
+    loss = loss_fn()
+    assert loss.dtype == torch.float64 and loss.ndim == 0 and torch.isfinite(loss)
+    grads = torch.autograd.grad(loss, params)
+    assert any(g.abs().max() > 0 for g in grads)
+
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(2):  # two random directions through every LoRA parameter
+        direction = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
+        analytic = sum(float((g * d).sum()) for g, d in zip(grads, direction))
+        h = 1e-5
+        values = []
+        with torch.no_grad():
+            for sign in (1, -1):
+                for p, d in zip(params, direction):
+                    p.add_(sign * h * d)
+                values.append(float(loss_fn()))
+                for p, d in zip(params, direction):
+                    p.sub_(sign * h * d)
+        numeric = (values[0] - values[1]) / (2 * h)
+        tolerance = 1e-6 * abs(analytic) + 1e-12
+        assert abs(numeric - analytic) <= tolerance, (case, numeric, analytic)
+        assert abs(numeric - 1.01 * analytic) > tolerance  # negative control: a 1% wrong gradient fails
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_only_the_adapter_gets_gradients_and_nothing_else_changes(case, tiny_images):
+    model = lora_model(torch.float32)
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    seeds = seeds.float()
+    seeds_before = seeds.clone()
+    model.unet.train()
+    model.unet.down_blocks[0].eval()  # mixed modes must stay as they were
+    loss_fn = CASES[case](model, latents, embeddings, seeds)  # (the anchored case moves the LoRA once, here)
+    state = snapshot_module_state(model.unet)
+    weights = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    cpu_rng = torch.get_rng_state()
+
+    loss_fn().backward()
+
+    assert all(torch.equal(v, weights[k]) for k, v in model.unet.state_dict().items())
+    assert snapshot_module_state(model.unet) == state
+    assert torch.equal(torch.get_rng_state(), cpu_rng)
+    assert torch.equal(seeds, seeds_before)
+    for name, p in model.unet.named_parameters():
+        if ".lora_" in name:
+            assert p.grad is not None, name
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    assert any(p.grad.abs().max() > 0 for p in lora_params(model))
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    assert all(p.grad is None for p in model.vae.parameters())
+
+
+def test_batch_equals_singles(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    for config in (SeedRecallConfig(steps=2, tau=1.0), InversionLikelihoodConfig(steps=2, target_mean=1e4)):
+        kind = LOSSES[config.kind]
+        extra = {"seeds": seeds} if config.kind == "seed_recall" else {}
+        batch = kind(model, latents, embeddings, config, **extra)()
+        singles = [kind(model, latents[i:i + 1], embeddings[i:i + 1], config,
+                        **({"seeds": seeds[i:i + 1]} if extra else {}))() for i in range(2)]
+        torch.testing.assert_close(batch, torch.stack(singles).mean(), rtol=1e-10, atol=1e-12)
+
+
+def test_seed_recall_is_one_on_its_own_landing_point_and_falls_away_from_it(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=0.1), seeds=seeds)
+    from unlearn_guard.losses._common import sample
+
+    with torch.no_grad():
+        landed = sample(model, loss_fn.schedule, seeds, loss_fn.embeddings, "test")
+    at_target = SeedRecallLoss(model, landed, embeddings, SeedRecallConfig(steps=2, tau=0.1), seeds=seeds)
+    distance = float((landed - latents).pow(2).mean(dim=(1, 2, 3)).neg().div(0.1).exp().mean())
+    with torch.no_grad():
+        assert float(at_target()) == pytest.approx(1.0, abs=1e-12)
+        assert float(loss_fn()) == pytest.approx(distance, rel=1e-10)
+
+
+def test_seed_recall_takes_seeds_from_a_callable_skips_diverged_rows_and_is_zero_without(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    source = {"seeds": None}
+    loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=1.0),
+                             seeds=lambda: source["seeds"])
+    assert float(loss_fn()) == 0.0 and loss_fn.last_used == 0
+    broken = seeds.clone()
+    broken[1] = float("nan")  # the probe writes NaN rows for images whose inversion diverged
+    source["seeds"] = broken
+    only_first = SeedRecallLoss(model, latents[:1], embeddings[:1], SeedRecallConfig(steps=2, tau=1.0), seeds=seeds[:1])
+    torch.testing.assert_close(loss_fn(), only_first(), rtol=1e-12, atol=0)
+    assert loss_fn.last_used == 1
+    source["seeds"] = torch.full_like(seeds, float("nan"))
+    with pytest.raises(InputError, match="all 2 rows hold NaN"):
+        loss_fn()
+
+
+def test_inversion_targets_default_to_normal_draws_and_read_a_retrained_model_seeds():
+    mean, std = normal_nll_statistics(256)
+    assert mean == pytest.approx(256 * (0.5 + 0.5 * math.log(2 * math.pi)))
+    draws = torch.randn(20_000, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    found_mean, found_std = nll_statistics(draws)  # an independent Monte Carlo check of both
+    assert found_mean == pytest.approx(mean, rel=2e-3) and found_std == pytest.approx(std, rel=2e-2)
+
+
+def test_nan_in_the_model_becomes_an_error_naming_timestep_and_images(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    with torch.no_grad():
+        next(p for n, p in model.unet.named_parameters() if ".lora_B" in n).fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"inversion\) at timestep t=\d+, images \[0, 1\]"):
+        InversionLikelihoodLoss(model, latents, embeddings, InversionLikelihoodConfig(steps=2))()
+    with pytest.raises(NonFiniteError, match=r"sampling\) at timestep t=\d+"):
+        SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2), seeds=seeds)()
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda m, z, c, s: SeedRecallLoss(m, z[0], c, SeedRecallConfig(steps=2), seeds=s), r"latents: got \(4, 8, 8\)"),
+        (lambda m, z, c, s: SeedRecallLoss(m, z[:, :3], c, SeedRecallConfig(steps=2), seeds=s), r"latents: got \(2, 3, 8, 8\)"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z.index_fill(0, torch.tensor([1]), float("nan")), c),
+         r"latents: rows \[1\] hold NaN"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z, c[0]), r"embeddings: got \(16, 32\)"),
+        (lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2), seeds=s[:1])(), r"seeds: got \(1, 4, 8, 8\)"),
+        (lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2), seeds="x"), "seeds: got str"),
+        (lambda m, z, c, s: SeedRecallLoss(m, z, c, InversionLikelihoodConfig()), "expected a SeedRecallConfig"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z[:1], c[:1], InversionLikelihoodConfig(statistic="gaussian_w2")),
+         "needs >= 2"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z, c, InversionLikelihoodConfig(keep_weight=1.0)),
+         "keep_weight > 0 needs reference_latents"),
+        (lambda m, z, c, s: InversionLikelihoodLoss(m, z, c, InversionLikelihoodConfig(keep_weight=1.0),
+                                                    reference_latents=z[:, :, :4], reference_embeddings=c),
+         r"reference_latents: got \(2, 4, 4, 8\)"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_problem(build, match, tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    with pytest.raises(InputError, match=match):
+        build(model, latents, embeddings, seeds)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SeedRecallConfig(steps=0), "SeedRecallConfig.steps: got 0"),
+        (lambda: SeedRecallConfig(tau=-1.0), "SeedRecallConfig.tau: got -1.0"),
+        (lambda: SeedRecallConfig(steps=True), "steps: got True"),
+        (lambda: InversionLikelihoodConfig(statistic="kl"), "statistic: got 'kl'"),
+        (lambda: InversionLikelihoodConfig(target_mean=float("nan")), "target_mean: got nan"),
+        (lambda: InversionLikelihoodConfig(target_std=-1.0), "target_std: got -1.0"),
+        (lambda: InversionLikelihoodConfig(keep_weight=-1.0), "keep_weight: got -1.0"),
+        (lambda: memory_loss_config_from_dict({"kind": "other"}), "kind: got 'other'"),
+        (lambda: memory_loss_config_from_dict({"kind": "seed_recall", "sigma": 1}), r"unknown fields \['sigma'\]"),
+    ],
+)
+def test_invalid_config_names_the_field(make, match):
+    with pytest.raises(InputError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("config", [SeedRecallConfig(steps=3, tau=0.2, checkpoint=True),
+                                    InversionLikelihoodConfig(steps=4, statistic="gaussian_w2", target_mean=300.0,
+                                                              target_std=11.0)])
+def test_config_json_round_trip_and_cost(config):
+    import json
+
+    assert memory_loss_config_from_dict(json.loads(config.to_json())) == config
+    assert config.unet_evaluations(5) == 5 * config.steps
+
+
+def test_checkpointing_gives_the_same_gradient(tiny_images):
+    model = lora_model()
+    latents, embeddings, _ = inputs(model, tiny_images)
+    grads = []
+    for checkpoint in (False, True):
+        loss = InversionLikelihoodLoss(model, latents, embeddings,
+                                       InversionLikelihoodConfig(steps=2, target_mean=1e4, checkpoint=checkpoint))()
+        grads.append(torch.autograd.grad(loss, lora_params(model)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_the_loss_leaves_the_monitor_state_and_its_seeds_alone(tiny_images):
+    import dataclasses
+    import json
+
+    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+    from test_callbacks import CHEAP, fake_memory_result
+
+    model = lora_model(torch.float32)
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    found = seeds.float()
+
+    def probe_fn(*args):
+        result = fake_memory_result(0.9, 0.8, 1.0)
+        result.erased.seeds = found
+        return result
+
+    without = ProbeMonitor(model, tiny_images[:2], PROMPT, reference=tiny_images[2:], reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=CHEAP),
+                           probe_fn=lambda *args: fake_memory_result(0.9, 0.8, 1.0))
+    without.probe_now(1)
+    assert without.latest_seeds is None  # a probe that kept no seeds
+    monitor = ProbeMonitor(model, tiny_images[:2], PROMPT, reference=tiny_images[2:], reference_prompts="q",
+                           config=MonitorConfig(every_n_steps=1, probe=dataclasses.replace(CHEAP, keep_seeds=True)),
+                           probe_fn=probe_fn)
+    assert monitor.latest_seeds is None
+    monitor.probe_now(3)
+    state = json.dumps(monitor.state_dict())
+    handed = monitor.latest_seeds
+    assert torch.equal(handed, found) and handed is not monitor.latest_seeds and monitor.latest_seeds_step == 3
+    loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=1.0),
+                             seeds=lambda: monitor.latest_seeds)
+    loss_fn().backward()
+    assert json.dumps(monitor.state_dict()) == state
+    assert torch.equal(monitor.latest_seeds, found) and torch.equal(found, seeds.float())
+
+
+def test_the_anchor_is_zero_where_it_was_built_and_counts_its_cost(tiny_images):
+    model = lora_model()
+    latents, embeddings, _ = inputs(model, tiny_images)
+    config = InversionLikelihoodConfig(steps=2, target_mean=1e4)
+    plain = InversionLikelihoodLoss(model, latents, embeddings, config)
+    other = concept_latents(model, tiny_images[2:] * 2 - 1)
+    kept = InversionLikelihoodLoss(model, latents, embeddings, dataclasses.replace(config, keep_weight=3.0),
+                                   reference_latents=other, reference_embeddings=model.encode_prompts(["a square"]))
+    with torch.no_grad():
+        torch.testing.assert_close(kept(), plain(), rtol=1e-12, atol=0)  # the model has not moved yet
+    assert plain.unet_evaluations == 2 * 2 and kept.unet_evaluations == 2 * (2 + 2)

@@ -1,0 +1,62 @@
+"""Differentiable memory losses: push a model being erased toward one that never knew the concept.
+
+The memory score and d_N (`unlearn_guard.signal`, SPEC 4-5) read, per image of the concept,
+whether inversion finds a seed as likely as those of known content that regenerates the image.
+Each loss here is a short differentiable stand-in for part of that reading, computed through the
+model being trained; gradients reach only parameters that require them (the LoRA/peft adapter
+during erasure), and the losses write no weight, flag or probe state.
+
+  - `SeedRecallLoss` (seed-anchored): the last probe's seeds, run through S DDIM steps of the
+    current model, should no longer land on the images. Cost: S UNet evaluations per image.
+  - `InversionLikelihoodLoss` (inversion-based): S-step differentiable inversion of the images;
+    the seeds' NLL is pushed toward a retrained model's or a never-known set's. Cost: S per image.
+
+    from unlearn_guard.losses import InversionLikelihoodConfig, InversionLikelihoodLoss, concept_latents
+    memory = InversionLikelihoodLoss(model, concept_latents(model, pixels), model.encode_prompts(prompts),
+                                     InversionLikelihoodConfig(steps=10))
+    loss = esd_loss + monitor.regularization_weight * memory()
+
+`ESDConfig(memory_loss=...)` wires either into `esd_lora_erase`.
+
+Caution, measured (benchmarks/RESULTS.md, memory_aware_erasure, circle, one seed): these losses
+optimise what the memory score reads. Without the anchor (`keep_weight`) the inversion loss raised
+every image's seed NLL and left the score undefined; with it, the held-out score reached the
+retrained model's value while the prompt and Concept Inversion still brought circles back. Audit a
+model trained with a memory loss with measures it was not trained on (prompt accuracy, attacks).
+"""
+
+from ._common import concept_latents
+from .base import MemoryLoss, MemoryLossConfig, memory_loss_config_from_dict
+from .inversion_likelihood import (
+    InversionLikelihoodConfig,
+    InversionLikelihoodLoss,
+    nll_statistics,
+    normal_nll_statistics,
+    seed_nll,
+)
+from .seed_recall import SeedRecallConfig, SeedRecallLoss
+
+LOSS_CONFIGS: dict[str, type[MemoryLossConfig]] = {
+    SeedRecallConfig.kind: SeedRecallConfig,
+    InversionLikelihoodConfig.kind: InversionLikelihoodConfig,
+}
+LOSSES: dict[str, type[MemoryLoss]] = {
+    SeedRecallConfig.kind: SeedRecallLoss,
+    InversionLikelihoodConfig.kind: InversionLikelihoodLoss,
+}
+
+__all__ = [
+    "InversionLikelihoodConfig",
+    "InversionLikelihoodLoss",
+    "LOSSES",
+    "LOSS_CONFIGS",
+    "MemoryLoss",
+    "MemoryLossConfig",
+    "SeedRecallConfig",
+    "SeedRecallLoss",
+    "concept_latents",
+    "memory_loss_config_from_dict",
+    "nll_statistics",
+    "normal_nll_statistics",
+    "seed_nll",
+]
