@@ -419,7 +419,7 @@ def test_monitor_config_rejects_bad_values(fields, match):
 def test_monitor_config_defaults_and_json_round_trip():
     config = MonitorConfig()
     assert config.probe.preset == "track" and config.probe.progress is False
-    assert config.probe.inversion.num_steps == 10
+    assert config.probe.inversion.num_steps == 20 and config.probe.inversion.renoise_steps == 0
     custom = MonitorConfig(every_n_steps=7, probe=CHEAP, target=2.5, patience=3, min_delta=0.01, mode="min",
                            regularization_scale=2.0, fatal=True, log_fn=print)
     restored = MonitorConfig.from_dict(json.loads(json.dumps(custom.to_dict())))
