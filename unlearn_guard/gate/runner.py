@@ -267,6 +267,39 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
     }
 
 
+@dataclass(frozen=True)
+class GateInputs:
+    """What every gate (one process or each rank) checks and loads before any model: the device,
+    the base model's source and resolution, the probe config it runs, and both image sets."""
+
+    device: torch.device | None
+    source: str
+    resolution: int | None
+    probe_config: ProbeConfig
+    concept: ImageSet
+    reference: ImageSet
+
+
+def load_gate_inputs(config: "GateConfig", device_name: str | None) -> GateInputs:
+    """Device, dtype, base model, probe config and both image folders, checked in that order."""
+    device = check_device(device_name)
+    check_dtype(config.dtype)
+    source = resolve_model_source(config.model)
+    resolution = model_resolution(source)
+    probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
+    concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
+    reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
+                            resize=probe_config.resize)
+    return GateInputs(device, source, resolution, probe_config, concept, reference)
+
+
+def check_output_writable(output: Path, cache: ResultCache) -> None:
+    """The output folder (and its cache, when it exists) can be written: checked before any compute."""
+    check_writable_folder(output, "--output")
+    if cache.folder.is_dir():
+        check_writable_folder(cache.folder, "--output")
+
+
 def load_and_probe(source: str, checkpoint: Checkpoint, concept: ImageSet, reference: ImageSet | None,
                    probe_config: ProbeConfig, device: str | None = None, dtype: str | None = None,
                    distributed: bool | None = False) -> ProbeResult:
@@ -344,14 +377,9 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     # 0. cheap checks before any model is loaded
     output = Path(config.output)
     check_output(output, config.resume, config.overwrite)
-    device = check_device(config.device)
-    check_dtype(config.dtype)
-    source = resolve_model_source(config.model)
-    resolution = model_resolution(source)
-    probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
-    concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
-    reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
-                            resize=probe_config.resize)
+    inputs = load_gate_inputs(config, config.device)
+    device, source, resolution = inputs.device, inputs.source, inputs.resolution
+    probe_config, concept, reference = inputs.probe_config, inputs.concept, inputs.reference
     support = None
     if "multi-memory" in attacks:
         support = load_support_folder(settings.support_images, settings.search.memories - 1, resolution,
@@ -359,9 +387,7 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     judge = load_judge(settings.judge) if "concept-inversion" in attacks else None
     fingerprint = model_fingerprint(source)
     cache = ResultCache(output / CACHE_DIR)
-    check_writable_folder(output, "--output")  # before any compute, not after it
-    if cache.folder.is_dir():
-        check_writable_folder(cache.folder, "--output")
+    check_output_writable(output, cache)  # before any compute, not after it
     concept_pairs = list(zip(concept.sha256, concept.prompts))
     reference_pairs = list(zip(reference.sha256, reference.prompts))
     support_hashes = [] if support is None else support.sha256[: settings.search.memories - 1]

@@ -42,7 +42,6 @@ from ..probe import (
 )
 from ..inversion.schedule import ddim_schedule
 from ..provenance import provenance
-from ..results import check_writable_folder
 from .cache import ResultCache, cache_key
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
 from .decision import decide, overall
@@ -50,13 +49,11 @@ from .runner import (
     CACHE_DIR,
     GateConfig,
     build_report,
-    check_device,
     check_dtype,
     check_output,
+    check_output_writable,
     checkpoint_entry,
-    load_folder,
-    model_resolution,
-    resolve_model_source,
+    load_gate_inputs,
     summary_line,
     write_reports,
 )
@@ -114,22 +111,14 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
     def prepare() -> dict[str, Any] | None:
         if main:
             check_output(output, config.resume, config.overwrite)
-        device = check_device(device_name)
-        check_dtype(config.dtype)
-        source = resolve_model_source(config.model)
-        resolution = model_resolution(source)
-        probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
-        concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
-        reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
-                                resize=probe_config.resize)
-        local.update(device=device, source=source, probe_config=probe_config,
+        inputs = load_gate_inputs(config, device_name)
+        source, probe_config, concept, reference = inputs.source, inputs.probe_config, inputs.concept, inputs.reference
+        local.update(device=inputs.device, source=source, probe_config=probe_config,
                      sets={"erased": concept, "reference": reference})
         if not main:
             return None
         fingerprint = model_fingerprint(source)
-        check_writable_folder(output, "--output")
-        if cache.folder.is_dir():
-            check_writable_folder(cache.folder, "--output")
+        check_output_writable(output, cache)
         pairs = (list(zip(concept.sha256, concept.prompts)), list(zip(reference.sha256, reference.prompts)))
         # As the one-process gate: a key probed earlier in this run is reused, one in the cache is
         # resumed (each time it appears), anything else is probed.
