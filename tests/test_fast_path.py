@@ -86,9 +86,12 @@ def test_bf16_fast_path_within_stated_tolerances(world_sets, reference_result):
         bounds[label] = 2 * mu_gap * delta + delta**2 + 2 * sd_gap * 1.25 * delta + (1.25 * delta) ** 2
         moved = abs(getattr(fast.memory_distance, term) - getattr(reference_result.memory_distance, term))
         assert moved <= bounds[label], f"{label}'s distance to N moved by {moved:.3f} > {bounds[label]:.3f}"
-    # The ratio within 5 % where it is well conditioned: here (10 steps, AC scaled to 8x8 latents) R's
-    # mean seed NLL sits at N's (361.2 vs 360.8), so the denominator is within NLL noise and d_N
-    # measured 1.412 vs 1.311 (+7.7 %) with every per-image NLL within 0.5 %.
+    # The ratio within 5 % only where each term's bound is small against the term itself. NOT met on
+    # this set since the AC step was scaled: with 3 images per set the squared-W2 terms are dominated
+    # by the sd gap (R's mean NLL 361.2 sits at N's 360.8, yet the term is 40.5 in the fp32 run),
+    # and bf16 moved d_N by 7.7 % at 10 steps (1.412 vs 1.311) and 9.5 % at 20 steps (1.149 vs 1.050)
+    # with every per-image NLL within 0.5 %. This condition skips the ratio here: a loosening of the
+    # earlier unconditional 5 % check, reported in the closing note, not a tolerance that holds.
     if reference_result.memory_distance.distance_reference_normal > 10 * bounds["R"]:
         assert abs(fast.d_n - reference_result.d_n) / reference_result.d_n < D_N_RELATIVE
     assert fast.config.backend == "triton" and fast.config.preset == reference_result.config.preset
