@@ -25,7 +25,6 @@ Tables (runs; signal vs step) go to benchmarks/RESULTS.md, whatever they show.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 import warnings
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 from unlearn_guard import ProbeConfig, probe
 from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
 from unlearn_guard.errors import ModelError
-from unlearn_guard.losses import InversionLikelihoodConfig, SeedRecallConfig
+from unlearn_guard.losses import AnchorPathConfig, InversionLikelihoodConfig, SeedRecallConfig
 from unlearn_guard.signal import DEFAULT_MAX_MEMORY
 from unlearn_guard.trainers import ESDConfig, esd_lora_erase
 from unlearn_guard.world import concept_prompt, load_classifier, load_world_model
@@ -62,12 +61,15 @@ class ObservingMonitor(ProbeMonitor):
 def memory_loss_config(args: argparse.Namespace):
     if args.loss == "seed_recall":
         return SeedRecallConfig(steps=args.loss_steps, tau=args.tau)
+    if args.loss == "anchor_path":
+        return AnchorPathConfig(steps=args.loss_steps, timesteps=args.timesteps, noise=args.noise,
+                                null_weight=args.null_weight, keep_weight=args.keep_weight, seed=args.seed)
     return InversionLikelihoodConfig(steps=args.loss_steps, keep_weight=args.keep_weight)
 
 
 def make_monitor(model, concept: str, args: argparse.Namespace) -> ObservingMonitor:
     pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
-    preset = ProbeConfig.from_preset("fast", seed=args.seed, progress=False, keep_seeds=True)
+    preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, keep_seeds=True)
     config = MonitorConfig(every_n_steps=args.every, probe=preset, signal="memory", target=args.target)
     return ObservingMonitor(model, pool.concept, pool.concept_prompts, reference=pool.reference,
                             reference_prompts=pool.reference_prompts, config=config, name=f"{concept}")
@@ -83,7 +85,8 @@ def train(concept: str, args: argparse.Namespace, memory: bool, time_budget: flo
         weight = args.loss_weight if args.loss_weight == "monitor" else float(args.loss_weight)
         changes = dict(memory_loss=memory_loss_config(args), memory_loss_weight=weight, memory_loss_every=args.loss_every)
     iterations = args.iterations if time_budget is None else args.iterations * args.max_time_factor
-    config = ESDConfig(concept=concept_prompt(concept), iterations=iterations, lr=args.lr, seed=args.seed, **changes)
+    config = ESDConfig(concept=concept_prompt(concept), iterations=iterations, lr=args.lr, seed=args.seed,
+                       method=args.method, **changes)
     snapshot: dict[str, torch.Tensor] = {}
     started = time.perf_counter()
 
@@ -151,18 +154,24 @@ def main() -> None:
     parser.add_argument("--concepts", default="circle,square,triangle")
     parser.add_argument("--iterations", type=int, default=150, help="N, the equal-steps budget")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--loss", choices=("inversion_likelihood", "seed_recall"), default="inversion_likelihood")
-    parser.add_argument("--loss-steps", type=int, default=10, help="S of the memory loss (fast probes 10 steps)")
+    parser.add_argument("--method", choices=("esd-x", "esd-u"), default="esd-x")
+    parser.add_argument("--loss", choices=("anchor_path", "inversion_likelihood", "seed_recall"), default="anchor_path")
+    parser.add_argument("--loss-steps", type=int, default=None,
+                        help="S of the memory loss (default: the monitor preset's inversion steps, 20 for track)")
+    parser.add_argument("--timesteps", type=int, default=2, help="anchor_path: timesteps per call")
+    parser.add_argument("--noise", choices=("seeds", "fresh"), default="seeds", help="anchor_path: path noise")
+    parser.add_argument("--null-weight", type=float, default=0.0, help="anchor_path: weight of the empty prompt")
     parser.add_argument("--loss-weight", default="monitor", help="a number, or 'monitor' (its regularization_weight)")
     parser.add_argument("--loss-every", type=int, default=1)
     parser.add_argument("--tau", type=float, default=0.1, help="seed_recall's distance scale")
-    parser.add_argument("--keep-weight", type=float, default=0.0,
-                        help="inversion_likelihood's anchor on the monitor's reference images (0: off)")
+    parser.add_argument("--keep-weight", type=float, default=1.0,
+                        help="anchor on the monitor's reference images (anchor_path, inversion_likelihood; 0: off)")
+    parser.add_argument("--monitor-preset", default="track", help="the monitor's probe preset (seeds kept)")
     parser.add_argument("--every", type=int, default=25, help="monitor cadence (steps)")
     parser.add_argument("--target", type=float, default=DEFAULT_MAX_MEMORY, help="memory score target (early stop)")
     parser.add_argument("--pool", type=int, default=8, help="training images (and references) the monitor probes")
     parser.add_argument("--images", type=int, default=8, help="held-out E and R for evaluation")
-    parser.add_argument("--eval-preset", default="fast")
+    parser.add_argument("--eval-preset", default="mofc", help="held-out probe preset (mofc: the calibrated one)")
     parser.add_argument("--accuracy-images", type=int, default=16)
     parser.add_argument("--ci-steps", type=int, default=300, help="Concept Inversion steps (0: skip the attack)")
     parser.add_argument("--ci-images", type=int, default=8)
@@ -174,6 +183,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.loss_weight != "monitor":
         float(args.loss_weight)  # a number, or argparse-style failure right away
+    if args.loss_steps is None:
+        args.loss_steps = ProbeConfig.from_preset(args.monitor_preset).inversion.num_steps
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="init_token")
     started = time.perf_counter()
@@ -201,7 +212,9 @@ def main() -> None:
             rows.append(row(concept, f"retrained without {concept}", "-", "-", retrained, reference, "-", "-"))
 
         model, result, monitor, seconds, _ = train(concept, args, memory=True)
-        anchor = f", keep {args.keep_weight}" if args.loss == "inversion_likelihood" and args.keep_weight > 0 else ""
+        anchor = f", keep {args.keep_weight}" if args.loss != "seed_recall" and args.keep_weight > 0 else ""
+        if args.loss == "anchor_path":
+            anchor += f", null {args.null_weight}, {args.noise}"
         label = f"ESD + {args.loss} (w={args.loss_weight}{anchor})"
         steps = len(result.losses)
         rows.append(row(concept, label, steps, f"{seconds:.0f}", measure(model), reference,
@@ -235,8 +248,10 @@ def main() -> None:
     print(signal)
     if not args.no_record:
         append_results(
-            f"memory_aware_erasure: shapes world, esd-x LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
-            f"S={args.loss_steps} weight {args.loss_weight} keep {args.keep_weight} every {args.loss_every}, monitor fast every {args.every} on "
+            f"memory_aware_erasure: shapes world, {args.method} LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
+            f"S={args.loss_steps} weight {args.loss_weight} keep {args.keep_weight} every {args.loss_every}"
+            + (f" timesteps {args.timesteps} null {args.null_weight} noise {args.noise}" if args.loss == "anchor_path" else "")
+            + f", monitor {args.monitor_preset} every {args.every} on "
             f"{args.pool}+{args.pool} pool images, target M <= {args.target:.3f}, eval {args.eval_preset} on "
             f"{args.images}+{args.images} held-out images, CI {args.ci_steps} steps, {args.threads} thread(s), "
             f"{time.perf_counter() - started:.0f} s",

@@ -517,3 +517,45 @@ def test_an_anchored_inversion_loss_reads_the_monitor_reference(tiny_images):
     result = esd_lora_erase(model, quick(iterations=2, memory_loss=loss, memory_loss_weight="monitor"),
                             monitor=monitor, progress=False)
     assert result.memory_loss_weights == [1.0, 1.0] and all(v is not None for v in result.memory_losses)
+
+
+def test_the_anchor_path_loss_follows_the_monitor_seeds_and_reference(tiny_images):
+    """noise='seeds' reads the monitor's seeds (a run on fixed noise ends elsewhere) and anchors
+    on its reference images; noise='fresh' with a fixed anchor needs no monitor at all."""
+    from unlearn_guard.losses import AnchorPathConfig
+
+    lora = {}
+    for noise in ("seeds", "fresh"):
+        model = fresh_model()
+        monitor = _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)] * 3)
+        loss = AnchorPathConfig(steps=4, timesteps=1, noise=noise)
+        result = esd_lora_erase(model, quick(iterations=2, memory_loss=loss, memory_loss_weight="monitor"),
+                                monitor=monitor, progress=False)
+        assert result.memory_loss_weights == [1.0, 1.0] and all(v is not None and v > 0 for v in result.memory_losses)
+        lora[noise] = lora_state(model)
+    assert any(not torch.equal(lora["seeds"][k], lora["fresh"][k]) for k in lora["seeds"])
+    alone = AnchorPathConfig(steps=4, noise="fresh", anchor="a blue square", keep_weight=0.0)
+    result = esd_lora_erase(fresh_model(), quick(iterations=1, memory_loss=alone), memory_images=tiny_images[:2],
+                            progress=False)
+    assert result.memory_losses[0] is not None and result.memory_losses[0] > 0
+
+
+@pytest.mark.parametrize(
+    "loss, monitor_kind, match",
+    [
+        (dict(), None, "anchor_path with noise='seeds' follows the seeds"),
+        (dict(), "no seeds", "anchor_path with noise='seeds' needs the monitor's probe to keep its seeds"),
+        (dict(steps=6), "seeds", "anchor_path steps=6 differs from the probe's 4 inversion steps"),
+        (dict(noise="fresh"), None, "anchor_path anchors on the monitor's reference images"),
+    ],
+)
+def test_anchor_path_misuse_is_refused(loss, monitor_kind, match, tiny_images):
+    from unlearn_guard.losses import AnchorPathConfig
+
+    model = fresh_model()
+    monitor = None if monitor_kind is None else _memory_monitor(model, tiny_images, [(0.9, 0.8, 1.0)],
+                                                                keep_seeds=monitor_kind == "seeds")
+    images = tiny_images[:2] if monitor is None else None
+    with pytest.raises(InputError, match=match):
+        esd_lora_erase(model, quick(memory_loss=AnchorPathConfig(**{"steps": 4, **loss}), memory_loss_weight=1.0),
+                       monitor=monitor, memory_images=images, progress=False)

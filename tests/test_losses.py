@@ -13,6 +13,8 @@ import torch
 from unlearn_guard.errors import InputError, NonFiniteError
 from unlearn_guard.losses import (
     LOSSES,
+    AnchorPathConfig,
+    AnchorPathLoss,
     InversionLikelihoodConfig,
     InversionLikelihoodLoss,
     SeedRecallConfig,
@@ -80,7 +82,20 @@ def anchored(model, latents, embeddings, seeds):
     return loss
 
 
+def anchor_path(model, latents, embeddings, seeds, **changes):
+    """The seed-path anchor loss on two reference images; steps == timesteps, so every call
+    covers the same timesteps (finite differences compare calls)."""
+    reference = concept_latents(model, torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    config = AnchorPathConfig(**{"steps": 2, "timesteps": 2, **changes})
+    return AnchorPathLoss(model, latents, embeddings, config, seeds=seeds, reference_latents=reference,
+                          reference_embeddings=model.encode_prompts(["a square", "a star"]),
+                          null_embedding=model.encode_prompts([""]),
+                          anchor_embeddings=None if config.anchor is None else model.encode_prompts([config.anchor]))
+
+
 CASES = {
+    "anchor_path": anchor_path,
+    "anchor_path_fresh": lambda m, z, c, s: anchor_path(m, z, c, s, noise="fresh"),
     "inversion_anchored": anchored,
     "seed_recall": lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2, tau=1.0), seeds=s),
     "inversion_hinge": lambda m, z, c, s: InversionLikelihoodLoss(
@@ -328,3 +343,114 @@ def test_the_anchor_is_zero_where_it_was_built_and_counts_its_cost(tiny_images):
     with torch.no_grad():
         torch.testing.assert_close(kept(), plain(), rtol=1e-12, atol=0)  # the model has not moved yet
     assert plain.unet_evaluations == 2 * 2 and kept.unet_evaluations == 2 * (2 + 2)
+
+
+# ----------------------------------------------------------------------------- the seed-path anchor loss
+def test_anchor_path_is_zero_for_an_unmoved_adapter_anchored_on_its_own_prompt(tiny_images):
+    """With lora_B = 0 the model is the frozen one: anchored on the concept's own prompt, without
+    the empty branch, every term compares a prediction with itself. Moving the adapter makes it
+    positive (a loss that could not fail this is no loss)."""
+    model = lora_model()
+    with torch.no_grad():
+        for name, p in model.unet.named_parameters():
+            if ".lora_B" in name:
+                p.zero_()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    loss_fn = AnchorPathLoss(model, latents, embeddings,
+                             AnchorPathConfig(steps=2, timesteps=2, anchor=PROMPT, null_weight=0.0, keep_weight=0.0),
+                             seeds=seeds, anchor_embeddings=model.encode_prompts([PROMPT]))
+    with torch.no_grad():
+        assert float(loss_fn()) == pytest.approx(0.0, abs=1e-20)
+        next(p for n, p in model.unet.named_parameters() if ".lora_B" in n).add_(0.5)
+        assert float(loss_fn()) > 1e-6
+
+
+def test_anchor_path_recovers_the_seed_noise_and_falls_back_for_diverged_rows(tiny_images):
+    model = lora_model()
+    latents, embeddings, _ = inputs(model, tiny_images)
+    loss_fn = anchor_path(model, latents, embeddings, None)
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    alpha = float(loss_fn.schedule.alpha_prod[-1])
+    seeds = math.sqrt(alpha) * latents.double() + math.sqrt(1 - alpha) * noise  # a seed on z0's DDIM path
+    torch.testing.assert_close(loss_fn._path_noise(seeds), noise, rtol=1e-10, atol=1e-10)
+    assert loss_fn.last_from_seeds == 2
+    seeds[1] = float("nan")
+    path = loss_fn._path_noise(seeds)
+    torch.testing.assert_close(path[0], noise[0], rtol=1e-10, atol=1e-10)
+    assert torch.equal(path[1], loss_fn.fixed_noise[1]) and loss_fn.last_from_seeds == 1
+    assert torch.equal(loss_fn._path_noise(None), loss_fn.fixed_noise) and loss_fn.last_from_seeds == 0
+    fresh = anchor_path(model, latents, embeddings, seeds, noise="fresh")
+    assert torch.equal(fresh._path_noise(None), fresh.fixed_noise) and fresh.last_from_seeds == 0
+
+
+def test_anchor_path_cycles_through_the_schedule_and_batch_equals_singles(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    both = anchor_path(model, latents, embeddings, seeds, steps=2, timesteps=2, keep_weight=0.0)
+    halves = anchor_path(model, latents, embeddings, seeds, steps=2, timesteps=1, keep_weight=0.0)
+    with torch.no_grad():
+        first, second = float(halves()), float(halves())
+        assert first != second  # another timestep
+        assert float(both()) == pytest.approx((first + second) / 2, rel=1e-10)
+        assert float(halves()) == pytest.approx(first, rel=1e-12)  # back to the first timestep
+        singles = [float(anchor_path(model, latents[i:i + 1], embeddings[i:i + 1], seeds[i:i + 1],
+                                     keep_weight=0.0, anchor="a square")()) for i in range(2)]
+        pair = anchor_path(model, latents, embeddings, seeds, keep_weight=0.0, anchor="a square")
+        assert float(pair()) == pytest.approx(sum(singles) / 2, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "changes, kwargs, match",
+    [
+        ({}, {"reference_latents": None}, "reference_latents / reference_embeddings: required"),
+        ({"anchor": "a square"}, {"anchor_embeddings": None}, "anchor_embeddings: required with anchor='a square'"),
+        ({}, {"null_embedding": None}, "null_embedding: required with null_weight > 0"),
+        ({}, {"seeds": "x"}, "seeds: got str"),
+    ],
+)
+def test_anchor_path_refuses_missing_inputs_naming_them(changes, kwargs, match, tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    reference = concept_latents(model, tiny_images[2:4] * 2 - 1)
+    arguments = dict(seeds=seeds, reference_latents=reference, reference_embeddings=model.encode_prompts(["a square"]),
+                     null_embedding=model.encode_prompts([""]), anchor_embeddings=model.encode_prompts(["a square"]))
+    arguments.update(kwargs)
+    with pytest.raises(InputError, match=match):
+        AnchorPathLoss(model, latents, embeddings, AnchorPathConfig(steps=2, **changes), **arguments)
+    with pytest.raises(InputError, match=r"seeds: got \(1, 4, 8, 8\)"):
+        anchor_path(model, latents, embeddings, seeds[:1])()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: AnchorPathConfig(steps=2, timesteps=3), r"timesteps: got 3; expected an int in \[1, steps=2\]"),
+        (lambda: AnchorPathConfig(noise="random"), "noise: got 'random'"),
+        (lambda: AnchorPathConfig(anchor="  "), "anchor: got '  '"),
+        (lambda: AnchorPathConfig(null_weight=float("inf")), "null_weight: got inf"),
+        (lambda: AnchorPathConfig(keep_weight=-1.0), "keep_weight: got -1.0"),
+        (lambda: AnchorPathConfig(seed=-2), "seed: got -2"),
+    ],
+)
+def test_anchor_path_config_names_the_bad_field(make, match):
+    with pytest.raises(InputError, match=match):
+        make()
+
+
+def test_anchor_path_config_round_trip_and_cost():
+    import json
+
+    config = AnchorPathConfig(steps=10, timesteps=3, noise="fresh", anchor="a square", null_weight=0.5)
+    assert memory_loss_config_from_dict(json.loads(config.to_json())) == config
+    assert config.unet_evaluations(4) == 3 * 4 * 3  # anchor + concept prompt + empty prompt
+    assert dataclasses.replace(config, null_weight=0.0).unet_evaluations(4) == 3 * 4 * 2
+
+
+def test_anchor_path_nan_becomes_an_error_naming_the_timestep(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    loss_fn = anchor_path(model, latents, embeddings, seeds)
+    with torch.no_grad():
+        next(p for n, p in model.unet.named_parameters() if ".lora_B" in n).fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"AnchorPathLoss: NaN or Inf in the noise prediction at timestep t=\d+"):
+        loss_fn()

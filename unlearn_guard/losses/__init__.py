@@ -10,6 +10,10 @@ during erasure), and the losses write no weight, flag or probe state.
     current model, should no longer land on the images. Cost: S UNet evaluations per image.
   - `InversionLikelihoodLoss` (inversion-based): S-step differentiable inversion of the images;
     the seeds' NLL is pushed toward a retrained model's or a never-known set's. Cost: S per image.
+  - `AnchorPathLoss` (seed-anchored, concept ablation on the probe's paths): along the DDIM path
+    from each image to its probe seed, the concept prompt and the empty prompt denoise as the
+    frozen model does for a kept concept; an anchor keeps the reference images as they were.
+    Cost: about 3 UNet evaluations per image and timestep, no differentiable DDIM pass.
 
     from unlearn_guard.losses import InversionLikelihoodConfig, InversionLikelihoodLoss, concept_latents
     memory = InversionLikelihoodLoss(model, concept_latents(model, pixels), model.encode_prompts(prompts),
@@ -26,6 +30,7 @@ model trained with a memory loss with measures it was not trained on (prompt acc
 """
 
 from ._common import concept_latents
+from .anchor_path import AnchorPathConfig, AnchorPathLoss
 from .base import MemoryLoss, MemoryLossConfig, memory_loss_config_from_dict
 from .inversion_likelihood import (
     InversionLikelihoodConfig,
@@ -39,13 +44,17 @@ from .seed_recall import SeedRecallConfig, SeedRecallLoss
 LOSS_CONFIGS: dict[str, type[MemoryLossConfig]] = {
     SeedRecallConfig.kind: SeedRecallConfig,
     InversionLikelihoodConfig.kind: InversionLikelihoodConfig,
+    AnchorPathConfig.kind: AnchorPathConfig,
 }
 LOSSES: dict[str, type[MemoryLoss]] = {
     SeedRecallConfig.kind: SeedRecallLoss,
     InversionLikelihoodConfig.kind: InversionLikelihoodLoss,
+    AnchorPathConfig.kind: AnchorPathLoss,
 }
 
 __all__ = [
+    "AnchorPathConfig",
+    "AnchorPathLoss",
     "InversionLikelihoodConfig",
     "InversionLikelihoodLoss",
     "LOSSES",

@@ -409,12 +409,46 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
     latents = concept_latents(model, images.pixels)  # (B, C, h, w), the base model before any update
     embeddings = model.encode_prompts(images.prompts)  # (B, L, D)
     extra: dict[str, Any] = {"seeds": lambda: monitor.latest_seeds} if seed_recall else {}
+    if loss_config.kind == "anchor_path":
+        return _build_anchor_path(model, loss_config, monitor, images, latents, embeddings)
     if getattr(loss_config, "keep_weight", 0) > 0:  # the anchor on known content: the monitor's reference set
         if monitor is None:
             raise InputError("memory_loss: keep_weight > 0 anchors on the monitor's reference images; pass monitor=...")
         extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
                      reference_embeddings=model.encode_prompts(monitor.reference.prompts))
     return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, **extra)
+
+
+def _build_anchor_path(model: DiffusionModel, loss_config: Any, monitor: Any, images: Any, latents: torch.Tensor,
+                       embeddings: torch.Tensor) -> MemoryLoss:
+    """`AnchorPathLoss` on the concept images: the monitor's seeds (when it keeps them and probes
+    these images) and the monitor's reference images as the anchors and the keep term."""
+    seeds = None
+    if loss_config.noise == "seeds":
+        if monitor is None or images is not monitor.images:
+            raise InputError("memory_loss: anchor_path with noise='seeds' follows the seeds the monitor's probe finds "
+                             "for the monitor's own images; pass monitor=... and no memory_images, or noise='fresh'")
+        if not monitor.config.probe.keep_seeds:
+            raise InputError("memory_loss: anchor_path with noise='seeds' needs the monitor's probe to keep its seeds; "
+                             "build the monitor with MonitorConfig(probe=ProbeConfig.from_preset(..., keep_seeds=True))")
+        if monitor.config.probe.inversion.num_steps != loss_config.steps:
+            raise InputError(f"memory_loss: anchor_path steps={loss_config.steps} differs from the probe's "
+                             f"{monitor.config.probe.inversion.num_steps} inversion steps; the seeds sit at the "
+                             "probe's last timestep, so set steps to the probe's step count")
+        seeds = lambda: monitor.latest_seeds  # noqa: E731
+    needs_reference = loss_config.anchor is None or loss_config.keep_weight > 0
+    extra: dict[str, Any] = {}
+    if needs_reference:
+        if monitor is None:
+            raise InputError("memory_loss: anchor_path anchors on the monitor's reference images (the default anchor "
+                             "and keep_weight > 0); pass monitor=..., or set anchor=... and keep_weight=0")
+        extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
+                     reference_embeddings=model.encode_prompts(monitor.reference.prompts))
+    if loss_config.anchor is not None:
+        extra["anchor_embeddings"] = model.encode_prompts([loss_config.anchor])
+    if loss_config.null_weight > 0:
+        extra["null_embedding"] = model.encode_prompts([""])
+    return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, seeds=seeds, **extra)
 
 
 # ---------------------------------------------------------------------------------------- public API

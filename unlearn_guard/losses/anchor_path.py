@@ -1,0 +1,242 @@
+"""Seed-path anchor loss: along the path from each concept image to the seed the probe found for
+it, the model should denoise toward *known* content, as a model that never saw the concept does.
+
+Why this loss (measured in the small world, benchmarks/RESULTS.md): ESD only removes the
+difference eps(x, c) - eps(x, "") on samples of the concept; on an image of the concept both
+branches still explain it, so inversion keeps finding a likely seed that regenerates it (the
+memory). The probe's seeds mark exactly those paths. This loss makes the model's prediction on
+them equal to the frozen model's prediction *for a kept concept* (the anchor, as in concept
+ablation, Kumari et al. 2023), with the concept's prompt and with the empty prompt, while an
+anchor on known content keeps the reference images' predictions where they were.
+
+Notation (SPEC -> code), per concept image i; latents (C, h, w), D = C*h*w entries:
+    z0_i        clean latent of image i                                  `latents[i]`
+    s_i         the probe's seed for image i, at t_max of an S-step      `seeds[i]`
+                DDIM schedule (abar_max = abar at t_max)
+    e_i         the seed's noise on the DDIM path:                       `path_noise`
+                (s_i - sqrt(abar_max) z0_i) / sqrt(1 - abar_max); a fixed N(0, I) draw
+                (seeded) while no seed is known, or with noise="fresh"
+    x_i(t)      sqrt(abar_t) z0_i + sqrt(1 - abar_t) e_i                 (the path at t)
+    a_i(t)      eps*(x_i(t), t, anchor_i), frozen model (adapters off)   (the target, no gradient)
+    c_i, 0      the image's prompt embedding, the empty prompt's
+    y_j(t)      reference latent j noised with a fixed N(0, I) draw
+    T_call      the `timesteps` schedule timesteps of this call (cycling through all S)
+
+    L = mean_{t in T_call} [ (1/B) sum_i ( ||eps(x_i, t, c_i) - a_i||^2 + w_0 ||eps(x_i, t, 0) - a_i||^2 ) / D
+          + w_keep (1/R) sum_j ( ||eps(y_j, t, c_j) - eps*(y_j, t, c_j)||^2
+                                 + w_0 ||eps(y_j, t, 0) - eps*(y_j, t, 0)||^2 ) / D ]
+
+w_0 = `null_weight`, w_keep = `keep_weight`. The anchor for image i is `anchor` (a prompt) or,
+by default, the reference prompts cycled (image i gets reference prompt i mod R): the kept
+concepts a model that never knew the concept would see in its place.
+Cost per call and timestep (B concept, R reference images): frozen, no gradient: B (+ R (1 + [w_0>0])
+with the keep term); with gradient: B (1 + [w_0>0]) (+ R (1 + [w_0>0])); about 2x the gradient
+calls again in the backward pass. With B = R = 8, w_0 > 0 and one timestep: 24 frozen and 32
+differentiable single-image UNet evaluations, run as two batched calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, ClassVar, Literal
+
+import torch
+
+from ..errors import InputError
+from ..models.bundle import DiffusionModel
+from ._common import _ensure_finite, checked_embeddings, checked_latents, is_int, is_number, predict_noise, require
+from .base import MemoryLoss, MemoryLossConfig
+
+SeedSource = Callable[[], "torch.Tensor | None"]
+NoiseSource = Literal["seeds", "fresh"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorPathConfig(MemoryLossConfig):
+    """Seed-path anchor loss (module docstring).
+
+    Args:
+        steps: S, the DDIM schedule the seeds were found on (match the probe: 20 for `track`)
+            and whose timesteps the loss cycles through.
+        timesteps: timesteps per call (each call takes the next ones of the S, cycling).
+        noise: "seeds" (the probe's seeds, fixed noise until the first probe) or "fresh" (a
+            fixed seeded draw per image: concept ablation on the images, no probe needed).
+        anchor: the anchor prompt, or None for the reference prompts cycled.
+        null_weight: w_0, weight of the empty-prompt branch (0: the concept prompt only).
+        keep_weight: w_keep, weight of the anchor on the reference images (0: off).
+        seed: seeds the fixed noise draws (a private generator; the global one is untouched).
+    """
+
+    kind: ClassVar[str] = "anchor_path"
+    steps: int = 20
+    timesteps: int = 2
+    noise: NoiseSource = "seeds"
+    anchor: str | None = None
+    null_weight: float = 1.0
+    keep_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(is_int(self.timesteps) and 1 <= self.timesteps <= self.steps, "AnchorPathConfig.timesteps",
+                self.timesteps, f"an int in [1, steps={self.steps}]")
+        require(self.noise in ("seeds", "fresh"), "AnchorPathConfig.noise", self.noise, "'seeds' or 'fresh'")
+        require(self.anchor is None or (isinstance(self.anchor, str) and self.anchor.strip() != ""),
+                "AnchorPathConfig.anchor", self.anchor, "None or a non-empty prompt")
+        for name in ("null_weight", "keep_weight"):
+            value = getattr(self, name)
+            require(is_number(value) and value >= 0, f"AnchorPathConfig.{name}", value, "a finite number >= 0")
+        require(is_int(self.seed) and self.seed >= 0, "AnchorPathConfig.seed", self.seed, "an int >= 0")
+
+    def unet_evaluations(self, images: int) -> int:
+        """Single-image UNet evaluations of one forward call on `images` concept images (the
+        keep term's reference images not counted): frozen anchor + concept (+ empty) branches."""
+        branches = 1 + (1 if self.null_weight > 0 else 0)
+        return self.timesteps * images * (1 + branches)
+
+
+class AnchorPathLoss(MemoryLoss):
+    """L of the module docstring: the concept's seed paths denoise toward the anchor.
+
+    Args:
+        model, latents, embeddings: see `MemoryLoss`; latents (B, C, h, w) of the concept images.
+        config: an `AnchorPathConfig`.
+        seeds: the probe's seeds, as a callable returning (B, C, h, w) or None (e.g.
+            `lambda: monitor.latest_seeds`), a fixed tensor, or None (fixed noise); rows that
+            hold NaN/Inf (diverged inversions) fall back to the fixed noise.
+        reference_latents / reference_embeddings: (R, C, h, w) latents of known content and
+            their prompt embeddings (R, L, D): the anchors' prompts and the keep term. Required
+            unless `config.anchor` is set and `keep_weight` is 0.
+        anchor_embeddings: (1, L, D) embedding of `config.anchor` (required when it is set).
+        null_embedding: (1, L, D) embedding of the empty prompt (required when null_weight > 0).
+    """
+
+    config_class = AnchorPathConfig
+
+    def __init__(self, model: DiffusionModel, latents: torch.Tensor, embeddings: torch.Tensor,
+                 config: AnchorPathConfig | None = None, seeds: SeedSource | torch.Tensor | None = None,
+                 reference_latents: torch.Tensor | None = None, reference_embeddings: torch.Tensor | None = None,
+                 anchor_embeddings: torch.Tensor | None = None, null_embedding: torch.Tensor | None = None) -> None:
+        super().__init__(model, latents, embeddings, config)
+        cfg: AnchorPathConfig = self.config
+        if not (seeds is None or callable(seeds) or isinstance(seeds, torch.Tensor)):
+            raise InputError(f"seeds: got {type(seeds).__name__}; expected a tensor, a callable returning one, or None")
+        self.seeds = seeds
+        batch = self.latents.shape[0]
+        needs_reference = cfg.anchor is None or cfg.keep_weight > 0
+        if needs_reference and (reference_latents is None or reference_embeddings is None):
+            raise InputError("reference_latents / reference_embeddings: required for the default anchor (the "
+                             "reference prompts) and for keep_weight > 0; pass both, or set anchor and keep_weight=0")
+        self.reference_latents = None
+        self.reference_embeddings = None
+        if reference_latents is not None and reference_embeddings is not None:
+            self.reference_latents = checked_latents(reference_latents, model, "reference_latents")
+            if self.reference_latents.shape[1:] != self.latents.shape[1:]:
+                raise InputError(f"reference_latents: got {tuple(self.reference_latents.shape)}; expected "
+                                 f"(R, {', '.join(map(str, self.latents.shape[1:]))}) like the latents")
+            self.reference_embeddings = checked_embeddings(reference_embeddings, self.reference_latents.shape[0],
+                                                           model, "reference_embeddings")
+        if cfg.anchor is not None:
+            if anchor_embeddings is None:
+                raise InputError(f"anchor_embeddings: required with anchor={cfg.anchor!r}; pass "
+                                 "model.encode_prompts([anchor])")
+            self.anchor_embeddings = checked_embeddings(anchor_embeddings, batch, model, "anchor_embeddings")
+        else:
+            rows = torch.arange(batch) % self.reference_embeddings.shape[0]
+            self.anchor_embeddings = self.reference_embeddings[rows.to(self.reference_embeddings.device)].clone()
+        self.null_embedding = None
+        if cfg.null_weight > 0:
+            if null_embedding is None:
+                raise InputError("null_embedding: required with null_weight > 0; pass model.encode_prompts([''])")
+            self.null_embedding = checked_embeddings(null_embedding, 1, model, "null_embedding")
+        generator = torch.Generator().manual_seed(cfg.seed)
+        self.fixed_noise = torch.randn(tuple(self.latents.shape), generator=generator, dtype=torch.float64).to(
+            self.latents.device, self.latents.dtype)  # (B, C, h, w)
+        self.reference_noise = None
+        if self.reference_latents is not None:
+            self.reference_noise = torch.randn(tuple(self.reference_latents.shape), generator=generator,
+                                               dtype=torch.float64).to(self.latents.device, self.latents.dtype)
+        self.calls = 0  # which timesteps the next call takes
+        self.last_from_seeds = 0  # images whose path came from a probe seed in the last call
+
+    def _path_noise(self, seeds: torch.Tensor | None) -> torch.Tensor:
+        """e_i per image: the seed's noise on its DDIM path, or the fixed draw."""
+        if self.config.noise == "fresh":
+            self.last_from_seeds = 0
+            return self.fixed_noise
+        if seeds is None:
+            seeds = self.seeds() if callable(self.seeds) else self.seeds
+        if seeds is None:
+            self.last_from_seeds = 0
+            return self.fixed_noise
+        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != tuple(self.latents.shape):
+            shape = tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__
+            raise InputError(f"seeds: got {shape}; expected {tuple(self.latents.shape)}, one seed per concept image "
+                             "in the order of the latents")
+        seeds = seeds.detach().to(self.latents.device, self.latents.dtype)
+        finite = torch.isfinite(seeds).flatten(1).all(1)  # (B,)
+        alpha_max = float(self.schedule.alpha_prod[-1])
+        path = (torch.nan_to_num(seeds) - math.sqrt(alpha_max) * self.latents) / math.sqrt(1.0 - alpha_max)
+        self.last_from_seeds = int(finite.sum())
+        return torch.where(finite[:, None, None, None], path, self.fixed_noise)
+
+    def forward(self, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss (0-dim, compute dtype). Raises NonFiniteError when a UNet call gives NaN/Inf."""
+        from ..models.bundle import unwrap_unet
+        from ..trainers.esd import adapters_disabled
+
+        cfg: AnchorPathConfig = self.config
+        noise = self._path_noise(seeds)
+        batch = self.latents.shape[0]
+        entries = self.entries
+        use_null = cfg.null_weight > 0
+        keep = cfg.keep_weight > 0
+        total = self.latents.new_zeros(())
+        steps = self.schedule.num_steps
+        for j in range(cfg.timesteps):
+            index = (self.calls * cfg.timesteps + j) % steps
+            timestep = self.schedule.timesteps[index]
+            alpha = float(self.schedule.alpha_prod[index])
+            x = math.sqrt(alpha) * self.latents + math.sqrt(1.0 - alpha) * noise  # (B, C, h, w)
+            # frozen targets (no gradient): the anchors on the concept paths, the references as they were
+            frozen_z, frozen_c = [x], [self.anchor_embeddings]
+            if keep:
+                y = math.sqrt(alpha) * self.reference_latents + math.sqrt(1.0 - alpha) * self.reference_noise
+                frozen_z.append(y)
+                frozen_c.append(self.reference_embeddings)
+                if use_null:
+                    frozen_z.append(y)
+                    frozen_c.append(self.null_embedding.expand(y.shape[0], -1, -1))
+            with torch.no_grad(), adapters_disabled(unwrap_unet(self.model.unet)):
+                targets = predict_noise(self.model, torch.cat(frozen_z), timestep, torch.cat(frozen_c))
+            _ensure_finite(targets, "AnchorPathLoss", "frozen prediction", timestep)
+            anchor = targets[:batch]
+            # the model being trained, with gradients, on the same points
+            train_z, train_c, train_t = [x], [self.embeddings], [anchor]
+            weights = [torch.ones(batch, dtype=x.dtype, device=x.device) / batch]
+            if use_null:
+                train_z.append(x)
+                train_c.append(self.null_embedding.expand(batch, -1, -1))
+                train_t.append(anchor)
+                weights.append(torch.full((batch,), cfg.null_weight / batch, dtype=x.dtype, device=x.device))
+            if keep:
+                count = self.reference_latents.shape[0]
+                rest = targets[batch:]
+                train_z.append(y)
+                train_c.append(self.reference_embeddings)
+                train_t.append(rest[:count])
+                weights.append(torch.full((count,), cfg.keep_weight / count, dtype=x.dtype, device=x.device))
+                if use_null:
+                    train_z.append(y)
+                    train_c.append(self.null_embedding.expand(count, -1, -1))
+                    train_t.append(rest[count:])
+                    weights.append(torch.full((count,), cfg.keep_weight * cfg.null_weight / count,
+                                              dtype=x.dtype, device=x.device))
+            prediction = predict_noise(self.model, torch.cat(train_z), timestep, torch.cat(train_c),
+                                       cfg.checkpoint)
+            _ensure_finite(prediction, "AnchorPathLoss", "noise prediction", timestep)
+            error = (prediction - torch.cat(train_t).to(prediction.dtype)).pow(2).flatten(1).sum(1) / entries
+            total = total + (torch.cat(weights) * error).sum()
+        self.calls += 1
+        return total / cfg.timesteps
