@@ -22,6 +22,11 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     assert len(hints) == 1 and hints[0].startswith("hint: ESD step 4 took") and "--threads 1" in hints[0], lines
     assert [row["step"] for row in result["probes"]] == [0, 2, 4]
     assert all(row["error"] is None and row["d_n"] > 0 and 0 <= row["memory"] <= 1 for row in result["probes"])
+    # memory-aware by default: the anchor_path loss ran every step, weighted by the monitor (no target: the maximum)
+    assert result["esd_config"]["memory_loss"]["kind"] == "anchor_path"
+    assert result["memory_loss"]["weights"] == [config.memory_loss_weight] * 4
+    assert all(v is not None and v > 0 for v in result["memory_loss"]["values"])
+    assert all(row["memory_loss_weight"] == config.memory_loss_weight for row in result["probes"])
     gate = result["gate"]
     assert gate["passed"] == (gate["memory_high"] <= config.gate_max_memory) and gate["reasons"][0].startswith("memory M")
     # the target is the retrained world's memory score, measured with the monitor's preset and images
@@ -81,3 +86,17 @@ def test_demo_target_is_the_retrained_worlds_upper_end_with_the_default_images()
     # measured in the demo run: M = 0.209 [0.000, 0.534] with `track` on 8 + 8 images
     assert target["target"] == target["memory_high"] < config.gate_max_memory + 0.2
     assert target["memory"] < 0.4 and target["description"].startswith("M's upper end <=")
+
+
+def test_demo_without_memory_loss_runs_esd_alone(tmp_path):
+    config = DemoConfig(iterations=2, probe_every=2, images_per_set=2, accuracy_images=2, gate_preset="fast",
+                        memory_loss="none")
+    lines = []
+    result = run_demo(tmp_path, config, progress=False, echo=lines.append)
+    assert result["esd_config"]["memory_loss"] is None and result["memory_loss"] is None
+    assert all(row["memory_loss_weight"] is None for row in result["probes"])
+    assert any("LoRA alone" in line for line in lines)
+    with pytest.raises(ValueError, match="memory_loss: got 'seed_recall'"):
+        DemoConfig(memory_loss="seed_recall")
+    with pytest.raises(ValueError, match="memory_loss_weight: got 0"):
+        DemoConfig(memory_loss_weight=0)

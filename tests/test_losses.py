@@ -96,6 +96,7 @@ def anchor_path(model, latents, embeddings, seeds, **changes):
 CASES = {
     "anchor_path": anchor_path,
     "anchor_path_fresh": lambda m, z, c, s: anchor_path(m, z, c, s, noise="fresh"),
+    "anchor_path_null": lambda m, z, c, s: anchor_path(m, z, c, s, null_weight=0.5),
     "inversion_anchored": anchored,
     "seed_recall": lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2, tau=1.0), seeds=s),
     "inversion_hinge": lambda m, z, c, s: InversionLikelihoodLoss(
@@ -404,7 +405,7 @@ def test_anchor_path_cycles_through_the_schedule_and_batch_equals_singles(tiny_i
     [
         ({}, {"reference_latents": None}, "reference_latents / reference_embeddings: required"),
         ({"anchor": "a square"}, {"anchor_embeddings": None}, "anchor_embeddings: required with anchor='a square'"),
-        ({}, {"null_embedding": None}, "null_embedding: required with null_weight > 0"),
+        ({"null_weight": 1.0}, {"null_embedding": None}, "null_embedding: required with null_weight > 0"),
         ({}, {"seeds": "x"}, "seeds: got str"),
     ],
 )
@@ -430,6 +431,7 @@ def test_anchor_path_refuses_missing_inputs_naming_them(changes, kwargs, match, 
         (lambda: AnchorPathConfig(null_weight=float("inf")), "null_weight: got inf"),
         (lambda: AnchorPathConfig(keep_weight=-1.0), "keep_weight: got -1.0"),
         (lambda: AnchorPathConfig(seed=-2), "seed: got -2"),
+        (lambda: AnchorPathConfig(random_paths=1.5), "random_paths: got 1.5"),
     ],
 )
 def test_anchor_path_config_names_the_bad_field(make, match):
@@ -441,6 +443,7 @@ def test_anchor_path_config_round_trip_and_cost():
     import json
 
     config = AnchorPathConfig(steps=10, timesteps=3, noise="fresh", anchor="a square", null_weight=0.5)
+    assert AnchorPathConfig().null_weight == 0.0  # the empty branch is opt-in (docstring: measured)
     assert memory_loss_config_from_dict(json.loads(config.to_json())) == config
     assert config.unet_evaluations(4) == 3 * 4 * 3  # anchor + concept prompt + empty prompt
     assert dataclasses.replace(config, null_weight=0.0).unet_evaluations(4) == 3 * 4 * 2
@@ -454,3 +457,38 @@ def test_anchor_path_nan_becomes_an_error_naming_the_timestep(tiny_images):
         next(p for n, p in model.unet.named_parameters() if ".lora_B" in n).fill_(float("nan"))
     with pytest.raises(NonFiniteError, match=r"AnchorPathLoss: NaN or Inf in the noise prediction at timestep t=\d+"):
         loss_fn()
+
+
+def test_anchor_path_random_paths_draw_anew_each_call_from_their_own_seeded_stream(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    cpu_rng = torch.get_rng_state()
+    with torch.no_grad():
+        first = anchor_path(model, latents, embeddings, seeds, random_paths=2, seed=5)
+        again = anchor_path(model, latents, embeddings, seeds, random_paths=2, seed=5)
+        values = [float(first()) for _ in range(3)]
+        assert values == [float(again()) for _ in range(3)]  # the seed fixes the stream
+        assert len(set(values)) == 3  # new draws each call (steps == timesteps: same timesteps)
+        other = anchor_path(model, latents, embeddings, seeds, random_paths=2, seed=6)
+        assert float(other()) != values[0]
+        without = float(anchor_path(model, latents, embeddings, seeds, seed=5)())
+        assert without != values[0]
+    assert torch.equal(torch.get_rng_state(), cpu_rng)
+    assert AnchorPathConfig(steps=4, timesteps=2, random_paths=3).unet_evaluations(5) == 2 * 5 * 4 * 2
+
+
+def test_anchor_path_min_noise_keeps_only_the_high_noise_timesteps(tiny_images):
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    every = anchor_path(model, latents, embeddings, seeds, steps=4, timesteps=1, keep_weight=0.0)
+    high = anchor_path(model, latents, embeddings, seeds, steps=4, timesteps=1, keep_weight=0.0, min_noise=0.5)
+    floor = 0.5 * high.schedule.num_train_timesteps
+    assert high.indices == [i for i, t in enumerate(high.schedule.timesteps) if t >= floor]
+    assert 0 < len(high.indices) < len(every.indices) == 4
+    with torch.no_grad():
+        by_index = [float(every()) for _ in range(4)]  # call k takes schedule entry k
+        assert [float(high()) for _ in high.indices] == pytest.approx([by_index[i] for i in high.indices], rel=1e-12)
+    with pytest.raises(InputError, match="min_noise: got 0.999; no timestep"):
+        anchor_path(model, latents, embeddings, seeds, steps=4, min_noise=0.999)
+    with pytest.raises(InputError, match=r"min_noise: got 1.0; expected a number in \[0, 1\)"):
+        AnchorPathConfig(min_noise=1.0)

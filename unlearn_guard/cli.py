@@ -59,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     calibrated = {} if args.gate_max_memory is None else {"gate_max_memory": args.gate_max_memory}
     config = DemoConfig(concept=args.concept, method=args.method, iterations=args.iterations,
-                        probe_every=args.probe_every, seed=args.seed, **calibrated)
+                        probe_every=args.probe_every, seed=args.seed, memory_loss=args.memory_loss, **calibrated)
     result = run_demo(args.output, config, progress=not args.quiet)
     return 0 if result["gate"]["passed"] or not args.strict else 1
 
@@ -647,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default="esd-x", choices=["esd-x", "esd-u"])
     demo.add_argument("--iterations", type=int, default=150, help="ESD iterations (default: 150)")
     demo.add_argument("--probe-every", type=int, default=50, help="probe cadence in steps (default: 50)")
+    demo.add_argument("--memory-loss", default="anchor_path", choices=["anchor_path", "none"],
+                      help="memory loss beside ESD, weighted by the monitor (default: anchor_path; none: ESD alone)")
     demo.add_argument("--gate-max-memory", type=float, default=None,
                       help="gate threshold on the memory score's upper end (default: the calibrated one)")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random draw (default: 0)")

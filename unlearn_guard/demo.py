@@ -36,6 +36,7 @@ from .callbacks import MonitorConfig, ProbeMonitor
 from .config import ProbeConfig
 from .gate.decision import Thresholds, decide
 from .gate.folders import save_image_folder
+from .losses import AnchorPathConfig
 from .probe import probe
 from .provenance import provenance
 from .results import write_text_atomic
@@ -57,6 +58,8 @@ class DemoConfig:
     images_per_set: int = 8
     accuracy_images: int = 16
     monitor_preset: str = "track"
+    memory_loss: str = "anchor_path"  # "none": ESD alone
+    memory_loss_weight: float = 10.0  # the monitor's weight while the concept is fully remembered
     gate_preset: str = "mofc"
     gate_max_memory: float = DEFAULT_MAX_MEMORY
     seed: int = 0
@@ -69,6 +72,11 @@ class DemoConfig:
             raise InputError(f"concept: got {self.concept!r}; expected one of {SHAPES}")
         if not 0 < self.gate_max_memory <= 1:
             raise InputError(f"gate_max_memory: got {self.gate_max_memory!r}; expected a number in (0, 1]")
+        if self.memory_loss not in ("anchor_path", "none"):
+            raise InputError(f"memory_loss: got {self.memory_loss!r}; expected 'anchor_path' or 'none' (ESD alone)")
+        if not (isinstance(self.memory_loss_weight, (int, float)) and 0 < self.memory_loss_weight < math.inf):
+            raise InputError(f"memory_loss_weight: got {self.memory_loss_weight!r}; expected a finite number > 0 "
+                             "(memory_loss='none' for ESD alone)")
         if not self.slow_step_factor >= 0:
             raise InputError(f"slow_step_factor: got {self.slow_step_factor!r}; expected a number >= 0 (0: no hint)")
 
@@ -110,14 +118,15 @@ def _interval(value: float | None, low: float | None, high: float | None) -> str
 def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], target: dict[str, Any], config: DemoConfig,
                      out: Path, stopped_at: int | None) -> str:
     lines = [
-        f"# Erasing '{config.concept}' from the shapes world ({config.method}, {config.iterations} iterations)",
+        f"# Erasing '{config.concept}' from the shapes world ({config.method}"
+        f"{'' if config.memory_loss == 'none' else ' + ' + config.memory_loss}, {config.iterations} iterations)",
         "",
         f"Probe every {config.probe_every} steps with preset `{config.monitor_preset}`; "
         f"{config.images_per_set} concept and {config.images_per_set} reference images. "
         f"Target: {target['description']}.",
         "",
-        "| step | concept accuracy | memory M [95% interval] | d_N [95% interval] | mean PSNR (dB) |",
-        "|---:|---:|---|---|---:|",
+        "| step | concept accuracy | memory M [95% interval] | d_N [95% interval] | mean PSNR (dB) | memory loss weight |",
+        "|---:|---:|---|---|---:|---:|",
     ]
     for row in rows:
         if row["error"]:
@@ -125,7 +134,8 @@ def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], target: d
             continue
         lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | "
                      f"{_interval(row['memory'], row['memory_low'], row['memory_high'])} | "
-                     f"{_interval(row['d_n'], row['ci_low'], row['ci_high'])} | {row['psnr_mean']:.2f} |")
+                     f"{_interval(row['d_n'], row['ci_low'], row['ci_high'])} | {row['psnr_mean']:.2f} | "
+                     f"{'-' if row['memory_loss_weight'] is None else format(row['memory_loss_weight'], '.2f')} |")
     if stopped_at is not None:
         lines += ["", f"Early stop at step {stopped_at}: the memory score's upper end reached the target."]
     verdict = "PASS (forgotten like a model that never saw it)" if gate["passed"] else "FAIL (still remembers)"
@@ -183,9 +193,12 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
                                                                       seed=10_000 + config.seed)
     monitor_probe = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
     target = measure_target(config, monitor_probe, (erased, erased_prompts, reference, reference_prompts))
+    memory_aware = config.memory_loss != "none"
     monitor = ProbeMonitor(
         model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
-        config=MonitorConfig(every_n_steps=config.probe_every, probe=monitor_probe, target=target["target"]),
+        config=MonitorConfig(every_n_steps=config.probe_every, target=target["target"],
+                             probe=dataclasses.replace(monitor_probe, keep_seeds=memory_aware),
+                             regularization_max=config.memory_loss_weight),
     )
     prompt = concept_prompt(config.concept)
     rows: list[dict[str, Any]] = []
@@ -200,23 +213,32 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         entry = monitor.history[-1]
         row = {"step": step, "concept_accuracy": accuracy(), "memory": entry.memory, "memory_low": entry.memory_low,
                "memory_high": entry.memory_high, "d_n": entry.d_n, "ci_low": entry.ci_low, "ci_high": entry.ci_high,
-               "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error}
+               "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error,
+               "memory_loss_weight": monitor.regularization_weight if memory_aware else None}
         rows.append(row)
         if entry.error:
             echo(f"{step:>6}  probe failed: {entry.error}")
         else:
+            weight = "-" if row["memory_loss_weight"] is None else f"{row['memory_loss_weight']:.2f}"
             echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {_interval(row['memory'], row['memory_low'], row['memory_high']):<23}  "
-                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}")
+                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}  {weight:>11}")
 
-    echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA, {config.iterations} iterations; "
-         f"probing every {config.probe_every} steps ({config.monitor_preset})")
+    loss_text = (f" + memory loss {config.memory_loss} (weight up to {config.memory_loss_weight:g}, from the monitor)"
+                 if memory_aware else " alone")
+    echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA{loss_text}, {config.iterations} "
+         f"iterations; probing every {config.probe_every} steps ({config.monitor_preset})")
     echo(f"target: {target['description']}")
-    echo(f"{'step':>6}  {'accuracy':>8}  {'memory M [interval]':<23}  {'d_N [interval]':<23}  {'PSNR dB':>8}")
+    echo(f"{'step':>6}  {'accuracy':>8}  {'memory M [interval]':<23}  {'d_N [interval]':<23}  {'PSNR dB':>8}  "
+         f"{'loss weight':>11}")
     monitor.probe_now(0)
     record(0)
 
+    memory: dict[str, Any] = {}
+    if memory_aware:  # the loss follows the seeds each probe finds; its weight falls as M nears the target
+        memory = dict(memory_loss=AnchorPathConfig(steps=monitor_probe.inversion.num_steps, seed=config.seed),
+                      memory_loss_weight="monitor")
     esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
-                           seed=config.seed)
+                           seed=config.seed, **memory)
     slow_steps = SlowStepHint(config.slow_step_factor)
     step_started = [time.perf_counter()]  # when the current ESD step began (probing and saving excluded)
 
@@ -233,7 +255,10 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         step_started[0] = time.perf_counter()
         return stop
 
-    training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress)
+    # the monitor probes at the steps on_step records (each step is probed once); esd_lora_erase
+    # reads its seeds and weight for the memory loss
+    training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress,
+                              monitor=monitor if memory_aware else None)
     stopped_at = len(training.losses) if training.stopped_early else None
     if stopped_at is not None:
         echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}")
@@ -267,6 +292,9 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "stopped_at": stopped_at,
         "gate": gate,
         "gate_probe": gate_result.to_dict(),
+        "memory_loss": None if not memory_aware else {
+            "kind": config.memory_loss, "weights": training.memory_loss_weights, "values": training.memory_losses,
+            "seconds": training.memory_loss_seconds},
         "training_seconds": training.seconds,
         "probe_overhead_seconds": monitor.overhead_seconds,
         "total_seconds": time.perf_counter() - started,
