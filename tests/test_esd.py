@@ -431,9 +431,10 @@ def _memory_monitor(model, tiny_images, outcomes, keep_seeds=True):
 
 
 def test_memory_loss_config_round_trips_through_json():
-    from unlearn_guard.losses import InversionLikelihoodConfig, SeedRecallConfig
+    from unlearn_guard.losses import AnchorPathConfig, InversionLikelihoodConfig, SeedRecallConfig
 
-    for loss in (SeedRecallConfig(steps=4, tau=0.2), InversionLikelihoodConfig(steps=3, statistic="gaussian_w2")):
+    for loss in (SeedRecallConfig(steps=4, tau=0.2), InversionLikelihoodConfig(steps=3, statistic="gaussian_w2"),
+                 AnchorPathConfig(steps=4, timesteps=3, random_paths=1, min_noise=0.2, anchor="a square")):
         config = quick(memory_loss=loss, memory_loss_weight="monitor", memory_loss_every=2)
         assert ESDConfig.from_json(config.to_json()) == config
 

@@ -53,7 +53,7 @@ class DemoConfig:
     concept: str = "circle"
     method: str = "esd-x"
     iterations: int = 150
-    lr: float = 1e-3
+    lr: float = 3e-3
     probe_every: int = 50
     images_per_set: int = 8
     accuracy_images: int = 16

@@ -39,8 +39,10 @@ score's target (`MonitorConfig(signal="memory", target=...)`):
                 self.probe_callback.monitor.model, concept_latents(self.probe_callback.monitor.model, images.pixels),
                 self.probe_callback.monitor.model.encode_prompts(images.prompts), InversionLikelihoodConfig(steps=10))
         return self.esd_loss(batch) + self.probe_callback.regularization_weight * self.memory()
-(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` reads the probe's seeds instead; the
-probe config then needs keep_seeds=True.)
+(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` and `AnchorPathLoss(..., seeds=lambda:
+callback.latest_seeds, reference_latents=..., reference_embeddings=...)` read the probe's seeds
+instead, with keep_seeds=True in the probe config; what each loss did is measured in
+benchmarks/RESULTS.md, memory_aware_erasure.)
 """
 
 from __future__ import annotations

@@ -53,18 +53,20 @@ A memory loss in this loop (`unlearn_guard.losses`; the adapter's LoRA parameter
 ones that get gradients, since the base UNet is frozen), weighted by the monitor and stopped on
 the calibrated memory score's target:
 
-    from unlearn_guard.losses import SeedRecallConfig, SeedRecallLoss, concept_latents
-    # the probe must keep its seeds: MonitorConfig(signal="memory", target=DEFAULT_MAX_MEMORY,
-    #     probe=ProbeConfig.from_preset("fast", keep_seeds=True, progress=False))
-    images = probing.monitor.images                      # the concept images the probe inverts
-    memory = SeedRecallLoss(model, concept_latents(model, images.pixels),
-                            model.encode_prompts(images.prompts), SeedRecallConfig(steps=10),
-                            seeds=lambda: probing.latest_seeds)          # 0 until the first probe
+    from unlearn_guard.losses import AnchorPathConfig, AnchorPathLoss, concept_latents
+    # the probe must keep its seeds: MonitorConfig(signal="memory", target=...,
+    #     probe=ProbeConfig.from_preset("track", keep_seeds=True, progress=False))
+    images, reference = probing.monitor.images, probing.monitor.reference  # what the probe inverts
+    memory = AnchorPathLoss(model, concept_latents(model, images.pixels), model.encode_prompts(images.prompts),
+                            AnchorPathConfig(steps=20),                   # track's 20 inversion steps
+                            seeds=lambda: probing.latest_seeds,           # fixed noise until the first probe
+                            reference_latents=concept_latents(model, reference.pixels),
+                            reference_embeddings=model.encode_prompts(reference.prompts))
     probing.step(0)                                      # probe once before training: the first seeds
     ...
             loss = esd_loss(batch) + probing.regularization_weight * memory()
 
-(`InversionLikelihoodLoss` needs no seeds; `esd_lora_erase(..., monitor=...)` with
+(`SeedRecallLoss` and `InversionLikelihoodLoss` are the other losses; `esd_lora_erase(..., monitor=...)` with
 `ESDConfig(memory_loss=...)` does all of this for ESD.)
 With `distributed=False` the other processes wait for the main one while it probes (inside the
 broadcast), so keep such a probe well under the process group's timeout (30 minutes by default).

@@ -46,8 +46,10 @@ memory score's target (`MonitorConfig(signal="memory", target=...)`):
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
             loss = esd_loss(model, inputs) + callback.regularization_weight * memory()
             return loss
-(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` reads the probe's seeds instead; the
-probe config then needs keep_seeds=True.)
+(`SeedRecallLoss(..., seeds=lambda: callback.latest_seeds)` and `AnchorPathLoss(..., seeds=lambda:
+callback.latest_seeds, reference_latents=..., reference_embeddings=...)` read the probe's seeds
+instead, with keep_seeds=True in the probe config; what each loss did is measured in
+benchmarks/RESULTS.md, memory_aware_erasure.)
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ with w = `memory_loss_weight`, or the monitor's `regularization_weight` when tha
 (high while the concept is remembered, 0 once the calibrated signal reaches its target). The
 loss is built on the concept images the monitor probes (or `memory_images`), with their prompts (an anchored `InversionLikelihoodConfig(keep_weight=...)`
 also inverts the monitor's reference images);
-`SeedRecallLoss` reads the seeds of the monitor's latest probe (`ProbeMonitor.latest_seeds`, so
-the probe config needs keep_seeds=True). Given a `monitor`, `esd_lora_erase` probes at step 0
+`SeedRecallLoss` and `AnchorPathLoss` (noise="seeds") read the seeds of the monitor's latest probe
+(`ProbeMonitor.latest_seeds`, so the probe config needs keep_seeds=True); `AnchorPathLoss` takes its
+anchors and keep term from the monitor's reference images. Given a `monitor`, `esd_lora_erase` probes at step 0
 (before the first update: the starting seeds), after each iteration `monitor.step(i + 1)`, and
 stops when the monitor says so (the calibrated signal's target, or patience).
 """
@@ -125,7 +126,7 @@ class ESDConfig:
         ddim_steps: DDIM steps of the sampling schedule; ESD default 50.
         seed: fixes every draw (LoRA init, stop steps, z_T, memory choices).
         memory_weight, memory_fraction: the memory-aware experiment (module docstring); off at 0.
-        memory_loss: a memory loss config (`unlearn_guard.losses.SeedRecallConfig` or
+        memory_loss: a memory loss config (`unlearn_guard.losses.AnchorPathConfig`, `SeedRecallConfig` or
             `InversionLikelihoodConfig`) to add that loss to ESD's (module docstring); None: off.
         memory_loss_weight: its weight w, a number >= 0, or "monitor" for the monitor's
             `regularization_weight` at each iteration (needs a `monitor`).
