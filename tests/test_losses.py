@@ -329,6 +329,9 @@ def test_the_loss_leaves_the_monitor_state_and_its_seeds_alone(tiny_images):
     loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=1.0),
                              seeds=lambda: monitor.latest_seeds)
     loss_fn().backward()
+    anchored_fn = anchor_path(model, latents, embeddings, lambda: monitor.latest_seeds)
+    anchored_fn().backward()
+    assert anchored_fn.last_from_seeds == 2  # it read the monitor's seeds
     assert json.dumps(monitor.state_dict()) == state
     assert torch.equal(monitor.latest_seeds, found) and torch.equal(found, seeds.float())
 
