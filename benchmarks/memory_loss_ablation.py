@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.weight > 0:
         loss = dict(memory_loss=AnchorPathConfig(noise=args.noise, null_weight=args.null, keep_weight=args.keep,
                                                  timesteps=args.timesteps, random_paths=args.random_paths,
-                                                 min_noise=args.min_noise), memory_loss_weight=args.weight)
+                                                 min_noise=args.min_noise, guidance=args.guidance),
+                    memory_loss_weight=args.weight)
     config = ESDConfig(concept=concept_prompt(args.concept), iterations=args.iterations, lr=args.lr, seed=0,
                        method=args.method, negative_guidance=args.eta, **loss)
     started = time.time()
@@ -60,7 +61,7 @@ def table(folder: Path) -> None:
     for r in runs:
         a = r["args"]
         loss = "-" if a["weight"] == 0 else (f"w {a['weight']:g}, null {a['null']:g}, keep {a['keep']:g}, "
-                                             f"P {a['random_paths']}, t >= {a['min_noise']:g} T")
+                                             f"P {a['random_paths']}, t >= {a['min_noise']:g} T, g {a.get('guidance', 0):g}")
         step, memory, low, high = r["curve"][-1]
         rows.append((r["name"], a["iterations"], f"{a['lr']:g}", f"{a['eta']:g}", loss,
                      f"{memory:.3f} [{low:.3f}, {high:.3f}] at {step}", f"{r['acc']:.2f}", f"{r['kept']:.2f}",
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=2)
     parser.add_argument("--random-paths", type=int, default=0)
     parser.add_argument("--min-noise", type=float, default=0.0)
+    parser.add_argument("--guidance", type=float, default=0.0, help="anchor_path guidance g")
     args = parser.parse_args()
     if args.table is not None:
         table(args.table)

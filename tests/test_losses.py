@@ -97,6 +97,7 @@ CASES = {
     "anchor_path": anchor_path,
     "anchor_path_fresh": lambda m, z, c, s: anchor_path(m, z, c, s, noise="fresh"),
     "anchor_path_null": lambda m, z, c, s: anchor_path(m, z, c, s, null_weight=0.5),
+    "anchor_path_guided": lambda m, z, c, s: anchor_path(m, z, c, s, guidance=2.0, null_weight=0.5),
     "inversion_anchored": anchored,
     "seed_recall": lambda m, z, c, s: SeedRecallLoss(m, z, c, SeedRecallConfig(steps=2, tau=1.0), seeds=s),
     "inversion_hinge": lambda m, z, c, s: InversionLikelihoodLoss(
@@ -495,3 +496,33 @@ def test_anchor_path_min_noise_keeps_only_the_high_noise_timesteps(tiny_images):
         anchor_path(model, latents, embeddings, seeds, steps=4, min_noise=0.999)
     with pytest.raises(InputError, match=r"min_noise: got 1.0; expected a number in \[0, 1\)"):
         AnchorPathConfig(min_noise=1.0)
+
+
+def test_anchor_path_guidance_pushes_past_the_anchor_and_is_neutral_on_the_concept_itself(tiny_images):
+    """Target a - g (eps*(x, c) - a): with the concept's own prompt as anchor the two agree and g
+    changes nothing; with another anchor, g > 0 moves the target (checked against the formula)."""
+    model = lora_model()
+    latents, embeddings, seeds = inputs(model, tiny_images)
+    with torch.no_grad():
+        own = [float(anchor_path(model, latents, embeddings, seeds, anchor=PROMPT, keep_weight=0.0, guidance=g)())
+               for g in (0.0, 2.0)]
+        assert own[0] == pytest.approx(own[1], rel=1e-12)
+        plain = anchor_path(model, latents, embeddings, seeds, anchor="a square", keep_weight=0.0, steps=2, timesteps=1)
+        guided = anchor_path(model, latents, embeddings, seeds, anchor="a square", keep_weight=0.0, steps=2,
+                             timesteps=1, guidance=2.0)
+        from unlearn_guard.losses._common import predict_noise
+        from unlearn_guard.trainers.esd import adapters_disabled
+
+        index = plain.indices[0]
+        t, alpha = plain.schedule.timesteps[index], float(plain.schedule.alpha_prod[index])
+        x = math.sqrt(alpha) * plain.latents + math.sqrt(1 - alpha) * plain._path_noise(None)
+        with adapters_disabled(model.unet):
+            a = predict_noise(model, x, t, plain.anchor_embeddings)
+            e = predict_noise(model, x, t, plain.embeddings)
+        trained = predict_noise(model, x, t, plain.embeddings)
+        expected = (trained - (a - 2.0 * (e - a))).pow(2).flatten(1).sum(1).mean() / plain.entries
+        assert float(guided()) == pytest.approx(float(expected), rel=1e-10)
+        assert float(plain()) != pytest.approx(float(expected), rel=1e-3)
+    with pytest.raises(InputError, match="guidance: got -1"):
+        AnchorPathConfig(guidance=-1)
+    assert AnchorPathConfig(steps=4, timesteps=1, guidance=1.0).unet_evaluations(3) == 3 * 3

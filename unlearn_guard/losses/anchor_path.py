@@ -73,6 +73,9 @@ class AnchorPathConfig(MemoryLossConfig):
             (accuracy 0.81 vs 0.63 at w_0 = 0): moving eps(x, "") away from the concept
             lengthens the guidance direction eps(x, c) - eps(x, "") that CFG amplifies.
         keep_weight: w_keep, weight of the anchor on the reference images (0: off).
+        guidance: g >= 0; the target becomes a_i - g (eps*(x_i, t, c_i) - a_i), ESD's negative
+            guidance taken from the anchor instead of the empty prompt (one more frozen
+            evaluation per path); 0: the anchor's prediction itself.
         random_paths: P, extra paths per image and call with a new N(0, I) draw each call (0:
             off): the concept's generation paths from random noise, beside its memory paths.
         seed: seeds the fixed noise draws and the random paths' stream (a private generator;
@@ -87,6 +90,7 @@ class AnchorPathConfig(MemoryLossConfig):
     null_weight: float = 0.0
     keep_weight: float = 1.0
     min_noise: float = 0.0
+    guidance: float = 0.0
     random_paths: int = 0
     seed: int = 0
 
@@ -102,15 +106,19 @@ class AnchorPathConfig(MemoryLossConfig):
             require(is_number(value) and value >= 0, f"AnchorPathConfig.{name}", value, "a finite number >= 0")
         require(is_number(self.min_noise) and 0 <= self.min_noise < 1, "AnchorPathConfig.min_noise", self.min_noise,
                 "a number in [0, 1)")
+        require(is_number(self.guidance) and self.guidance >= 0, "AnchorPathConfig.guidance", self.guidance,
+                "a finite number >= 0")
         require(is_int(self.random_paths) and self.random_paths >= 0, "AnchorPathConfig.random_paths",
                 self.random_paths, "an int >= 0")
         require(is_int(self.seed) and self.seed >= 0, "AnchorPathConfig.seed", self.seed, "an int >= 0")
 
     def unet_evaluations(self, images: int) -> int:
         """Single-image UNet evaluations of one forward call on `images` concept images (the
-        keep term's reference images not counted): frozen anchor + concept (+ empty) branches."""
+        keep term's reference images not counted): frozen anchor (+ concept with guidance) +
+        trained concept (+ empty) branches."""
         branches = 1 + (1 if self.null_weight > 0 else 0)
-        return self.timesteps * images * (1 + self.random_paths) * (1 + branches)
+        frozen = 1 + (1 if self.guidance > 0 else 0)
+        return self.timesteps * images * (1 + self.random_paths) * (frozen + branches)
 
 
 class AnchorPathLoss(MemoryLoss):
@@ -232,6 +240,9 @@ class AnchorPathLoss(MemoryLoss):
             x = math.sqrt(alpha) * latents + math.sqrt(1.0 - alpha) * noise  # (B (1 + P), C, h, w)
             # frozen targets (no gradient): the anchors on the concept paths, the references as they were
             frozen_z, frozen_c = [x], [anchors]
+            if cfg.guidance > 0:  # eps*(x, c_i) too, for the guided target
+                frozen_z.append(x)
+                frozen_c.append(embeddings)
             if keep:
                 y = math.sqrt(alpha) * self.reference_latents + math.sqrt(1.0 - alpha) * self.reference_noise
                 frozen_z.append(y)
@@ -243,6 +254,10 @@ class AnchorPathLoss(MemoryLoss):
                 targets = predict_noise(self.model, torch.cat(frozen_z), timestep, torch.cat(frozen_c))
             _ensure_finite(targets, "AnchorPathLoss", "frozen prediction", timestep)
             anchor = targets[:batch]
+            if cfg.guidance > 0:  # a_i - g (eps*(x, c_i) - a_i): away from the concept, past the anchor
+                concept = targets[batch:2 * batch]
+                anchor = anchor - cfg.guidance * (concept - anchor)
+                targets = torch.cat([targets[:batch], targets[2 * batch:]])
             # the model being trained, with gradients, on the same points
             train_z, train_c, train_t = [x], [embeddings], [anchor]
             weights = [torch.ones(batch, dtype=x.dtype, device=x.device) / batch]
