@@ -71,7 +71,8 @@ def memory_loss_config(args: argparse.Namespace):
     if args.loss == "anchor_path":
         return AnchorPathConfig(steps=args.loss_steps, timesteps=args.timesteps, noise=args.noise,
                                 null_weight=args.null_weight, keep_weight=args.keep_weight,
-                                random_paths=args.random_paths, min_noise=args.min_noise, seed=args.seed)
+                                random_paths=args.random_paths, min_noise=args.min_noise,
+                                guidance=args.guidance, seed=args.seed)
     return InversionLikelihoodConfig(steps=args.loss_steps, keep_weight=args.keep_weight)
 
 
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--null-weight", type=float, default=0.0, help="anchor_path: weight of the empty prompt")
     parser.add_argument("--random-paths", type=int, default=0, help="anchor_path: random paths per image and call")
     parser.add_argument("--min-noise", type=float, default=0.0, help="anchor_path: only timesteps t >= this * T")
+    parser.add_argument("--guidance", type=float, default=0.0, help="anchor_path: guidance g past the anchor")
     parser.add_argument("--loss-weight", default="monitor", help="a number, or 'monitor' (its regularization_weight)")
     parser.add_argument("--regularization-max", type=float, default=10.0,
                         help="the monitor's weight while the concept is fully remembered (--loss-weight monitor)")
@@ -250,7 +252,7 @@ def main() -> None:
         model, result, monitor, seconds, _ = train(concept, args, memory=True, target=target)
         anchor = f", keep {args.keep_weight}" if args.loss != "seed_recall" and args.keep_weight > 0 else ""
         if args.loss == "anchor_path":
-            anchor += f", null {args.null_weight}, {args.noise}, P={args.random_paths}, t >= {args.min_noise:g} T"
+            anchor += f", null {args.null_weight}, {args.noise}, P={args.random_paths}, t >= {args.min_noise:g} T, g {args.guidance:g}"
         label = f"ESD + {args.loss} (w={args.loss_weight}{anchor})"
         steps = len(result.losses)
         rows.append(row(concept, label, steps, f"{seconds:.0f}", measure(model), reference,
@@ -288,7 +290,7 @@ def main() -> None:
             f"memory_aware_erasure: shapes world, {args.method} LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
             f"S={args.loss_steps} weight {args.loss_weight} (max {args.regularization_max}) keep {args.keep_weight} every {args.loss_every}"
             + (f" timesteps {args.timesteps} null {args.null_weight} noise {args.noise} random paths {args.random_paths}"
-               f" min noise {args.min_noise}"
+               f" min noise {args.min_noise} guidance {args.guidance}"
                if args.loss == "anchor_path" else "")
             + f", monitor {args.monitor_preset} every {args.every} on "
             f"{args.pool}+{args.pool} pool images, early-stop target {'; '.join(targets)}, eval {args.eval_preset} on "
