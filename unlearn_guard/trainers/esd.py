@@ -484,7 +484,10 @@ def esd_lora_erase(
         monitor: a `ProbeMonitor` on `model`: probed at step 0 (before the first update) and then
             `monitor.step(i + 1)` after each iteration; training stops when it says so (don't
             also call it from `on_step`). It feeds the memory loss its weight ("monitor") and,
-            for seed_recall, its seeds.
+            for seed_recall and anchor_path, its seeds. With a memory loss the monitor reads the
+            images the loss trains on: measured (RESULTS.md, anchor_path guidance 1), its score
+            reached the retrained world's and stopped training while held-out images still
+            remembered, so gate the result on images the loss never saw.
         memory_images / memory_prompts: the concept images (any form `probe` takes) for an
             inversion-based memory loss; default: the monitor's images. Prompts default to
             `config.concept`.
