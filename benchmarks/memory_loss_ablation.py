@@ -50,13 +50,14 @@ def run(args: argparse.Namespace) -> dict:
     esd_lora_erase(model, config, monitor=monitor, progress=False)
     seconds = time.time() - started - monitor.overhead_seconds
     return {"name": args.name, "args": {k: v for k, v in vars(args).items() if k not in ("out", "table")},
-            "train_s": seconds, "acc": accuracy_from_prompt(model, classifier, args.concept, 16, 30_000),
-            "kept": kept_accuracy(model, classifier, args.concept, 8, 40_000),
+            "train_s": seconds, "acc": accuracy_from_prompt(model, classifier, args.concept, args.accuracy_images, 30_000),
+            "kept": kept_accuracy(model, classifier, args.concept, max(args.accuracy_images // 2, 1), 40_000),
             "curve": [(r.step, r.memory, r.memory_low, r.memory_high) for r in monitor.history if r.ok]}
 
 
-def table(folder: Path) -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+def table(folder: Path, record: bool = True, only: str | None = None) -> None:
+    """Print the table of the runs in `folder` (or of the run `only`); append it to RESULTS.md when `record`."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if only is None or p.stem == only]
     rows = []
     for r in runs:
         a = r["args"]
@@ -66,10 +67,12 @@ def table(folder: Path) -> None:
         rows.append((r["name"], a["iterations"], f"{a['lr']:g}", f"{a['eta']:g}", loss,
                      f"{memory:.3f} [{low:.3f}, {high:.3f}] at {step}", f"{r['acc']:.2f}", f"{r['kept']:.2f}",
                      f"{r['train_s']:.0f}"))
-    header = ("run", "steps", "lr", "eta", "anchor_path loss", "M pool (track) [95%]", "concept acc (16)",
-              "kept acc (8 per shape)", "train s")
+    header = ("run", "steps", "lr", "eta", "anchor_path loss", "M pool (track) [95%]", "concept acc",
+              "kept acc", "train s")
     body = markdown_table(header, rows)
     print(body)
+    if not record:
+        return
     append_results(f"memory_loss_ablation: circle, esd-x LoRA, training pool only (seed 50_000, 8 + 8, track), "
                    f"{len(runs)} runs, 1 thread each, two or three at once", body)
 
@@ -79,6 +82,8 @@ def main() -> None:
     parser.add_argument("--name")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name(".ablation"))
     parser.add_argument("--table", type=Path, default=None, help="write the table of the runs in this folder")
+    parser.add_argument("--no-record", action="store_true", help="--table: print only, no RESULTS.md row")
+    parser.add_argument("--accuracy-images", type=int, default=16, help="prompt generations (kept: half per shape)")
     parser.add_argument("--concept", default="circle")
     parser.add_argument("--method", default="esd-x")
     parser.add_argument("--iterations", type=int, default=150)
@@ -95,7 +100,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=0.0, help="anchor_path guidance g")
     args = parser.parse_args()
     if args.table is not None:
-        table(args.table)
+        table(args.table, record=not args.no_record)
         return
     if not args.name:
         parser.error("--name is required for a run")
@@ -104,7 +109,7 @@ def main() -> None:
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    table(args.out, record=False, only=args.name)
 
 
 if __name__ == "__main__":

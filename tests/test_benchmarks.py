@@ -28,9 +28,11 @@ CASES = {
     # 2 of the golden run's 50 steps: the script end to end; agreement is the golden test's job.
     "released_parity.py": ["--rows", "batched", "--steps", "2", "--threads", "1"],
     "memory_aware_erasure.py": ["--concepts", "circle", "--iterations", "2", "--pool", "2", "--images", "2",
-                                "--accuracy-images", "2", "--threads", "1", "--every", "1", "--loss-steps", "2",
+                                "--accuracy-images", "2", "--threads", "1", "--every", "1", "--eval-preset", "fast",
                                 "--ci-steps", "2", "--ci-images", "2", "--ci-generations", "2",
                                 "--max-time-factor", "2"],
+    "memory_loss_ablation.py": ["--name", "smoke", "--iterations", "1", "--every", "1", "--weight", "10",
+                                "--null", "0", "--guidance", "1", "--accuracy-images", "2", "--out", "runs"],
     "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
     # One 2-process launch (start-up dominates: ~20 s on 2 busy cores); 1 vs 2 is the real run's job.
     "distributed_scaling.py": ["--world-sizes", "2", "--images", "2", "--threads", "1", "--timeout", "600"],
