@@ -156,7 +156,7 @@ def test_shipped_retrained_worlds_are_the_exclude_commands(shape):
     assert "copied" in report["classifier_source"] and report["vae_psnr_mean"] > 28
 
 
-@pytest.mark.parametrize("shape", ["circle", "square"])
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
 def test_a_retrained_world_cannot_draw_its_shape_and_draws_the_others(shape):
     from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy
 
@@ -171,5 +171,5 @@ def test_a_retrained_world_cannot_draw_its_shape_and_draws_the_others(shape):
 def test_an_unshipped_retrained_world_is_a_clear_error():
     from unlearn_guard.errors import ModelError
 
-    with pytest.raises(ModelError, match="no shipped world retrained without 'ring'; shipped: \\['circle', 'square'\\]"):
+    with pytest.raises(ModelError, match="no shipped world retrained without 'ring'; shipped: \\['circle', 'square', 'triangle'\\]"):
         load_world_model(without="ring")

@@ -7,7 +7,7 @@
     sets = probe_sets("circle", 8)        # E (circles) and R (other shapes) with prompts, for probe()
 
 The weights under `weights/` were produced by `unlearn-guard train-world` (see training.json), and
-`weights/without-circle/`, `weights/without-square/` by `unlearn-guard train-world --exclude SHAPE`
+`weights/without-circle/`, `weights/without-square/`, `weights/without-triangle/` by `unlearn-guard train-world --exclude SHAPE`
 (same seed, config and steps; every scene of the shape dropped; the full world's classifier).
 """
 
