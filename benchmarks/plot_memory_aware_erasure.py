@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--output", type=Path, default=HERE / "plots" / "memory_aware_erasure.png")
+    parser.add_argument("--no-record", action="store_true", help="accepted for symmetry: the plot writes no RESULTS row")
     args = parser.parse_args()
     import matplotlib
 
@@ -86,7 +87,10 @@ def main() -> None:
     figure.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.output, dpi=110)
-    print(f"wrote {args.output} | {len(concepts)} concepts |---")
+    print("| concept | anchor_path runs plotted |\n|---|---|")
+    for concept in concepts:
+        print(f"| {concept} | {len(runs[concept])} |")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ CASES = {
                                 "--accuracy-images", "2", "--threads", "1", "--every", "1", "--eval-preset", "fast",
                                 "--ci-steps", "2", "--ci-images", "2", "--ci-generations", "2",
                                 "--max-time-factor", "2"],
+    "plot_memory_aware_erasure.py": ["--output", "plot.png"],  # reads the recorded RESULTS.md tables
     "memory_loss_ablation.py": ["--name", "smoke", "--iterations", "1", "--every", "1", "--weight", "10",
                                 "--null", "0", "--guidance", "1", "--accuracy-images", "2", "--out", "runs"],
     "threads_contention.py": ["--steps", "3", "--settings", "0"],  # 1 thread, no competitor: seconds
