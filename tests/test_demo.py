@@ -24,6 +24,7 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     assert all(row["error"] is None and row["d_n"] > 0 and 0 <= row["memory"] <= 1 for row in result["probes"])
     # memory-aware by default: the anchor_path loss ran every step, weighted by the monitor (no target: the maximum)
     assert result["esd_config"]["memory_loss"]["kind"] == "anchor_path"
+    assert (result["esd_config"]["memory_loss"]["keep_weight"], result["esd_config"]["memory_loss"]["guidance"]) == (1.0, 0.0)
     assert result["memory_loss"]["weights"] == [config.memory_loss_weight] * 4
     assert all(v is not None and v > 0 for v in result["memory_loss"]["values"])
     assert all(row["memory_loss_weight"] == config.memory_loss_weight for row in result["probes"])

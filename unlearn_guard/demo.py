@@ -10,9 +10,10 @@ No flags, no downloads:
   4. at every probe, print a row: step, classifier accuracy of images generated from the
      concept's prompt, the memory score M and d_N with their intervals, mean reconstruction PSNR;
   5. gate the final adapter with the `mofc` preset and the release gate's rule (the memory
-     score's upper end at most the calibrated threshold, `unlearn_guard.gate.decision`);
+     score's upper end at most the calibrated threshold, `unlearn_guard.gate.decision`) on
+     held-out images: the monitor's images are the memory loss's training images;
   6. write result.json, report.md, the final LoRA adapter, the adapter at every probe step
-     (`checkpoints/checkpoint-<step>/`) and the probe's image folders (`images/concept`,
+     (`checkpoints/checkpoint-<step>/`) and the held-out image folders (`images/concept`,
      `images/reference`, with prompts.csv), so `unlearn-guard gate` can gate the run, and say
      where they went.
 An ESD step that takes `slow_step_factor` times the median step so far gets a one-line hint,
@@ -203,8 +204,11 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     prompt = concept_prompt(config.concept)
     rows: list[dict[str, Any]] = []
     out = Path(output_dir)
-    save_image_folder(out / "images" / "concept", erased, erased_prompts, prefix=config.concept)
-    save_image_folder(out / "images" / "reference", reference, reference_prompts, prefix="other")
+    # The gate reads images the memory loss never trained on (the monitor's are its training
+    # images: measured, a loss can bring their score down while other images still remember).
+    held_out = probe_sets(config.concept, config.images_per_set, seed=70_000 + config.seed)
+    save_image_folder(out / "images" / "concept", held_out.concept, held_out.concept_prompts, prefix=config.concept)
+    save_image_folder(out / "images" / "reference", held_out.reference, held_out.reference_prompts, prefix="other")
 
     def accuracy() -> float:
         return accuracy_from_prompt(model, classifier, config.concept, config.accuracy_images, 20_000 + config.seed)
@@ -235,6 +239,9 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
 
     memory: dict[str, Any] = {}
     if memory_aware:  # the loss follows the seeds each probe finds; its weight falls as M nears the target
+        # keep 1, no guidance. keep 3 / guidance 0.5 lowers M further, but in the demo it stopped at
+        # step 50 and passed the gate on held-out images (M 0.060) while "a circle" still drew
+        # circles 88% of the time: a pass the prompt contradicts (README, "Memory-aware erasure")
         memory = dict(memory_loss=AnchorPathConfig(steps=monitor_probe.inversion.num_steps, seed=config.seed),
                       memory_loss_weight="monitor")
     esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
@@ -267,7 +274,8 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         record(config.iterations)
         save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{config.iterations}", config=esd_config)
 
-    gate_result = probe(model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+    gate_result = probe(model, held_out.concept, held_out.concept_prompts, reference=held_out.reference,
+                        reference_prompts=held_out.reference_prompts,
                         config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
     md, memory = gate_result.memory_distance, gate_result.memory
     psnr_mean = float(gate_result.erased.psnr.nanmean())
@@ -280,7 +288,8 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
             "memory_high": entry["memory"] and memory.ci_high, "d_n": entry["d_n"], "ci_low": entry["ci_low"],
             "ci_high": entry["ci_high"], "psnr_mean": psnr_mean, "passed": decision.passed, "reasons": decision.reasons}
     verdict = "PASS" if gate["passed"] else "FAIL: still remembers"
-    echo(f"gate ({config.gate_preset}): {'; '.join(decision.reasons)}; d_N = "
+    echo(f"gate ({config.gate_preset}, {len(held_out.concept)} + {len(held_out.reference)} held-out images): "
+         f"{'; '.join(decision.reasons)}; d_N = "
          f"{_interval(gate['d_n'], gate['ci_low'], gate['ci_high'])} -> {verdict}")
 
     save_esd_adapter(model, out / "adapter", config=esd_config)
