@@ -40,6 +40,7 @@ import torch
 
 from unlearn_guard import ProbeConfig, probe
 from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+from unlearn_guard.demo import DemoConfig, measure_target
 from unlearn_guard.errors import ModelError
 from unlearn_guard.losses import AnchorPathConfig, InversionLikelihoodConfig, SeedRecallConfig
 from unlearn_guard.signal import DEFAULT_MAX_MEMORY
@@ -82,17 +83,15 @@ def early_stop_target(concept: str, args: argparse.Namespace) -> tuple[float, st
     calibrated gate threshold when no retrained world ships or its interval reaches 1."""
     if args.target is not None:
         return args.target, "given"
-    try:
-        retrained = load_world_model(without=concept)
-    except ModelError:
-        return DEFAULT_MAX_MEMORY, "calibrated threshold (no retrained world)"
     pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
     preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False)
-    memory = probe(retrained, pool.concept, pool.concept_prompts, reference=pool.reference,
-                   reference_prompts=pool.reference_prompts, config=preset).memory
-    if memory is None or not memory.ci_high < 1.0:
+    measured = measure_target(DemoConfig(concept=concept), preset, tuple(pool))
+    if measured["memory"] is None and measured["target"] is not None:
+        return measured["target"], "calibrated threshold (no retrained world)"
+    if measured["target"] is None:
         return DEFAULT_MAX_MEMORY, "calibrated threshold (the retrained world's interval reaches 1)"
-    return memory.ci_high, f"retrained world's upper end (M = {interval(memory.value, memory.ci_low, memory.ci_high)})"
+    shown = interval(measured["memory"], measured["memory_low"], measured["memory_high"])
+    return measured["target"], f"retrained world's upper end (M = {shown})"
 
 
 def make_monitor(model, concept: str, args: argparse.Namespace, target: float) -> ObservingMonitor:

@@ -64,6 +64,37 @@ def checked_embeddings(value: Any, batch: int, model: DiffusionModel, name: str 
     return value.detach().to(model.device, model.dtype).expand(batch, -1, -1).contiguous()
 
 
+def checked_reference(model: DiffusionModel, reference_latents: Any, reference_embeddings: Any,
+                      like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference latents (R, C, h, w) shaped like the concept latents `like`, and their prompt
+    embeddings (R, L, D); both checked as `checked_latents` / `checked_embeddings` do."""
+    latents = checked_latents(reference_latents, model, "reference_latents")
+    if latents.shape[1:] != like.shape[1:]:
+        raise InputError(f"reference_latents: got {tuple(latents.shape)}; expected "
+                         f"(R, {', '.join(map(str, like.shape[1:]))}) like the latents")
+    return latents, checked_embeddings(reference_embeddings, latents.shape[0], model, "reference_embeddings")
+
+
+def check_seed_source(seeds: Any) -> None:
+    """A loss's `seeds` argument: a tensor, a callable returning one (or None), or None."""
+    if not (seeds is None or callable(seeds) or isinstance(seeds, torch.Tensor)):
+        raise InputError(f"seeds: got {type(seeds).__name__}; expected a tensor, a callable returning one, or None")
+
+
+def resolve_seeds(seeds: Any, source: Any, shape: torch.Size) -> torch.Tensor | None:
+    """The seeds of this call: `seeds` if given, else what `source` holds or returns; None when
+    there are none yet. Raises InputError unless they are one (C, h, w) seed per concept image."""
+    if seeds is None:
+        seeds = source() if callable(source) else source
+    if seeds is None:
+        return None
+    if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != tuple(shape):
+        got = tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__
+        raise InputError(f"seeds: got {got}; expected {tuple(shape)}, one seed per concept image "
+                         "in the order of the latents")
+    return seeds
+
+
 def predict_noise(model: DiffusionModel, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor,
                   checkpoint: bool = False) -> torch.Tensor:
     """eps_theta(z, t, c) *with* gradients (`DiffusionModel.predict_noise` is no-grad by design),

@@ -47,7 +47,8 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import _ensure_finite, checked_embeddings, checked_latents, is_int, is_number, predict_noise, require
+from ._common import (_ensure_finite, check_seed_source, checked_embeddings, checked_reference, is_int, is_number,
+                      predict_noise, require, resolve_seeds)
 from .base import MemoryLoss, MemoryLossConfig
 
 SeedSource = Callable[[], "torch.Tensor | None"]
@@ -145,8 +146,7 @@ class AnchorPathLoss(MemoryLoss):
                  anchor_embeddings: torch.Tensor | None = None, null_embedding: torch.Tensor | None = None) -> None:
         super().__init__(model, latents, embeddings, config)
         cfg: AnchorPathConfig = self.config
-        if not (seeds is None or callable(seeds) or isinstance(seeds, torch.Tensor)):
-            raise InputError(f"seeds: got {type(seeds).__name__}; expected a tensor, a callable returning one, or None")
+        check_seed_source(seeds)
         self.seeds = seeds
         batch = self.latents.shape[0]
         needs_reference = cfg.anchor is None or cfg.keep_weight > 0
@@ -156,12 +156,8 @@ class AnchorPathLoss(MemoryLoss):
         self.reference_latents = None
         self.reference_embeddings = None
         if reference_latents is not None and reference_embeddings is not None:
-            self.reference_latents = checked_latents(reference_latents, model, "reference_latents")
-            if self.reference_latents.shape[1:] != self.latents.shape[1:]:
-                raise InputError(f"reference_latents: got {tuple(self.reference_latents.shape)}; expected "
-                                 f"(R, {', '.join(map(str, self.latents.shape[1:]))}) like the latents")
-            self.reference_embeddings = checked_embeddings(reference_embeddings, self.reference_latents.shape[0],
-                                                           model, "reference_embeddings")
+            self.reference_latents, self.reference_embeddings = checked_reference(
+                model, reference_latents, reference_embeddings, self.latents)
         if cfg.anchor is not None:
             if anchor_embeddings is None:
                 raise InputError(f"anchor_embeddings: required with anchor={cfg.anchor!r}; pass "
@@ -196,15 +192,10 @@ class AnchorPathLoss(MemoryLoss):
         if self.config.noise == "fresh":
             self.last_from_seeds = 0
             return self.fixed_noise
-        if seeds is None:
-            seeds = self.seeds() if callable(self.seeds) else self.seeds
+        seeds = resolve_seeds(seeds, self.seeds, self.latents.shape)
         if seeds is None:
             self.last_from_seeds = 0
             return self.fixed_noise
-        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != tuple(self.latents.shape):
-            shape = tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__
-            raise InputError(f"seeds: got {shape}; expected {tuple(self.latents.shape)}, one seed per concept image "
-                             "in the order of the latents")
         seeds = seeds.detach().to(self.latents.device, self.latents.dtype)
         finite = torch.isfinite(seeds).flatten(1).all(1)  # (B,)
         alpha_max = float(self.schedule.alpha_prod[-1])
@@ -253,11 +244,10 @@ class AnchorPathLoss(MemoryLoss):
             with torch.no_grad(), adapters_disabled(unwrap_unet(self.model.unet)):
                 targets = predict_noise(self.model, torch.cat(frozen_z), timestep, torch.cat(frozen_c))
             _ensure_finite(targets, "AnchorPathLoss", "frozen prediction", timestep)
-            anchor = targets[:batch]
+            anchor, rest = targets[:batch], targets[batch:]
             if cfg.guidance > 0:  # a_i - g (eps*(x, c_i) - a_i): away from the concept, past the anchor
-                concept = targets[batch:2 * batch]
+                concept, rest = rest[:batch], rest[batch:]
                 anchor = anchor - cfg.guidance * (concept - anchor)
-                targets = torch.cat([targets[:batch], targets[2 * batch:]])
             # the model being trained, with gradients, on the same points
             train_z, train_c, train_t = [x], [embeddings], [anchor]
             weights = [torch.ones(batch, dtype=x.dtype, device=x.device) / batch]
@@ -268,7 +258,6 @@ class AnchorPathLoss(MemoryLoss):
                 weights.append(torch.full((batch,), cfg.null_weight / batch, dtype=x.dtype, device=x.device))
             if keep:
                 count = self.reference_latents.shape[0]
-                rest = targets[batch:]
                 train_z.append(y)
                 train_c.append(self.reference_embeddings)
                 train_t.append(rest[:count])

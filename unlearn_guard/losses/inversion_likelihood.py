@@ -41,7 +41,7 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import HALF_LOG_2PI, checked_embeddings, checked_latents, invert, is_number, require
+from ._common import HALF_LOG_2PI, checked_reference, invert, is_number, require
 from .base import MemoryLoss, MemoryLossConfig
 
 Statistic = Literal["hinge", "gaussian_w2"]
@@ -130,12 +130,8 @@ class InversionLikelihoodLoss(MemoryLoss):
             if reference_latents is None or reference_embeddings is None:
                 raise InputError("reference_latents: keep_weight > 0 needs reference_latents and reference_embeddings "
                                  "(images of other content)")
-            self.reference_latents = checked_latents(reference_latents, model, "reference_latents")
-            if self.reference_latents.shape[1:] != self.latents.shape[1:]:
-                raise InputError(f"reference_latents: got {tuple(self.reference_latents.shape)}; expected "
-                                 f"(R, {', '.join(map(str, self.latents.shape[1:]))}) like the latents")
-            self.reference_embeddings = checked_embeddings(reference_embeddings, self.reference_latents.shape[0], model,
-                                                           "reference_embeddings")
+            self.reference_latents, self.reference_embeddings = checked_reference(
+                model, reference_latents, reference_embeddings, self.latents)
             with torch.no_grad():
                 self.reference_nll = seed_nll(invert(model, self.schedule, self.reference_latents,
                                                      self.reference_embeddings, "InversionLikelihoodLoss"))  # (R,)

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import checked_latents, is_number, require, sample
+from ._common import check_seed_source, checked_latents, is_number, require, resolve_seeds, sample
 from .base import MemoryLoss, MemoryLossConfig
 
 SeedSource = Callable[[], "torch.Tensor | None"]
@@ -75,26 +75,14 @@ class SeedRecallLoss(MemoryLoss):
     def __init__(self, model: DiffusionModel, latents: torch.Tensor, embeddings: torch.Tensor,
                  config: SeedRecallConfig | None = None, seeds: SeedSource | torch.Tensor | None = None) -> None:
         super().__init__(model, latents, embeddings, config)
-        if not (seeds is None or callable(seeds) or isinstance(seeds, torch.Tensor)):
-            raise InputError(f"seeds: got {type(seeds).__name__}; expected a tensor, a callable returning one, or None")
+        check_seed_source(seeds)
         self.seeds = seeds
         self.last_used: int = 0  # images with a finite seed in the last call
-
-    def _resolve(self, seeds: torch.Tensor | None) -> torch.Tensor | None:
-        if seeds is None:
-            seeds = self.seeds() if callable(self.seeds) else self.seeds
-        if seeds is None:
-            return None
-        if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != tuple(self.latents.shape):
-            shape = tuple(seeds.shape) if isinstance(seeds, torch.Tensor) else type(seeds).__name__
-            raise InputError(f"seeds: got {shape}; expected {tuple(self.latents.shape)}, one seed per concept image "
-                             "in the order of the latents")
-        return seeds
 
     def forward(self, seeds: torch.Tensor | None = None) -> torch.Tensor:
         """The loss (0-dim, compute dtype); 0 without seeds. Raises InputError when every seed is
         NaN/Inf, NonFiniteError when a UNet call gives NaN/Inf (naming images and timestep)."""
-        found = self._resolve(seeds)
+        found = resolve_seeds(seeds, self.seeds, self.latents.shape)
         if found is None:
             self.last_used = 0
             return self.latents.new_zeros(())

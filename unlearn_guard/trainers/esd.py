@@ -391,9 +391,7 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
             raise InputError("memory_loss: seed_recall reads the seeds the monitor's probe finds for the monitor's own "
                              "images; pass monitor=... and no memory_images")
         probe_config = monitor.config.probe
-        if not probe_config.keep_seeds:
-            raise InputError("memory_loss: seed_recall needs the monitor's probe to keep its seeds; build the monitor "
-                             "with MonitorConfig(probe=ProbeConfig.from_preset(..., keep_seeds=True))")
+        _require_kept_seeds(monitor, "seed_recall")
         if probe_config.inversion.num_steps != loss_config.steps:
             warnings.warn(f"memory_loss.steps={loss_config.steps} differs from the probe's "
                           f"{probe_config.inversion.num_steps} inversion steps: the seeds sit at another timestep "
@@ -415,9 +413,21 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
     if getattr(loss_config, "keep_weight", 0) > 0:  # the anchor on known content: the monitor's reference set
         if monitor is None:
             raise InputError("memory_loss: keep_weight > 0 anchors on the monitor's reference images; pass monitor=...")
-        extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
-                     reference_embeddings=model.encode_prompts(monitor.reference.prompts))
+        extra.update(_monitor_reference(model, monitor))
     return LOSSES[loss_config.kind](model, latents, embeddings, loss_config, **extra)
+
+
+def _require_kept_seeds(monitor: Any, loss: str) -> None:
+    """A loss that reads the monitor's seeds needs a probe that keeps them."""
+    if not monitor.config.probe.keep_seeds:
+        raise InputError(f"memory_loss: {loss} needs the monitor's probe to keep its seeds; build the monitor "
+                         "with MonitorConfig(probe=ProbeConfig.from_preset(..., keep_seeds=True))")
+
+
+def _monitor_reference(model: DiffusionModel, monitor: Any) -> dict[str, torch.Tensor]:
+    """The monitor's reference images as a loss's anchor: their latents and prompt embeddings."""
+    return {"reference_latents": concept_latents(model, monitor.reference.pixels),
+            "reference_embeddings": model.encode_prompts(monitor.reference.prompts)}
 
 
 def _build_anchor_path(model: DiffusionModel, loss_config: Any, monitor: Any, images: Any, latents: torch.Tensor,
@@ -429,9 +439,7 @@ def _build_anchor_path(model: DiffusionModel, loss_config: Any, monitor: Any, im
         if monitor is None or images is not monitor.images:
             raise InputError("memory_loss: anchor_path with noise='seeds' follows the seeds the monitor's probe finds "
                              "for the monitor's own images; pass monitor=... and no memory_images, or noise='fresh'")
-        if not monitor.config.probe.keep_seeds:
-            raise InputError("memory_loss: anchor_path with noise='seeds' needs the monitor's probe to keep its seeds; "
-                             "build the monitor with MonitorConfig(probe=ProbeConfig.from_preset(..., keep_seeds=True))")
+        _require_kept_seeds(monitor, "anchor_path with noise='seeds'")
         if monitor.config.probe.inversion.num_steps != loss_config.steps:
             raise InputError(f"memory_loss: anchor_path steps={loss_config.steps} differs from the probe's "
                              f"{monitor.config.probe.inversion.num_steps} inversion steps; the seeds sit at the "
@@ -443,8 +451,7 @@ def _build_anchor_path(model: DiffusionModel, loss_config: Any, monitor: Any, im
         if monitor is None:
             raise InputError("memory_loss: anchor_path anchors on the monitor's reference images (the default anchor "
                              "and keep_weight > 0); pass monitor=..., or set anchor=... and keep_weight=0")
-        extra.update(reference_latents=concept_latents(model, monitor.reference.pixels),
-                     reference_embeddings=model.encode_prompts(monitor.reference.prompts))
+        extra.update(_monitor_reference(model, monitor))
     if loss_config.anchor is not None:
         extra["anchor_embeddings"] = model.encode_prompts([loss_config.anchor])
     if loss_config.null_weight > 0:
