@@ -3,14 +3,19 @@ time, with the step where early stop on the calibrated memory score would have f
 
 Per concept (default circle, square, triangle; retrained worlds ship for circle and square, and
 for triangle once `train-world --exclude triangle` has run):
-  1. A `ProbeMonitor` on a *training* pool of the concept's images and a reference pool (seed
-     50_000 + seed), preset --monitor-preset (`track`) with its seeds kept, every --every steps,
-     signal "memory"; its target is the upper end of the retrained world's M on that pool with
-     that preset (the calibrated gate threshold where no retrained world ships). It weights the
-     memory loss (--loss-weight monitor: up to --regularization-max) and hands it the seeds it
-     finds. Training is *not* cut: the step at which the monitor says stop is recorded, with the
-     steps and training time stopping there would have saved, and every run goes on, so that
-     runs compare at equal steps.
+  1. A `ProbeMonitor`, preset --monitor-preset (`track`) with its seeds kept, every --every
+     steps, signal "memory". The memory loss trains on a pool of the concept's images (seed
+     50_000 + seed; the monitor's `loss_images`, whose seeds it hands to the loss); with
+     --decide-on watch (default) every decision reads a separate watch set (E and R, seed
+     80_000 + seed) that the loss never sees; --decide-on pool decides on the pool itself (the
+     earlier design, kept to show the difference). The target is the upper end of the retrained
+     world's M on the decision set with that preset (the calibrated gate threshold where no
+     retrained world ships), and with --max-prompt-accuracy (default 0.1; negative: off) a
+     `PromptCheck` also requires "a <concept>" to draw the concept in at most that share of
+     --accuracy-images generations. The monitor weights the memory loss (--loss-weight monitor:
+     up to --regularization-max). Training is *not* cut: the step at which the monitor says stop
+     is recorded, with the steps and training time stopping there would have saved, and every
+     run goes on, so that runs compare at equal steps.
   2. ESD + memory loss (`ESDConfig(memory_loss=...)`, default `AnchorPathConfig`), N
      iterations: training time T (probe time excluded).
   3. ESD alone, same seed and draws: its LoRA is snapshotted at N (equal steps) and it trains on
@@ -39,7 +44,8 @@ from typing import Any
 import torch
 
 from unlearn_guard import ProbeConfig, probe
-from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+from unlearn_guard.attacks import ShapeJudge
+from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, PromptCheck
 from unlearn_guard.demo import DemoConfig, measure_target
 from unlearn_guard.errors import ModelError
 from unlearn_guard.losses import AnchorPathConfig, InversionLikelihoodConfig, SeedRecallConfig
@@ -50,7 +56,7 @@ from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, pr
 
 from _results import append_results, markdown_table
 
-POOL_SEED, HELD_OUT_SEED = 50_000, 900_000  # training pool vs held-out evaluation images
+POOL_SEED, WATCH_SEED, HELD_OUT_SEED = 50_000, 80_000, 900_000  # loss pool, monitor's decision set, evaluation
 
 
 class ObservingMonitor(ProbeMonitor):
@@ -83,9 +89,9 @@ def early_stop_target(concept: str, args: argparse.Namespace) -> tuple[float, st
     calibrated gate threshold when no retrained world ships or its interval reaches 1."""
     if args.target is not None:
         return args.target, "given"
-    pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
+    decided_on = probe_sets(concept, args.pool, seed=decision_seed(args))
     preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False)
-    measured = measure_target(DemoConfig(concept=concept), preset, tuple(pool))
+    measured = measure_target(DemoConfig(concept=concept), preset, tuple(decided_on))
     if measured["memory"] is None and measured["target"] is not None:
         return measured["target"], "calibrated threshold (no retrained world)"
     if measured["target"] is None:
@@ -94,20 +100,35 @@ def early_stop_target(concept: str, args: argparse.Namespace) -> tuple[float, st
     return measured["target"], f"retrained world's upper end (M = {shown})"
 
 
-def make_monitor(model, concept: str, args: argparse.Namespace, target: float) -> ObservingMonitor:
+def decision_seed(args: argparse.Namespace) -> int:
+    """The seed of the images every decision reads: the watch set, or the loss's own pool."""
+    return (WATCH_SEED if args.decide_on == "watch" else POOL_SEED) + args.seed
+
+
+def make_monitor(model, concept: str, args: argparse.Namespace, target: float, memory: bool,
+                 classifier) -> ObservingMonitor:
     pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
+    decided_on = probe_sets(concept, args.pool, seed=decision_seed(args))
     preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, keep_seeds=True)
     config = MonitorConfig(every_n_steps=args.every, probe=preset, signal="memory", target=target,
                            regularization_max=args.regularization_max)
-    return ObservingMonitor(model, pool.concept, pool.concept_prompts, reference=pool.reference,
-                            reference_prompts=pool.reference_prompts, config=config, name=f"{concept}")
+    separate = memory and args.decide_on == "watch"
+    check = None
+    if args.max_prompt_accuracy >= 0:
+        check = PromptCheck(concept_prompt(concept), ShapeJudge(concept, classifier), max_success=args.max_prompt_accuracy,
+                            n=args.accuracy_images, seed=20_000 + args.seed)
+    return ObservingMonitor(model, decided_on.concept, decided_on.concept_prompts, reference=decided_on.reference,
+                            reference_prompts=decided_on.reference_prompts, config=config, name=f"{concept}",
+                            loss_images=pool.concept if separate else None,
+                            loss_prompts=pool.concept_prompts if separate else None, prompt_check=check)
 
 
-def train(concept: str, args: argparse.Namespace, memory: bool, target: float, time_budget: float | None = None):
+def train(concept: str, args: argparse.Namespace, memory: bool, target: float, classifier,
+          time_budget: float | None = None):
     """One ESD-x LoRA run on a fresh world model, watched by a monitor. Returns (model, result,
     monitor, training seconds, LoRA snapshot at N or None)."""
     model = load_world_model()
-    monitor = make_monitor(model, concept, args, target)
+    monitor = make_monitor(model, concept, args, target, memory, classifier)
     changes: dict[str, Any] = {}
     if memory:
         weight = args.loss_weight if args.loss_weight == "monitor" else float(args.loss_weight)
@@ -167,14 +188,20 @@ def row(concept: str, name: str, steps: Any, seconds: Any, ev: dict[str, Any], r
 
 def stop_cells(monitor: ObservingMonitor, steps: int, seconds: float) -> tuple[str, str]:
     """Where early stop on the memory target fired, and the steps / training seconds it saves."""
-    if monitor.stop_step is None:
+    if monitor.stop_step is None or monitor.stop_step > steps:
         return "not reached", "-"
     saved = steps - monitor.stop_step
     return str(monitor.stop_step), f"{saved} it / {seconds * saved / max(steps, 1):.0f} s"
 
 
-def curve(monitor: ProbeMonitor) -> dict[int, str]:
-    return {r.step: interval(r.memory, r.memory_low, r.memory_high) for r in monitor.history if r.ok}
+def curve(monitor: ProbeMonitor) -> dict[int, tuple[str, str, str]]:
+    """Per probe step: M on the decision images, M on the loss's own images, the prompt's accuracy."""
+    def shown(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return {r.step: (interval(r.memory, r.memory_low, r.memory_high),
+                     "-" if r.loss_memory is None else interval(r.loss_memory, r.loss_memory_low, r.loss_memory_high),
+                     shown(r.prompt_success)) for r in monitor.history if r.ok}
 
 
 def main() -> None:
@@ -203,7 +230,12 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25, help="monitor cadence (steps)")
     parser.add_argument("--target", type=float, default=None,
                         help="memory score target (early stop); default: the retrained world's upper end on the pool")
-    parser.add_argument("--pool", type=int, default=8, help="training images (and references) the monitor probes")
+    parser.add_argument("--pool", type=int, default=8,
+                        help="images in the loss's pool and in the monitor's decision set (E and R)")
+    parser.add_argument("--decide-on", choices=("watch", "pool"), default="watch",
+                        help="the images every decision reads: a watch set the loss never sees, or the loss's pool")
+    parser.add_argument("--max-prompt-accuracy", type=float, default=0.1,
+                        help="early stop also needs the prompt's accuracy at most this (negative: memory alone)")
     parser.add_argument("--images", type=int, default=8, help="held-out E and R for evaluation")
     parser.add_argument("--eval-preset", default="mofc", help="held-out probe preset (mofc: the calibrated one)")
     parser.add_argument("--accuracy-images", type=int, default=16)
@@ -248,7 +280,7 @@ def main() -> None:
         target, target_source = early_stop_target(concept, args)
         targets.append(f"{concept} {target:.3f} ({target_source})")
         print(f"{concept}: early-stop target M <= {target:.3f}, {target_source}", flush=True)
-        model, result, monitor, seconds, _ = train(concept, args, memory=True, target=target)
+        model, result, monitor, seconds, _ = train(concept, args, memory=True, target=target, classifier=classifier)
         anchor = f", keep {args.keep_weight}" if args.loss != "seed_recall" and args.keep_weight > 0 else ""
         if args.loss == "anchor_path":
             anchor += f", null {args.null_weight}, {args.noise}, P={args.random_paths}, t >= {args.min_noise:g} T, g {args.guidance:g}"
@@ -260,7 +292,7 @@ def main() -> None:
         print(f"{concept}: {label} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
         model, result, plain_monitor, plain_seconds, snapshot = train(concept, args, memory=False, target=target,
-                                                                     time_budget=seconds)
+                                                                     classifier=classifier, time_budget=seconds)
         plain_steps = len(result.losses)
         final = measure(model)  # equal wall time
         model.unet.load_state_dict(snapshot, strict=False)  # back to the LoRA at N: equal steps
@@ -272,15 +304,18 @@ def main() -> None:
                         *stop_cells(plain_monitor, plain_steps, plain_seconds)))
         plain_curve = curve(plain_monitor)
         for step in sorted(set(memory_curve) | set(plain_curve)):
-            curves.append((concept, step, plain_curve.get(step, "-"), memory_curve.get(step, "-")))
+            plain_cells, memory_cells = plain_curve.get(step, ("-",) * 3), memory_curve.get(step, ("-",) * 3)
+            curves.append((concept, step, plain_cells[0], plain_cells[2], *memory_cells))
         print(f"{concept}: ESD alone done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     header = ("concept", "model", "steps", "train s", "memory M [95%] (held out)", "|M - M retrained|",
               "d_N [95%]", "PSNR E (dB)", "concept acc", "kept acc",
               f"Concept Inversion success [95%] (n={args.ci_generations})", "early stop at", "saved")
     table = markdown_table(header, rows)
-    signal = markdown_table(("concept", "step", "M training pool: ESD alone", f"M training pool: ESD + {args.loss}"),
-                            curves)
+    decided = "watch set" if args.decide_on == "watch" else "loss pool"
+    signal = markdown_table(("concept", "step", f"M {decided}: ESD alone", "prompt acc: ESD alone",
+                             f"M {decided}: ESD + {args.loss}", f"M loss pool: ESD + {args.loss}",
+                             f"prompt acc: ESD + {args.loss}"), curves)
     print(table)
     print()
     print(signal)
@@ -291,11 +326,15 @@ def main() -> None:
             + (f" timesteps {args.timesteps} null {args.null_weight} noise {args.noise} random paths {args.random_paths}"
                f" min noise {args.min_noise} guidance {args.guidance}"
                if args.loss == "anchor_path" else "")
-            + f", monitor {args.monitor_preset} every {args.every} on "
-            f"{args.pool}+{args.pool} pool images, early-stop target {'; '.join(targets)}, eval {args.eval_preset} on "
+            + f", monitor {args.monitor_preset} every {args.every} deciding on {args.pool}+{args.pool} "
+            + ("watch images the loss never sees (loss on its own pool)" if args.decide_on == "watch" else
+               "pool images (the loss's own)")
+            + (f", prompt check acc <= {args.max_prompt_accuracy:g}" if args.max_prompt_accuracy >= 0 else "")
+            + f", early-stop target {'; '.join(targets)}, eval {args.eval_preset} on "
             f"{args.images}+{args.images} held-out images, CI {args.ci_steps} steps, {args.threads} thread(s), "
             f"{time.perf_counter() - started:.0f} s",
-            table + "\n\nMemory score on the monitor's training pool vs step (value [95% interval]):\n\n" + signal)
+            table + "\n\nSignal vs step, what the monitor read at each probe (M: value [95% interval]; prompt acc: "
+            f"share of {args.accuracy_images} generations of the concept):\n\n" + signal)
 
 
 if __name__ == "__main__":

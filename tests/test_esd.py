@@ -560,3 +560,24 @@ def test_anchor_path_misuse_is_refused(loss, monitor_kind, match, tiny_images):
     with pytest.raises(InputError, match=match):
         esd_lora_erase(model, quick(memory_loss=AnchorPathConfig(**{"steps": 4, **loss}), memory_loss_weight=1.0),
                        monitor=monitor, memory_images=images, progress=False)
+
+
+def test_the_anchor_path_loss_trains_on_the_monitor_loss_images(tiny_images):
+    """With separate loss_images (3) the loss pairs their latents with their seeds (a loss built on
+    the monitor's 2 decision images would not match 3 seed rows), while the decisions read the 2."""
+    import dataclasses
+
+    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
+    from unlearn_guard.losses import AnchorPathConfig
+    from test_callbacks import CHEAP
+    from test_monitor_guards import more_images
+
+    model = fresh_model()
+    monitor = ProbeMonitor(model, tiny_images[:2], CONCEPT, reference=tiny_images[2:], reference_prompts="a blue square",
+                           loss_images=more_images(3, 11), loss_prompts=CONCEPT,
+                           config=MonitorConfig(every_n_steps=1, probe=dataclasses.replace(CHEAP, keep_seeds=True)))
+    loss = AnchorPathConfig(steps=CHEAP.inversion.num_steps, timesteps=1)
+    result = esd_lora_erase(model, quick(iterations=2, memory_loss=loss, memory_loss_weight=1.0), monitor=monitor,
+                            progress=False)
+    assert all(v is not None and v > 0 for v in result.memory_losses)
+    assert monitor.latest_seeds.shape[0] == 3 and all(r.loss_memory is not None for r in monitor.history)

@@ -59,7 +59,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     calibrated = {} if args.gate_max_memory is None else {"gate_max_memory": args.gate_max_memory}
     config = DemoConfig(concept=args.concept, method=args.method, iterations=args.iterations,
-                        probe_every=args.probe_every, seed=args.seed, memory_loss=args.memory_loss, **calibrated)
+                        probe_every=args.probe_every, seed=args.seed, memory_loss=args.memory_loss,
+                        memory_keep_weight=args.memory_keep_weight, memory_guidance=args.memory_guidance,
+                        max_prompt_accuracy=args.max_prompt_accuracy, **calibrated)
     result = run_demo(args.output, config, progress=not args.quiet)
     return 0 if result["gate"]["passed"] or not args.strict else 1
 
@@ -649,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--probe-every", type=int, default=50, help="probe cadence in steps (default: 50)")
     demo.add_argument("--memory-loss", default="anchor_path", choices=["anchor_path", "none"],
                       help="memory loss beside ESD, weighted by the monitor (default: anchor_path; none: ESD alone)")
+    demo.add_argument("--memory-keep-weight", type=float, default=1.0,
+                      help="AnchorPathConfig.keep_weight: the keep term on reference images (default: 1)")
+    demo.add_argument("--memory-guidance", type=float, default=0.0,
+                      help="AnchorPathConfig.guidance: negative guidance past the anchor (default: 0)")
+    demo.add_argument("--max-prompt-accuracy", type=float, default=0.1,
+                      help="early stop also needs the prompt's classifier accuracy at most this (default: 0.1)")
     demo.add_argument("--gate-max-memory", type=float, default=None,
                       help="gate threshold on the memory score's upper end (default: the calibrated one)")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random draw (default: 0)")

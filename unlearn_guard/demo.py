@@ -3,15 +3,22 @@
 No flags, no downloads:
   1. load the project's own shapes-world model and its concept classifier;
   2. measure the target: the memory score of the world *retrained without the concept* (shipped
-     for circle and square; the ground truth of unlearning), with the monitor's preset and images;
-  3. erase the concept ("a circle" by default) with ESD-LoRA, while a `ProbeMonitor` probes the
-     model being trained every N steps and stops training once the memory score's interval is
-     at or below the target;
+     for circle, square and triangle; the ground truth of unlearning), with the monitor's preset
+     and decision images;
+  3. erase the concept ("a circle" by default) with ESD-LoRA plus the memory loss, while a
+     `ProbeMonitor` probes the model being trained every N steps. Three image sets keep the
+     readings honest: the memory loss trains on its own images (`loss_images`, seed 10_000), the
+     monitor decides on images the loss never sees (seed 40_000), and the gate reads a third set
+     (seed 70_000). Training stops once the memory score's interval on the decision images is at
+     or below the target *and* "a <concept>" draws the concept in at most 10% of 16 generations
+     (`PromptCheck`: measured, the loss alone can lower the score while the prompt still draws
+     the concept);
   4. at every probe, print a row: step, classifier accuracy of images generated from the
-     concept's prompt, the memory score M and d_N with their intervals, mean reconstruction PSNR;
+     concept's prompt, the memory score M and d_N with their intervals, mean reconstruction
+     PSNR, M on the loss's own images and the loss weight;
   5. gate the final adapter with the `mofc` preset and the release gate's rule (the memory
-     score's upper end at most the calibrated threshold, `unlearn_guard.gate.decision`) on
-     held-out images: the monitor's images are the memory loss's training images;
+     score's upper end at most the calibrated threshold, `unlearn_guard.gate.decision`) on the
+     third, held-out set;
   6. write result.json, report.md, the final LoRA adapter, the adapter at every probe step
      (`checkpoints/checkpoint-<step>/`) and the held-out image folders (`images/concept`,
      `images/reference`, with prompts.csv), so `unlearn-guard gate` can gate the run, and say
@@ -33,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 
-from .callbacks import MonitorConfig, ProbeMonitor
+from .attacks import ShapeJudge
+from .callbacks import MonitorConfig, ProbeMonitor, PromptCheck
 from .config import ProbeConfig
 from .gate.decision import Thresholds, decide
 from .gate.folders import save_image_folder
@@ -61,6 +69,9 @@ class DemoConfig:
     monitor_preset: str = "track"
     memory_loss: str = "anchor_path"  # "none": ESD alone
     memory_loss_weight: float = 10.0  # the monitor's weight while the concept is fully remembered
+    memory_keep_weight: float = 1.0  # AnchorPathConfig.keep_weight
+    memory_guidance: float = 0.0  # AnchorPathConfig.guidance
+    max_prompt_accuracy: float = 0.1  # early stop also needs "a <concept>" accuracy at most this
     gate_preset: str = "mofc"
     gate_max_memory: float = DEFAULT_MAX_MEMORY
     seed: int = 0
@@ -78,6 +89,12 @@ class DemoConfig:
         if not (isinstance(self.memory_loss_weight, (int, float)) and 0 < self.memory_loss_weight < math.inf):
             raise InputError(f"memory_loss_weight: got {self.memory_loss_weight!r}; expected a finite number > 0 "
                              "(memory_loss='none' for ESD alone)")
+        for name in ("memory_keep_weight", "memory_guidance"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise InputError(f"{name}: got {value!r}; expected a finite number >= 0")
+        if not (isinstance(self.max_prompt_accuracy, (int, float)) and 0 <= self.max_prompt_accuracy <= 1):
+            raise InputError(f"max_prompt_accuracy: got {self.max_prompt_accuracy!r}; expected a number in [0, 1]")
         if not self.slow_step_factor >= 0:
             raise InputError(f"slow_step_factor: got {self.slow_step_factor!r}; expected a number >= 0 (0: no hint)")
 
@@ -123,22 +140,25 @@ def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], target: d
         f"{'' if config.memory_loss == 'none' else ' + ' + config.memory_loss}, {config.iterations} iterations)",
         "",
         f"Probe every {config.probe_every} steps with preset `{config.monitor_preset}`; "
-        f"{config.images_per_set} concept and {config.images_per_set} reference images. "
-        f"Target: {target['description']}.",
+        f"{config.images_per_set} concept and {config.images_per_set} reference images, which the memory loss "
+        f"never trains on (it has {config.images_per_set} images of its own). "
+        f"Target: {target['description']}; and \"a {config.concept}\" accuracy at most {config.max_prompt_accuracy:g}.",
         "",
-        "| step | concept accuracy | memory M [95% interval] | d_N [95% interval] | mean PSNR (dB) | memory loss weight |",
-        "|---:|---:|---|---|---:|---:|",
+        "| step | concept accuracy | memory M [95% interval] | d_N [95% interval] | mean PSNR (dB) | M on the loss's images | memory loss weight |",
+        "|---:|---:|---|---|---:|---:|---:|",
     ]
     for row in rows:
         if row["error"]:
-            lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | probe failed: {row['error']} | | |")
+            lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | probe failed: {row['error']} | | | | |")
             continue
         lines.append(f"| {row['step']} | {row['concept_accuracy']:.2f} | "
                      f"{_interval(row['memory'], row['memory_low'], row['memory_high'])} | "
                      f"{_interval(row['d_n'], row['ci_low'], row['ci_high'])} | {row['psnr_mean']:.2f} | "
+                     f"{'-' if row['loss_memory'] is None else format(row['loss_memory'], '.3f')} | "
                      f"{'-' if row['memory_loss_weight'] is None else format(row['memory_loss_weight'], '.2f')} |")
     if stopped_at is not None:
-        lines += ["", f"Early stop at step {stopped_at}: the memory score's upper end reached the target."]
+        lines += ["", f"Early stop at step {stopped_at}: the memory score's upper end on the decision images reached "
+                      f"the target and the prompt's accuracy was at most {config.max_prompt_accuracy:g}."]
     verdict = "PASS (forgotten like a model that never saw it)" if gate["passed"] else "FAIL (still remembers)"
     lines += [
         "",
@@ -190,23 +210,31 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     started = time.perf_counter()
     model = load_world_model()
     classifier = load_classifier()
-    erased, erased_prompts, reference, reference_prompts = probe_sets(config.concept, config.images_per_set,
-                                                                      seed=10_000 + config.seed)
+    # three sets of the concept's images: the loss trains on one, the monitor decides on another,
+    # the gate reads a third (measured: a memory loss lowered the score of its own images while
+    # other images of the concept still remembered)
+    loss_set = probe_sets(config.concept, config.images_per_set, seed=10_000 + config.seed)
+    watched = probe_sets(config.concept, config.images_per_set, seed=40_000 + config.seed)
     monitor_probe = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
-    target = measure_target(config, monitor_probe, (erased, erased_prompts, reference, reference_prompts))
+    target = measure_target(config, monitor_probe, tuple(watched))
     memory_aware = config.memory_loss != "none"
+    prompt = concept_prompt(config.concept)
+    # the prompt's accuracy is measured by the monitor, so early stop can require it too
+    prompt_check = PromptCheck(prompt, ShapeJudge(config.concept, classifier), max_success=config.max_prompt_accuracy,
+                               n=config.accuracy_images, seed=20_000 + config.seed)
     monitor = ProbeMonitor(
-        model, erased, erased_prompts, reference=reference, reference_prompts=reference_prompts,
+        model, watched.concept, watched.concept_prompts, reference=watched.reference,
+        reference_prompts=watched.reference_prompts,
+        loss_images=loss_set.concept if memory_aware else None,
+        loss_prompts=loss_set.concept_prompts if memory_aware else None,
         config=MonitorConfig(every_n_steps=config.probe_every, target=target["target"],
                              probe=dataclasses.replace(monitor_probe, keep_seeds=memory_aware),
                              regularization_max=config.memory_loss_weight),
+        prompt_check=prompt_check,
     )
-    prompt = concept_prompt(config.concept)
     rows: list[dict[str, Any]] = []
     out = Path(output_dir)
-    # The gate reads images the memory loss never trained on (the monitor's are its training
-    # images: measured, a loss can bring their score down while other images still remember).
-    held_out = probe_sets(config.concept, config.images_per_set, seed=70_000 + config.seed)
+    held_out = probe_sets(config.concept, config.images_per_set, seed=70_000 + config.seed)  # the gate's set
     save_image_folder(out / "images" / "concept", held_out.concept, held_out.concept_prompts, prefix=config.concept)
     save_image_folder(out / "images" / "reference", held_out.reference, held_out.reference_prompts, prefix="other")
 
@@ -215,34 +243,42 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
 
     def record(step: int) -> None:
         entry = monitor.history[-1]
-        row = {"step": step, "concept_accuracy": accuracy(), "memory": entry.memory, "memory_low": entry.memory_low,
+        measured = entry.prompt_success if entry.prompt_success is not None else accuracy()
+        row = {"step": step, "concept_accuracy": measured, "memory": entry.memory, "memory_low": entry.memory_low,
                "memory_high": entry.memory_high, "d_n": entry.d_n, "ci_low": entry.ci_low, "ci_high": entry.ci_high,
                "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error,
-               "memory_loss_weight": monitor.regularization_weight if memory_aware else None}
+               "memory_loss_weight": monitor.regularization_weight if memory_aware else None,
+               "loss_memory": entry.loss_memory, "loss_memory_low": entry.loss_memory_low,
+               "loss_memory_high": entry.loss_memory_high}
         rows.append(row)
         if entry.error:
             echo(f"{step:>6}  probe failed: {entry.error}")
         else:
             weight = "-" if row["memory_loss_weight"] is None else f"{row['memory_loss_weight']:.2f}"
+            loss_m = "-" if row["loss_memory"] is None else f"{row['loss_memory']:.3f}"
             echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {_interval(row['memory'], row['memory_low'], row['memory_high']):<23}  "
-                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}  {weight:>11}")
+                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}  {loss_m:>7}  "
+                 f"{weight:>11}")
 
     loss_text = (f" + memory loss {config.memory_loss} (weight up to {config.memory_loss_weight:g}, from the monitor)"
                  if memory_aware else " alone")
     echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA{loss_text}, {config.iterations} "
          f"iterations; probing every {config.probe_every} steps ({config.monitor_preset})")
-    echo(f"target: {target['description']}")
+    echo(f"target: {target['description']}; and \"{prompt}\" draws the concept in at most "
+         f"{config.max_prompt_accuracy:g} of {config.accuracy_images} generations")
+    if memory_aware:
+        echo(f"the memory loss trains on {len(loss_set.concept)} other images of the concept (their M: column "
+             "'loss M'); the monitor decides on images the loss never sees")
     echo(f"{'step':>6}  {'accuracy':>8}  {'memory M [interval]':<23}  {'d_N [interval]':<23}  {'PSNR dB':>8}  "
-         f"{'loss weight':>11}")
+         f"{'loss M':>7}  {'loss weight':>11}")
     monitor.probe_now(0)
     record(0)
 
     memory: dict[str, Any] = {}
     if memory_aware:  # the loss follows the seeds each probe finds; its weight falls as M nears the target
-        # keep 1, no guidance. keep 3 / guidance 0.5 lowers M further, but in the demo it stopped at
-        # step 50 and passed the gate on held-out images (M 0.060) while "a circle" still drew
-        # circles 88% of the time: a pass the prompt contradicts (README, "Memory-aware erasure")
-        memory = dict(memory_loss=AnchorPathConfig(steps=monitor_probe.inversion.num_steps, seed=config.seed),
+        memory = dict(memory_loss=AnchorPathConfig(steps=monitor_probe.inversion.num_steps, seed=config.seed,
+                                                   keep_weight=config.memory_keep_weight,
+                                                   guidance=config.memory_guidance),
                       memory_loss_weight="monitor")
     esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
                            seed=config.seed, **memory)
@@ -268,7 +304,8 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
                               monitor=monitor if memory_aware else None)
     stopped_at = len(training.losses) if training.stopped_early else None
     if stopped_at is not None:
-        echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}")
+        echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}, and the prompt's "
+             f"accuracy {rows[-1]['concept_accuracy']:.2f} <= {config.max_prompt_accuracy:g}")
     elif rows[-1]["step"] != config.iterations:
         monitor.probe_now(config.iterations)
         record(config.iterations)
@@ -297,6 +334,9 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "demo_config": dataclasses.asdict(config),
         "esd_config": esd_config.to_dict(),
         "target": target,
+        "prompt_check": prompt_check.to_dict(),
+        "image_sets": {"memory_loss": 10_000 + config.seed if memory_aware else None,
+                       "monitor": 40_000 + config.seed, "gate": 70_000 + config.seed},
         "probes": rows,
         "stopped_at": stopped_at,
         "gate": gate,

@@ -40,6 +40,11 @@ Triton backend that can run) is checked when the monitor is built (`check()`; th
 again when training starts, after the framework has moved the model). Probing leaves weights,
 `requires_grad` flags, train/eval modes and the global random streams as it found them.
 
+Two guards against a memory loss that games the probe (both measured to be needed, README
+"Memory-aware erasure"): `loss_images` keeps the images the loss trains on apart from the
+images every decision reads, and a `PromptCheck` lets the target count only when the concept's
+own prompt no longer draws it.
+
 Several monitors can watch one run (two concepts, two presets): each has a `name` that prefixes
 its logged metrics (`metrics(record)` gives {"<name>/memory", "<name>/d_n", ...}) and keys its saved state.
 
@@ -75,8 +80,9 @@ from ..errors import InputError, InsufficientDataError, NonFiniteError
 from ..io import ImageSet, ImagesInput, PromptsInput, load_image_set
 from ..kernels._dispatch import resolve_backend
 from ..models.bundle import DiffusionModel
-from ..probe import ProbeFailure, as_model, probe, resolve_config
-from ..results import ProbeResult
+from ..probe import ProbeFailure, as_model, measure_memory, probe, resolve_config
+from ..results import ProbeResult, SetProbe
+from .prompt_check import PromptCheck
 
 logger = logging.getLogger("unlearn_guard.callbacks")
 
@@ -267,7 +273,10 @@ class ProbeRecord:
 
     `erased_nll_mean` / `erased_psnr_mean` are means over the concept images E (PSNR in dB);
     `ci_low` / `ci_high` bound d_N (nan when the probe config turns the bootstrap off);
-    `seconds` is the wall time spent, failures included.
+    `seconds` is the wall time spent, failures included. With a `PromptCheck`, `prompt_success`
+    is the share of the prompt's generations its judge called the concept; with separate
+    `loss_images`, `loss_memory*` is the memory score on those images (what the memory loss
+    trains on; the decisions never read it) and every other number is on `images` alone.
     """
 
     step: int
@@ -282,6 +291,10 @@ class ProbeRecord:
     memory_low: float | None = None
     memory_high: float | None = None
     diverged: int = 0
+    prompt_success: float | None = None
+    loss_memory: float | None = None
+    loss_memory_low: float | None = None
+    loss_memory_high: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -322,7 +335,7 @@ class ProbeRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeRecord":
         numbers = ("d_n", "ci_low", "ci_high", "erased_nll_mean", "erased_psnr_mean", "memory", "memory_low",
-                   "memory_high")
+                   "memory_high", "prompt_success", "loss_memory", "loss_memory_low", "loss_memory_high")
         return cls(
             step=int(data["step"]),
             **{name: _from_json_float(data.get(name)) for name in numbers},
@@ -336,6 +349,28 @@ def default_probe_fn(model: DiffusionModel, images: ImageSet, reference: ImageSe
                      distributed: bool | None = False) -> ProbeResult:
     """What the monitor runs by default: `probe(model, E, reference=R, config=config, distributed=...)`."""
     return probe(model, images, reference=reference, config=config, distributed=distributed)
+
+
+def _joined(first: ImageSet, second: ImageSet) -> ImageSet:
+    """One set, `first` then `second`: one probe call for both (per-image generators follow the
+    index, so `first`'s numbers equal a probe of `first` alone)."""
+    return ImageSet(torch.cat([first.pixels, second.pixels]), first.names + second.names,
+                    first.prompts + second.prompts, first.sources + second.sources, first.sha256 + second.sha256)
+
+
+def _split(result: ProbeResult, count: int, config: ProbeConfig) -> tuple[ProbeResult, ProbeResult]:
+    """A probe of joined sets as two results, the first `count` images and the rest, each with
+    its own d_N and memory score against the same R and N sets."""
+    parts = []
+    for rows in (slice(0, count), slice(count, None)):
+        erased = result.erased
+        part = SetProbe(erased.label, erased.images[rows], erased.unet_evaluations, erased.seconds,
+                        None if erased.seeds is None else erased.seeds[rows],
+                        None if erased.reconstructions is None else erased.reconstructions[rows])
+        distance, memory, notes = (None, None, list(result.notes)) if result.reference is None else \
+            measure_memory(part, result.reference, result.normal_nll, config)
+        parts.append(dataclasses.replace(result, erased=part, memory_distance=distance, memory=memory, notes=notes))
+    return parts[0], parts[1]
 
 
 # ------------------------------------------------------------------------------ the monitor
@@ -358,6 +393,17 @@ class ProbeMonitor:
             result, so the records and decisions (stop, weight) are the same everywhere and a
             failure on one rank is recorded on all (`RankFailure` naming it). False: this process
             probes alone (call it on one rank only). Ignored with a custom `probe_fn`.
+        loss_images / loss_prompts: the concept images a memory loss trains on, kept apart from
+            `images`. Each probe inverts both in one call (`images` first, so their numbers equal
+            a probe of `images` alone); `latest_seeds` are then the seeds of `loss_images`, and
+            every decision (stop, weight, logged memory and d_N) reads `images` alone, which
+            the loss never sees; the record's `loss_memory` shows the score on the loss's own
+            images. Measured: a loss can bring its training images' score to the target while
+            other images of the concept still remember, so an early stop read on them is no
+            verdict. None (default): the loss trains on `images`.
+        prompt_check: a `PromptCheck` (prompt, judge, max_success): at every probe, generate
+            from the concept's prompt and count the concept; the target then counts as reached
+            only when that share is at most `max_success` too. None: the memory signal alone.
 
     Built once, checked once: images are validated and resized here (to the model's resolution;
     both sets need at least 2 images), and `check()` runs (parts on one device, a backend that
@@ -382,6 +428,9 @@ class ProbeMonitor:
         probe_fn: ProbeFn | None = None,
         name: str = DEFAULT_NAME,
         distributed: bool | None = None,
+        loss_images: ImagesInput | None = None,
+        loss_prompts: PromptsInput = None,
+        prompt_check: PromptCheck | None = None,
     ) -> None:
         self.config = config if config is not None else MonitorConfig()
         if not isinstance(self.config, MonitorConfig):
@@ -399,6 +448,20 @@ class ProbeMonitor:
         for label, part in (("images (E)", self.images), ("reference (R)", self.reference)):
             if len(part) < 2:
                 raise InsufficientDataError(f"d_N needs at least 2 images in each set; {label} has {len(part)}")
+        self._loss_images: ImageSet | None = None
+        if loss_images is not None:
+            self._loss_images = load_image_set(loss_images, loss_prompts, resolution=self.model.resolution,
+                                               resize=probe_config.resize, label="loss_images")
+            shared = set(self._loss_images.sha256) & set(self.images.sha256)
+            if shared:
+                raise InputError(f"loss_images: {len(shared)} image(s) also in images, e.g. "
+                                 f"{self._loss_images.names[self._loss_images.sha256.index(next(iter(shared)))]}; "
+                                 "the decisions read images the memory loss never sees, so the two sets must differ")
+        elif loss_prompts is not None:
+            raise InputError("loss_prompts: given without loss_images")
+        if prompt_check is not None and not isinstance(prompt_check, PromptCheck):
+            raise InputError(f"prompt_check: got {type(prompt_check).__name__}; expected a PromptCheck or None")
+        self.prompt_check = prompt_check
         deciding = self.config.target is not None or self.config.patience is not None
         if deciding and probe_config.bootstrap_samples == 0:
             _warn(f"monitor {name!r}: the probe config has bootstrap_samples=0, so there is no interval and "
@@ -450,8 +513,14 @@ class ProbeMonitor:
         """
         started = time.perf_counter()
         try:
-            result = self._run_probe()
+            result, loss_result, success = self._run_probe()
             record = ProbeRecord.from_result(step, result, time.perf_counter() - started, self.config.signal)
+            loss_memory = None if loss_result is None else loss_result.memory
+            record = dataclasses.replace(
+                record, prompt_success=success,
+                loss_memory=None if loss_memory is None else float(loss_memory.value),
+                loss_memory_low=None if loss_memory is None else float(loss_memory.ci_low),
+                loss_memory_high=None if loss_memory is None else float(loss_memory.ci_high))
         except Exception as error:  # noqa: BLE001 - a probe must not end the training run
             seconds = time.perf_counter() - started
             record = ProbeRecord(step, None, None, None, None, None, seconds, f"{type(error).__name__}: {error}")
@@ -462,14 +531,15 @@ class ProbeMonitor:
                 raise
             self._after_failure(record, error)
             return record
-        seeds = result.erased.seeds  # (|E|, C, h, w) when the probe config keeps seeds
+        seeds = (result if loss_result is None else loss_result).erased.seeds  # (n, C, h, w) with keep_seeds
         if seeds is not None:
             self._latest_seeds = seeds.detach().to("cpu", torch.float32).clone()
             self._latest_seeds_step = step
         self._record(record)
         return record
 
-    def _run_probe(self) -> ProbeResult:
+    def _run_probe(self) -> tuple[ProbeResult, ProbeResult | None, float | None]:
+        """(the result on `images`, the result on `loss_images` or None, the prompt check's share or None)."""
         # Training's random streams must not depend on how often we probe: probe() draws from
         # its own generators, and fork_rng also guards the global CPU/CUDA states against
         # anything that does not.
@@ -477,10 +547,16 @@ class ProbeMonitor:
         cuda_devices = []
         if device.type == "cuda":
             cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+        images = self.images if self._loss_images is None else _joined(self.images, self._loss_images)
         with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
             if self.probe_fn is default_probe_fn:
-                return default_probe_fn(self.model, self.images, self.reference, self.config.probe, self.distributed)
-            return self.probe_fn(self.model, self.images, self.reference, self.config.probe)
+                result = default_probe_fn(self.model, images, self.reference, self.config.probe, self.distributed)
+            else:
+                result = self.probe_fn(self.model, images, self.reference, self.config.probe)
+            success = None if self.prompt_check is None else self.prompt_check.success(self.model)
+        if self._loss_images is None:
+            return result, None, success
+        return (*_split(result, len(self.images), self.config.probe), success)
 
     @property
     def shards(self) -> bool:
@@ -494,7 +570,7 @@ class ProbeMonitor:
         self._overhead += record.seconds
         if record.ok:
             self._consecutive_failures = 0
-            self._decide(record.signal_of(self.config.signal))
+            self._decide(record.signal_of(self.config.signal), record.prompt_success)
             logger.info("%s at step %d: memory M = %s, d_N = %s (%.1f s)", self.name, record.step,
                         _shown(record.memory, record.memory_low, record.memory_high),
                         _shown(record.d_n, record.ci_low, record.ci_high), record.seconds)
@@ -529,7 +605,8 @@ class ProbeMonitor:
 
         Always: "failed" (1.0 or 0.0), "failures" (total so far), "regularization_weight".
         After a successful probe also "memory", "memory_low", "memory_high", "d_n", "ci_low",
-        "ci_high" (each when finite), "psnr_mean", "nll_mean", "diverged", "seconds".
+        "ci_high" (each when finite), "psnr_mean", "nll_mean", "diverged", "seconds", and, when
+        measured, "prompt_success" and "loss_memory", "loss_memory_low", "loss_memory_high".
         """
         values: dict[str, float | None] = {"failed": 0.0 if record.ok else 1.0, "failures": float(self._failures),
                                            "regularization_weight": self.regularization_weight}
@@ -537,14 +614,17 @@ class ProbeMonitor:
             values.update(memory=record.memory, memory_low=record.memory_low, memory_high=record.memory_high,
                           d_n=record.d_n, ci_low=record.ci_low, ci_high=record.ci_high,
                           psnr_mean=record.erased_psnr_mean, nll_mean=record.erased_nll_mean,
-                          diverged=float(record.diverged), seconds=record.seconds)
+                          diverged=float(record.diverged), seconds=record.seconds,
+                          prompt_success=record.prompt_success, loss_memory=record.loss_memory,
+                          loss_memory_low=record.loss_memory_low, loss_memory_high=record.loss_memory_high)
         return {f"{self.name}/{key}": float(value) for key, value in values.items()
                 if value is not None and math.isfinite(value)}
 
     # ------------------------------------------------------------------ decisions
-    def _decide(self, signal: Signal) -> None:
-        """Early stopping on the conservative end b: the target is reached, or `patience`
-        probes in a row did not beat the best b by more than `min_delta`."""
+    def _decide(self, signal: Signal, prompt_success: float | None = None) -> None:
+        """Early stopping on the conservative end b: the target is reached (and, with a
+        `prompt_check`, the prompt's share of the concept is at most its `max_success`), or
+        `patience` probes in a row did not beat the best b by more than `min_delta`."""
         cfg = self.config
         bound = decisive_value(signal, cfg.mode)
         if self._best is None or _beats(bound, self._best, cfg.min_delta, cfg.mode):
@@ -554,7 +634,8 @@ class ProbeMonitor:
         if self._stop_reason is not None:
             return
         target = cfg.target
-        if target is not None and (bound >= target if cfg.mode == "max" else bound <= target):
+        reached = target is not None and (bound >= target if cfg.mode == "max" else bound <= target)
+        if reached and (self.prompt_check is None or self.prompt_check.passes(prompt_success)):
             self._stop_reason = "target"
         elif cfg.patience is not None and self._wait >= cfg.patience:
             self._stop_reason = "patience"
@@ -585,14 +666,26 @@ class ProbeMonitor:
 
     @property
     def latest_seeds(self) -> torch.Tensor | None:
-        """A copy of the seeds z_T the latest successful probe found for the concept's images,
-        (|E|, C, h, w) float32 on the CPU in the order of `images` (NaN rows where an inversion
+        """A copy of the seeds z_T the latest successful probe found for `loss_images` (the
+        concept's images, or the separate set the loss trains on), (n, C, h, w) float32 on the
+        CPU in their order (NaN rows where an inversion
         diverged); None before one, or when the probe returned none (a probe config without
         `keep_seeds=True`). What a
         seed-anchored memory loss reads (`unlearn_guard.losses.SeedRecallLoss(seeds=lambda:
         monitor.latest_seeds)`). Seeds are not part of `state_dict`: after a resume they return
         with the next probe."""
         return None if self._latest_seeds is None else self._latest_seeds.clone()
+
+    @property
+    def loss_images(self) -> ImageSet:
+        """The concept images a memory loss trains on, in the order of `latest_seeds`: the
+        separate `loss_images` when given, else `images`."""
+        return self.images if self._loss_images is None else self._loss_images
+
+    @property
+    def holds_out(self) -> bool:
+        """True when the decisions read images the memory loss never sees (separate `loss_images`)."""
+        return self._loss_images is not None
 
     @property
     def latest_seeds_step(self) -> int | None:
@@ -702,7 +795,7 @@ class ProbeMonitor:
         for record in self.history:
             if record.ok:
                 self._consecutive_failures = 0
-                self._decide(record.signal_of(self.config.signal))
+                self._decide(record.signal_of(self.config.signal), record.prompt_success)
             else:
                 self._failures += 1
                 self._consecutive_failures += 1

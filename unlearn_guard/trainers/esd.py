@@ -42,8 +42,10 @@ from `unlearn_guard.losses` is added to the ESD loss every `memory_loss_every` i
     loss = MSE(e_n, target) + w * L_memory,
 with w = `memory_loss_weight`, or the monitor's `regularization_weight` when that is "monitor"
 (high while the concept is remembered, 0 once the calibrated signal reaches its target). The
-loss is built on the concept images the monitor probes (or `memory_images`), with their prompts (an anchored `InversionLikelihoodConfig(keep_weight=...)`
-also inverts the monitor's reference images);
+loss is built on the monitor's `loss_images` (its separate set when the monitor holds one, so the
+decisions read images the loss never sees; else the images it probes) or `memory_images`, with
+their prompts (an anchored `InversionLikelihoodConfig(keep_weight=...)` also inverts the
+monitor's reference images);
 `SeedRecallLoss` and `AnchorPathLoss` (noise="seeds") read the seeds of the monitor's latest probe
 (`ProbeMonitor.latest_seeds`, so the probe config needs keep_seeds=True); `AnchorPathLoss` takes its
 anchors and keep term from the monitor's reference images. Given a `monitor`, `esd_lora_erase` probes at step 0
@@ -388,8 +390,8 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
     seed_recall = loss_config.kind == "seed_recall"
     if seed_recall:
         if monitor is None or memory_images is not None:
-            raise InputError("memory_loss: seed_recall reads the seeds the monitor's probe finds for the monitor's own "
-                             "images; pass monitor=... and no memory_images")
+            raise InputError("memory_loss: seed_recall reads the seeds the monitor's probe finds for the monitor's "
+                             "loss_images; pass monitor=... and no memory_images")
         probe_config = monitor.config.probe
         _require_kept_seeds(monitor, "seed_recall")
         if probe_config.inversion.num_steps != loss_config.steps:
@@ -402,7 +404,7 @@ def _build_memory_loss(model: DiffusionModel, config: ESDConfig, monitor: Any, m
         images = load_image_set(memory_images, memory_prompts if memory_prompts is not None else config.concept,
                                 resolution=model.resolution, label="memory_images")
     elif monitor is not None:
-        images = monitor.images
+        images = monitor.loss_images  # its separate loss_images when given, else the images it decides on
     else:
         raise InputError("memory_loss: needs images of the concept; pass memory_images=... or monitor=...")
     latents = concept_latents(model, images.pixels)  # (B, C, h, w), the base model before any update
@@ -436,9 +438,9 @@ def _build_anchor_path(model: DiffusionModel, loss_config: Any, monitor: Any, im
     these images) and the monitor's reference images as the anchors and the keep term."""
     seeds = None
     if loss_config.noise == "seeds":
-        if monitor is None or images is not monitor.images:
+        if monitor is None or images is not monitor.loss_images:
             raise InputError("memory_loss: anchor_path with noise='seeds' follows the seeds the monitor's probe finds "
-                             "for the monitor's own images; pass monitor=... and no memory_images, or noise='fresh'")
+                             "for the monitor's loss_images; pass monitor=... and no memory_images, or noise='fresh'")
         _require_kept_seeds(monitor, "anchor_path with noise='seeds'")
         if monitor.config.probe.inversion.num_steps != loss_config.steps:
             raise InputError(f"memory_loss: anchor_path steps={loss_config.steps} differs from the probe's "
