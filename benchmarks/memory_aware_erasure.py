@@ -111,7 +111,7 @@ def make_monitor(model, concept: str, args: argparse.Namespace, target: float, m
     decided_on = probe_sets(concept, args.pool, seed=decision_seed(args))
     preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, keep_seeds=True)
     config = MonitorConfig(every_n_steps=args.every, probe=preset, signal="memory", target=target,
-                           regularization_max=args.regularization_max)
+                           regularization_max=args.regularization_max, regularization_min=args.regularization_min)
     separate = memory and args.decide_on == "watch"
     check = None
     if args.max_prompt_accuracy >= 0:
@@ -222,6 +222,8 @@ def main() -> None:
     parser.add_argument("--loss-weight", default="monitor", help="a number, or 'monitor' (its regularization_weight)")
     parser.add_argument("--regularization-max", type=float, default=10.0,
                         help="the monitor's weight while the concept is fully remembered (--loss-weight monitor)")
+    parser.add_argument("--regularization-min", type=float, default=0.0,
+                        help="the monitor's weight once M reaches the target (--loss-weight monitor)")
     parser.add_argument("--loss-every", type=int, default=1)
     parser.add_argument("--tau", type=float, default=0.1, help="seed_recall's distance scale")
     parser.add_argument("--keep-weight", type=float, default=1.0,
@@ -322,7 +324,8 @@ def main() -> None:
     if not args.no_record:
         append_results(
             f"memory_aware_erasure: shapes world, {args.method} LoRA N={args.iterations} it lr {args.lr}, {args.loss} "
-            f"S={args.loss_steps} weight {args.loss_weight} (max {args.regularization_max}) keep {args.keep_weight} every {args.loss_every}"
+            f"S={args.loss_steps} weight {args.loss_weight} (max {args.regularization_max}"
+            + (f", min {args.regularization_min}" if args.regularization_min else "") + f") keep {args.keep_weight} every {args.loss_every}"
             + (f" timesteps {args.timesteps} null {args.null_weight} noise {args.noise} random paths {args.random_paths}"
                f" min noise {args.min_noise} guidance {args.guidance}"
                if args.loss == "anchor_path" else "")

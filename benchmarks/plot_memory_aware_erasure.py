@@ -1,10 +1,14 @@
-"""Plot the memory score on the monitor's training pool against the training step, ESD alone vs
-ESD + anchor_path, from the tables `memory_aware_erasure.py` wrote into RESULTS.md.
+"""Plot the monitor's signal against the training step, ESD alone vs ESD + anchor_path, from the
+tables `memory_aware_erasure.py` wrote into RESULTS.md.
 
-Reads every `### memory_aware_erasure` section whose loss is anchor_path, takes its
-"signal vs step" table (value [95% interval]) and draws one panel per concept, one line per run
-(ESD alone once per concept), the retrained world's upper end on the same pool (the early-stop
-target) as a dashed line. Nothing is recomputed: the plot shows the recorded numbers.
+Two figures. The first reads the earlier sections, whose monitor decided on the memory loss's own
+training pool ("training pool vs step" tables): one panel per concept, one line per run (ESD
+alone once per concept), the retrained world's upper end on the same pool (the early-stop
+target) dashed. The second (--watch-output) reads the sections whose monitor decided on a watch
+set the loss never sees ("Signal vs step" tables): per concept, M on the watch set for ESD alone
+and ESD + the loss, M on the loss's own pool (the gap is what the loss fits to its images), the
+prompt's accuracy (dotted) and the target. Nothing is recomputed: the plots show the recorded
+numbers.
 
     .venv/bin/python benchmarks/plot_memory_aware_erasure.py   # -> benchmarks/plots/memory_aware_erasure.png
 """
@@ -25,10 +29,31 @@ def sections(text: str) -> list[tuple[str, str]]:
     return [(p.split("\n", 1)[0], p) for p in parts if p.startswith("memory_aware_erasure") and "anchor_path" in p]
 
 
-def curve_rows(body: str) -> list[list[str]]:
-    table = body.split("training pool vs step", 1)[1]
+def curve_rows(body: str, marker: str = "training pool vs step") -> list[list[str]]:
+    if marker not in body:
+        return []
+    table = body.split(marker, 1)[1]
     rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ") and "step" not in line]
     return [[c.strip() for c in row] for row in rows]
+
+
+def recorded_runs(text: str, marker: str) -> list[tuple[str, str, list[list[str]], float | None]]:
+    """(concept, "g <guidance>, keep <weight>", table rows, early-stop target) of each section
+    whose signal table follows `marker`."""
+    runs = []
+    for title, body in sections(text):
+        rows = curve_rows(body, marker)
+        if not rows:
+            continue
+        concept = rows[0][0]
+        guidance = re.search(r"guidance ([0-9.]+)", title)
+        keep = re.search(r"keep ([0-9.]+)", title)
+        floor = re.search(r"min ([0-9.]+)\)", title)
+        label = (f"g {guidance.group(1) if guidance else '0'}, keep {keep.group(1) if keep else '1.0'}"
+                 + (f", w_min {floor.group(1)}" if floor else ""))
+        target = re.search(rf"early-stop target {concept} ([0-9.]+)", title)
+        runs.append((concept, label, rows, float(target.group(1)) if target else None))
+    return runs
 
 
 def parse(cell: str) -> tuple[float, float, float] | None:
@@ -40,6 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--output", type=Path, default=HERE / "plots" / "memory_aware_erasure.png")
+    parser.add_argument("--watch-output", type=Path, default=None,
+                        help="the watch-set figure (default: beside --output, with _watch in its name)")
     parser.add_argument("--no-record", action="store_true", help="accepted for symmetry: the plot writes no RESULTS row")
     args = parser.parse_args()
     import matplotlib
@@ -48,18 +75,10 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     runs: dict[str, list[tuple[str, list[tuple[int, tuple]], list[tuple[int, tuple]], float | None]]] = {}
-    for title, body in sections(args.results.read_text()):
-        rows = curve_rows(body)
-        if not rows:
-            continue
-        concept = rows[0][0]
-        guidance = re.search(r"guidance ([0-9.]+)", title)
-        keep = re.search(r"keep ([0-9.]+)", title)
-        label = f"anchor_path g {guidance.group(1) if guidance else '0'}, keep {keep.group(1) if keep else '1.0'}"
-        target = re.search(rf"early-stop target {concept} ([0-9.]+)", title)
+    for concept, label, rows, target in recorded_runs(args.results.read_text(), "training pool vs step"):
         plain = [(int(r[1]), parse(r[2])) for r in rows if parse(r[2])]
         memory = [(int(r[1]), parse(r[3])) for r in rows if parse(r[3])]
-        runs.setdefault(concept, []).append((label, plain, memory, float(target.group(1)) if target else None))
+        runs.setdefault(concept, []).append((f"anchor_path {label}", plain, memory, target))
     if not runs:
         raise SystemExit(f"no anchor_path memory_aware_erasure sections with a signal table in {args.results}")
     concepts = sorted(runs)
@@ -91,6 +110,49 @@ def main() -> None:
     for concept in concepts:
         print(f"| {concept} | {len(runs[concept])} |")
     print(f"wrote {args.output}")
+    watch_output = args.watch_output or args.output.with_name(args.output.stem + "_watch" + args.output.suffix)
+    plot_watch_runs(plt, args.results.read_text(), watch_output)
+
+
+def plot_watch_runs(plt, text: str, output: Path) -> None:
+    """The second figure: sections whose monitor decided on a watch set the loss never sees."""
+    runs: dict[str, list[tuple[str, list[list[str]], float | None]]] = {}
+    for concept, label, rows, target in recorded_runs(text, "Signal vs step"):
+        runs.setdefault(concept, []).append((label, rows, target))
+    if not runs:
+        print("no watch-set sections yet: no second figure")
+        return
+    concepts = sorted(runs)
+    figure, axes = plt.subplots(1, len(concepts), figsize=(5 * len(concepts), 3.8), squeeze=False)
+    for axis, concept in zip(axes[0], concepts):
+        for number, (label, rows, target) in enumerate(runs[concept]):
+            steps = [int(r[1]) for r in rows]
+
+            def series(column: int) -> list[float]:
+                return [parse(r[column])[0] if parse(r[column]) else float(r[column]) if r[column] != "-" else float("nan")
+                        for r in rows]
+
+            if number == 0:
+                axis.plot(steps, series(2), color="grey", label="ESD alone: M watch set")
+                axis.plot(steps, series(3), color="grey", linestyle=":", label="ESD alone: prompt accuracy")
+                if target is not None:
+                    axis.axhline(target, color="black", linestyle="--", linewidth=1, label="target (retrained, upper end)")
+            line, = axis.plot(steps, series(4), marker=".", label=f"ESD + anchor_path ({label}): M watch set")
+            axis.plot(steps, series(5), color=line.get_color(), alpha=0.5, marker="x",
+                      label="  same run: M on the loss's own pool")
+            axis.plot(steps, series(6), color=line.get_color(), linestyle=":", label="  same run: prompt accuracy")
+        axis.set_title(f"{concept}: monitor on images the loss never sees")
+        axis.set_xlabel("ESD step")
+        axis.set_ylim(-0.02, 1.02)
+        axis.legend(fontsize=6)
+    axes[0][0].set_ylabel("M (point) / prompt accuracy")
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=110)
+    print("| concept | watch-set runs plotted |\n|---|---|")
+    for concept in concepts:
+        print(f"| {concept} | {len(runs[concept])} |")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

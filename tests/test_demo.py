@@ -28,6 +28,12 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     assert result["memory_loss"]["weights"] == [config.memory_loss_weight] * 4
     assert all(v is not None and v > 0 for v in result["memory_loss"]["values"])
     assert all(row["memory_loss_weight"] == config.memory_loss_weight for row in result["probes"])
+    # three image sets: the loss trains on its own (their score is logged), the monitor decides on
+    # others, the gate reads a third; the prompt's accuracy comes from the monitor's PromptCheck
+    assert result["image_sets"] == {"memory_loss": 10_000, "monitor": 40_000, "gate": 70_000}
+    assert all(0 <= row["loss_memory"] <= 1 and 0 <= row["concept_accuracy"] <= 1 for row in result["probes"])
+    assert result["prompt_check"]["max_success"] == config.max_prompt_accuracy == 0.1
+    assert result["prompt_check"]["n"] == 2 and result["prompt_check"]["judge"] == "ShapeJudge('circle')"
     gate = result["gate"]
     assert gate["passed"] == (gate["memory_high"] <= config.gate_max_memory) and gate["reasons"][0].startswith("memory M")
     # the target is the retrained world's memory score, measured with the monitor's preset and images
@@ -81,11 +87,12 @@ def test_demo_target_is_the_retrained_worlds_upper_end_with_the_default_images()
     from unlearn_guard.world.evaluate import probe_sets
 
     config = DemoConfig()
-    images = probe_sets(config.concept, config.images_per_set, seed=10_000 + config.seed)
+    images = probe_sets(config.concept, config.images_per_set, seed=40_000 + config.seed)  # the monitor's
     probe_config = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
     target = measure_target(config, probe_config, tuple(images))
-    # measured in the demo run: M = 0.209 [0.000, 0.534] with `track` on 8 + 8 images
-    assert target["target"] == target["memory_high"] < config.gate_max_memory + 0.2
+    # measured in the demo run: M = 0.335 [0.080, 0.709] with `track` on these 8 + 8 images (the
+    # loss's own images, seed 10_000, read 0.209 [0.000, 0.534]): an interval that stays below 1
+    assert target["target"] == target["memory_high"] < 0.9
     assert target["memory"] < 0.4 and target["description"].startswith("M's upper end <=")
 
 
@@ -101,3 +108,7 @@ def test_demo_without_memory_loss_runs_esd_alone(tmp_path):
         DemoConfig(memory_loss="seed_recall")
     with pytest.raises(ValueError, match="memory_loss_weight: got 0"):
         DemoConfig(memory_loss_weight=0)
+    with pytest.raises(ValueError, match="memory_keep_weight: got -1"):
+        DemoConfig(memory_keep_weight=-1)
+    with pytest.raises(ValueError, match="max_prompt_accuracy: got 2"):
+        DemoConfig(max_prompt_accuracy=2)

@@ -16,15 +16,7 @@ from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, PromptCheck
 from unlearn_guard.errors import InputError
 from unlearn_guard.probe import measure_memory, probe
 
-from test_callbacks import CHEAP, fake_memory_result
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_callbacks import CHEAP, fake_memory_result, one_thread  # noqa: F401 - one_thread: autouse fixture
 
 
 def more_images(count: int, seed: int) -> torch.Tensor:

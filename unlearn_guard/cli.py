@@ -61,6 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = DemoConfig(concept=args.concept, method=args.method, iterations=args.iterations,
                         probe_every=args.probe_every, seed=args.seed, memory_loss=args.memory_loss,
                         memory_keep_weight=args.memory_keep_weight, memory_guidance=args.memory_guidance,
+                        memory_loss_min_weight=args.memory_loss_min_weight,
                         max_prompt_accuracy=args.max_prompt_accuracy, **calibrated)
     result = run_demo(args.output, config, progress=not args.quiet)
     return 0 if result["gate"]["passed"] or not args.strict else 1
@@ -651,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--probe-every", type=int, default=50, help="probe cadence in steps (default: 50)")
     demo.add_argument("--memory-loss", default="anchor_path", choices=["anchor_path", "none"],
                       help="memory loss beside ESD, weighted by the monitor (default: anchor_path; none: ESD alone)")
+    demo.add_argument("--memory-loss-min-weight", type=float, default=0.0,
+                      help="the memory loss's weight once M reaches the target (default: 0; the maximum is 10)")
     demo.add_argument("--memory-keep-weight", type=float, default=1.0,
                       help="AnchorPathConfig.keep_weight: the keep term on reference images (default: 1)")
     demo.add_argument("--memory-guidance", type=float, default=0.0,

@@ -69,6 +69,7 @@ class DemoConfig:
     monitor_preset: str = "track"
     memory_loss: str = "anchor_path"  # "none": ESD alone
     memory_loss_weight: float = 10.0  # the monitor's weight while the concept is fully remembered
+    memory_loss_min_weight: float = 0.0  # the monitor's weight at the target (MonitorConfig.regularization_min)
     memory_keep_weight: float = 1.0  # AnchorPathConfig.keep_weight
     memory_guidance: float = 0.0  # AnchorPathConfig.guidance
     max_prompt_accuracy: float = 0.1  # early stop also needs "a <concept>" accuracy at most this
@@ -89,6 +90,10 @@ class DemoConfig:
         if not (isinstance(self.memory_loss_weight, (int, float)) and 0 < self.memory_loss_weight < math.inf):
             raise InputError(f"memory_loss_weight: got {self.memory_loss_weight!r}; expected a finite number > 0 "
                              "(memory_loss='none' for ESD alone)")
+        if not (isinstance(self.memory_loss_min_weight, (int, float))
+                and 0 <= self.memory_loss_min_weight <= self.memory_loss_weight):
+            raise InputError(f"memory_loss_min_weight: got {self.memory_loss_min_weight!r}; expected a number in "
+                             f"[0, memory_loss_weight={self.memory_loss_weight!r}]")
         for name in ("memory_keep_weight", "memory_guidance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
@@ -229,7 +234,8 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         loss_prompts=loss_set.concept_prompts if memory_aware else None,
         config=MonitorConfig(every_n_steps=config.probe_every, target=target["target"],
                              probe=dataclasses.replace(monitor_probe, keep_seeds=memory_aware),
-                             regularization_max=config.memory_loss_weight),
+                             regularization_max=config.memory_loss_weight,
+                             regularization_min=config.memory_loss_min_weight),
         prompt_check=prompt_check,
     )
     rows: list[dict[str, Any]] = []
