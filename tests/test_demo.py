@@ -24,7 +24,7 @@ def test_demo_erases_probes_gates_and_writes_everything(tmp_path):
     assert all(row["error"] is None and row["d_n"] > 0 and 0 <= row["memory"] <= 1 for row in result["probes"])
     # memory-aware by default: the anchor_path loss ran every step, weighted by the monitor (no target: the maximum)
     assert result["esd_config"]["memory_loss"]["kind"] == "anchor_path"
-    assert (result["esd_config"]["memory_loss"]["keep_weight"], result["esd_config"]["memory_loss"]["guidance"]) == (1.0, 0.0)
+    assert (result["esd_config"]["memory_loss"]["keep_weight"], result["esd_config"]["memory_loss"]["guidance"]) == (3.0, 0.5)
     assert result["memory_loss"]["weights"] == [config.memory_loss_weight] * 4
     assert all(v is not None and v > 0 for v in result["memory_loss"]["values"])
     assert all(row["memory_loss_weight"] == config.memory_loss_weight for row in result["probes"])
@@ -112,3 +112,15 @@ def test_demo_without_memory_loss_runs_esd_alone(tmp_path):
         DemoConfig(memory_keep_weight=-1)
     with pytest.raises(ValueError, match="max_prompt_accuracy: got 2"):
         DemoConfig(max_prompt_accuracy=2)
+
+
+def test_the_command_line_defaults_are_the_demo_config_defaults():
+    """cli.py writes DemoConfig's defaults out (so --help imports no torch); they must agree."""
+    from unlearn_guard.cli import build_parser
+
+    parser = build_parser()
+    demo = parser._subparsers._group_actions[0].choices["demo"]
+    defaults = DemoConfig()
+    for field in ("concept", "method", "iterations", "probe_every", "memory_loss", "memory_loss_min_weight",
+                  "memory_keep_weight", "memory_guidance", "max_prompt_accuracy", "seed"):
+        assert demo.get_default(field) == getattr(defaults, field), field

@@ -646,18 +646,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="erase a concept from the shipped small model with ESD-LoRA while probing d_N (no downloads)")
+    # DemoConfig's defaults, written out so that --help imports no torch (tests/test_demo.py checks they agree)
     demo.add_argument("--concept", default="circle", help="shape to erase (default: circle)")
     demo.add_argument("--method", default="esd-x", choices=["esd-x", "esd-u"])
-    demo.add_argument("--iterations", type=int, default=150, help="ESD iterations (default: 150)")
+    demo.add_argument("--iterations", type=int, default=300,
+                      help="ESD iterations, the budget early stop can cut (default: 300)")
     demo.add_argument("--probe-every", type=int, default=50, help="probe cadence in steps (default: 50)")
     demo.add_argument("--memory-loss", default="anchor_path", choices=["anchor_path", "none"],
                       help="memory loss beside ESD, weighted by the monitor (default: anchor_path; none: ESD alone)")
-    demo.add_argument("--memory-loss-min-weight", type=float, default=0.0,
-                      help="the memory loss's weight once M reaches the target (default: 0; the maximum is 10)")
-    demo.add_argument("--memory-keep-weight", type=float, default=1.0,
-                      help="AnchorPathConfig.keep_weight: the keep term on reference images (default: 1)")
-    demo.add_argument("--memory-guidance", type=float, default=0.0,
-                      help="AnchorPathConfig.guidance: negative guidance past the anchor (default: 0)")
+    demo.add_argument("--memory-loss-min-weight", type=float, default=5.0,
+                      help="the memory loss's weight once M reaches the target (default: 5; the maximum is 10)")
+    demo.add_argument("--memory-keep-weight", type=float, default=3.0,
+                      help="AnchorPathConfig.keep_weight: the keep term on reference images (default: 3)")
+    demo.add_argument("--memory-guidance", type=float, default=0.5,
+                      help="AnchorPathConfig.guidance past the anchor (default: 0.5)")
     demo.add_argument("--max-prompt-accuracy", type=float, default=0.1,
                       help="early stop also needs the prompt's classifier accuracy at most this (default: 0.1)")
     demo.add_argument("--gate-max-memory", type=float, default=None,

@@ -34,7 +34,7 @@ score's target (`MonitorConfig(signal="memory", target=...)`):
 
     def training_step(self, batch, batch_idx):
         if self.memory is None:                          # built once, on the module's device
-            images = self.probe_callback.monitor.images
+            images = self.probe_callback.monitor.loss_images  # ProbeMonitor(..., loss_images=...), else its images
             self.memory = InversionLikelihoodLoss(
                 self.probe_callback.monitor.model, concept_latents(self.probe_callback.monitor.model, images.pixels),
                 self.probe_callback.monitor.model.encode_prompts(images.prompts), InversionLikelihoodConfig(steps=10))

@@ -56,7 +56,8 @@ the calibrated memory score's target:
     from unlearn_guard.losses import AnchorPathConfig, AnchorPathLoss, concept_latents
     # the probe must keep its seeds: MonitorConfig(signal="memory", target=...,
     #     probe=ProbeConfig.from_preset("track", keep_seeds=True, progress=False))
-    images, reference = probing.monitor.images, probing.monitor.reference  # what the probe inverts
+    # the loss's own images: ProbeMonitor(..., loss_images=...) keeps them apart from the images it decides on
+    images, reference = probing.monitor.loss_images, probing.monitor.reference
     memory = AnchorPathLoss(model, concept_latents(model, images.pixels), model.encode_prompts(images.prompts),
                             AnchorPathConfig(steps=20),                   # track's 20 inversion steps
                             seeds=lambda: probing.latest_seeds,           # fixed noise until the first probe

@@ -37,7 +37,7 @@ trainable adapter), weighted by the monitor; the callback stops training on the 
 memory score's target (`MonitorConfig(signal="memory", target=...)`):
 
     from unlearn_guard.losses import InversionLikelihoodConfig, InversionLikelihoodLoss, concept_latents
-    images = monitor.images
+    images = monitor.loss_images  # ProbeMonitor(..., loss_images=...): apart from the images it decides on
     memory = InversionLikelihoodLoss(monitor.model, concept_latents(monitor.model, images.pixels),
                                      monitor.model.encode_prompts(images.prompts),
                                      InversionLikelihoodConfig(steps=10))
