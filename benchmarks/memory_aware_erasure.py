@@ -18,6 +18,8 @@ for triangle once `train-world --exclude triangle` has run):
      run goes on, so that runs compare at equal steps.
   2. ESD + memory loss (`ESDConfig(memory_loss=...)`, default `AnchorPathConfig`), N
      iterations: training time T (probe time excluded).
+     Where early stop fired, the LoRA weights at that step are evaluated too (the model early
+     stop would have shipped), as the row "..., stopped early".
   3. ESD alone, same seed and draws: its LoRA is snapshotted at N (equal steps) and it trains on
      until its training time reaches T (equal wall time).
   4. Every model, with the original and the retrained one, on *held-out* images (seed 900_000 +
@@ -60,16 +62,31 @@ POOL_SEED, WATCH_SEED, HELD_OUT_SEED = 50_000, 80_000, 900_000  # loss pool, mon
 
 
 class ObservingMonitor(ProbeMonitor):
-    """A monitor that records where it would stop training (`stop_step`) but never stops it, so
-    the runs it watches can be compared at equal steps."""
+    """A monitor that records where it would stop training (`stop_step`, with the LoRA weights
+    there, `stop_snapshot`) but never stops it, so the runs it watches can be compared at equal
+    steps and the model early stop would have shipped can be evaluated too."""
 
     stop_step: int | None = None
+    stop_snapshot: dict[str, torch.Tensor] | None = None
+
+    @property
+    def should_stop(self) -> bool:
+        return False  # never cuts training (not even at step 0); `would_stop` holds the decision
+
+    @property
+    def would_stop(self) -> bool:
+        return self.stop_reason is not None
 
     def step(self, step: int) -> bool:
         self.maybe_probe(step)
-        if self.should_stop and self.stop_step is None:
+        if self.would_stop and self.stop_step is None:
             self.stop_step = step
+            self.stop_snapshot = lora_weights(self.model.unet)
         return False
+
+
+def lora_weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unet.state_dict().items() if ".lora_" in k}
 
 
 def memory_loss_config(args: argparse.Namespace):
@@ -141,7 +158,7 @@ def train(concept: str, args: argparse.Namespace, memory: bool, target: float, c
 
     def on_step(iteration: int, loss: float) -> bool:
         if iteration + 1 == args.iterations:
-            snapshot.update({k: v.detach().clone() for k, v in model.unet.state_dict().items() if ".lora_" in k})
+            snapshot.update(lora_weights(model.unet))
         if time_budget is None:
             return False
         training = time.perf_counter() - started - monitor.overhead_seconds
@@ -290,6 +307,12 @@ def main() -> None:
         steps = len(result.losses)
         rows.append(row(concept, label, steps, f"{seconds:.0f}", measure(model), reference,
                         *stop_cells(monitor, steps, seconds)))
+        if monitor.stop_snapshot is not None and monitor.stop_step < steps:  # the model early stop ships
+            model.unet.load_state_dict(monitor.stop_snapshot, strict=False)
+            stopped_seconds = seconds * monitor.stop_step / max(steps, 1)
+            rows.append(row(concept, f"{label}, stopped early", monitor.stop_step, f"{stopped_seconds:.0f}",
+                            measure(model), reference, str(monitor.stop_step),
+                            f"{steps - monitor.stop_step} it / {seconds - stopped_seconds:.0f} s"))
         memory_curve = curve(monitor)
         print(f"{concept}: {label} done ({time.perf_counter() - started:.0f} s)", flush=True)
 

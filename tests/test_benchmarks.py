@@ -30,7 +30,7 @@ CASES = {
     "memory_aware_erasure.py": ["--concepts", "circle", "--iterations", "2", "--pool", "2", "--images", "2",
                                 "--accuracy-images", "2", "--threads", "1", "--every", "1", "--eval-preset", "fast",
                                 "--ci-steps", "2", "--ci-images", "2", "--ci-generations", "2",
-                                "--max-time-factor", "2"],
+                                "--max-time-factor", "2", "--target", "1.0", "--max-prompt-accuracy", "1"],  # stops at 1
     "plot_memory_aware_erasure.py": ["--output", "plot.png"],  # reads the recorded RESULTS.md tables
     "memory_loss_ablation.py": ["--name", "smoke", "--iterations", "1", "--every", "1", "--weight", "10",
                                 "--null", "0", "--guidance", "1", "--accuracy-images", "2", "--out", "runs"],
