@@ -116,9 +116,12 @@ def main() -> None:
 
 def plot_watch_runs(plt, text: str, output: Path) -> None:
     """The second figure: sections whose monitor decided on a watch set the loss never sees."""
-    runs: dict[str, list[tuple[str, list[list[str]], float | None]]] = {}
+    latest: dict[tuple[str, str], tuple[str, list[list[str]], float | None]] = {}
     for concept, label, rows, target in recorded_runs(text, "Signal vs step"):
-        runs.setdefault(concept, []).append((label, rows, target))
+        latest[concept, label] = (label, rows, target)  # a rerun of one setting replaces the earlier one
+    runs: dict[str, list[tuple[str, list[list[str]], float | None]]] = {}
+    for (concept, _), run in latest.items():
+        runs.setdefault(concept, []).append(run)
     if not runs:
         print("no watch-set sections yet: no second figure")
         return
