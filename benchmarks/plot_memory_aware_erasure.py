@@ -99,17 +99,7 @@ def main() -> None:
             axis.fill_between(steps, [v[1] for _, v in memory], [v[2] for _, v in memory], color=line.get_color(),
                               alpha=0.12)
         axis.set_title(f"{concept}: memory score M on the training pool (track)")
-        axis.set_xlabel("ESD step")
-        axis.set_ylim(-0.02, 1.02)
-        axis.legend(fontsize=7)
-    axes[0][0].set_ylabel("M [95% interval]")
-    figure.tight_layout()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.output, dpi=110)
-    print("| concept | anchor_path runs plotted |\n|---|---|")
-    for concept in concepts:
-        print(f"| {concept} | {len(runs[concept])} |")
-    print(f"wrote {args.output}")
+    finish(figure, axes, "M [95% interval]", args.output, {c: len(r) for c, r in runs.items()}, "anchor_path runs")
     watch_output = args.watch_output or args.output.with_name(args.output.stem + "_watch" + args.output.suffix)
     plot_watch_runs(plt, args.results.read_text(), watch_output)
 
@@ -145,16 +135,22 @@ def plot_watch_runs(plt, text: str, output: Path) -> None:
                       label="  same run: M on the loss's own pool")
             axis.plot(steps, series(6), color=line.get_color(), linestyle=":", label="  same run: prompt accuracy")
         axis.set_title(f"{concept}: monitor on images the loss never sees")
+    finish(figure, axes, "M (point) / prompt accuracy", output, {c: len(r) for c, r in runs.items()}, "watch-set runs")
+
+
+def finish(figure, axes, ylabel: str, output: Path, counts: dict[str, int], what: str) -> None:
+    """Axis labels and limits, legends, the file, and a table of what was plotted."""
+    for axis in axes[0]:
         axis.set_xlabel("ESD step")
         axis.set_ylim(-0.02, 1.02)
         axis.legend(fontsize=6)
-    axes[0][0].set_ylabel("M (point) / prompt accuracy")
+    axes[0][0].set_ylabel(ylabel)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=110)
-    print("| concept | watch-set runs plotted |\n|---|---|")
-    for concept in concepts:
-        print(f"| {concept} | {len(runs[concept])} |")
+    print(f"| concept | {what} plotted |\n|---|---|")
+    for concept in sorted(counts):
+        print(f"| {concept} | {counts[concept]} |")
     print(f"wrote {output}")
 
 
