@@ -106,11 +106,13 @@ def main() -> None:
 
 def plot_watch_runs(plt, text: str, output: Path) -> None:
     """The second figure: sections whose monitor decided on a watch set the loss never sees."""
-    latest: dict[tuple[str, str], tuple[str, list[list[str]], float | None]] = {}
+    latest: dict[tuple[str, str, float | None], tuple[str, list[list[str]], float | None]] = {}
     for concept, label, rows, target in recorded_runs(text, "Signal vs step"):
-        latest[concept, label] = (label, rows, target)  # a rerun of one setting replaces the earlier one
+        # a rerun of one setting replaces the earlier one; another seed (other images, so another
+        # target) is another run
+        latest[concept, label, target] = (f"{label}, target {target:.3f}" if target is not None else label, rows, target)
     runs: dict[str, list[tuple[str, list[list[str]], float | None]]] = {}
-    for (concept, _), run in latest.items():
+    for (concept, _, _), run in latest.items():
         runs.setdefault(concept, []).append(run)
     if not runs:
         print("no watch-set sections yet: no second figure")
@@ -118,22 +120,21 @@ def plot_watch_runs(plt, text: str, output: Path) -> None:
     concepts = sorted(runs)
     figure, axes = plt.subplots(1, len(concepts), figsize=(5 * len(concepts), 3.8), squeeze=False)
     for axis, concept in zip(axes[0], concepts):
-        for number, (label, rows, target) in enumerate(runs[concept]):
+        for label, rows, target in runs[concept]:
             steps = [int(r[1]) for r in rows]
 
             def series(column: int) -> list[float]:
                 return [parse(r[column])[0] if parse(r[column]) else float(r[column]) if r[column] != "-" else float("nan")
                         for r in rows]
 
-            if number == 0:
-                axis.plot(steps, series(2), color="grey", label="ESD alone: M watch set")
-                axis.plot(steps, series(3), color="grey", linestyle=":", label="ESD alone: prompt accuracy")
-                if target is not None:
-                    axis.axhline(target, color="black", linestyle="--", linewidth=1, label="target (retrained, upper end)")
+            # each run (a seed: its own images, target and ESD-alone twin) in its own colour
             line, = axis.plot(steps, series(4), marker=".", label=f"ESD + anchor_path ({label}): M watch set")
-            axis.plot(steps, series(5), color=line.get_color(), alpha=0.5, marker="x",
-                      label="  same run: M on the loss's own pool")
-            axis.plot(steps, series(6), color=line.get_color(), linestyle=":", label="  same run: prompt accuracy")
+            color = line.get_color()
+            axis.plot(steps, series(5), color=color, alpha=0.5, marker="x", label="  same run: M on the loss's own pool")
+            axis.plot(steps, series(6), color=color, linestyle=":", label="  same run: prompt accuracy")
+            axis.plot(steps, series(2), color=color, alpha=0.35, linestyle="-.", label="  ESD alone: M watch set")
+            if target is not None:
+                axis.axhline(target, color=color, linestyle="--", linewidth=1, label="  target (retrained, upper end)")
         axis.set_title(f"{concept}: monitor on images the loss never sees")
     finish(figure, axes, "M (point) / prompt accuracy", output, {c: len(r) for c, r in runs.items()}, "watch-set runs")
 
@@ -143,7 +144,7 @@ def finish(figure, axes, ylabel: str, output: Path, counts: dict[str, int], what
     for axis in axes[0]:
         axis.set_xlabel("ESD step")
         axis.set_ylim(-0.02, 1.02)
-        axis.legend(fontsize=6)
+        axis.legend(fontsize=5)
     axes[0][0].set_ylabel(ylabel)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
