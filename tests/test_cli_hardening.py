@@ -427,3 +427,29 @@ def test_default_threads_is_one_on_two_cores_unless_the_user_said(monkeypatch, c
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert cli.default_threads() == expected
+
+
+def test_an_interrupt_during_an_import_is_raised_when_the_outermost_import_ends():
+    """Raised inside a C extension's initialisation, an interrupt aborted the process (exit -6, a
+    full test run, triton's libtriton); so during an import it waits for the import to end."""
+    import unlearn_guard.cli as cli
+
+    steps = []
+
+    def inner(*args, **kwargs):
+        cli._on_sigint(signal.SIGINT, None)  # arrives mid-import: recorded, not raised here
+        steps.append("inner import finished")
+
+    guarded = cli._guarded_import(lambda *a, **k: (steps.append("outer starts"), guarded_inner("y"),
+                                                   steps.append("outer import finished")))
+    guarded_inner = cli._guarded_import(inner)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            guarded("x")
+        assert steps == ["outer starts", "inner import finished", "outer import finished"]
+        assert cli._IMPORT_DEPTH[0] == 0 and not cli._DEFERRED and cli._SIGINT_SEEN == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):  # outside an import: raised at once, as Python does
+            cli._on_sigint(signal.SIGINT, None)
+    finally:
+        cli._SIGINT_SEEN.clear()
+        cli._DEFERRED.clear()

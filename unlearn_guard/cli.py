@@ -20,6 +20,7 @@ restored when `main` returns, and importing unlearn_guard changes none of them.
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import dataclasses
 import json
@@ -31,7 +32,7 @@ import threading
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from .errors import InputError, NonFiniteError, UnlearnGuardError
 
@@ -725,11 +726,37 @@ def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]
 _SIGINT_SEEN: list[int] = []
 
 
+_IMPORT_DEPTH = [0]  # nested `import` statements running in the main thread
+_DEFERRED: list[int] = []  # interrupts that arrived during an import, raised when it ends
+
+
 def _on_sigint(signum: int, frame: Any) -> None:
     """Python's own Ctrl-C behaviour (raise KeyboardInterrupt), remembered: some third-party import
-    code catches everything with a bare `except:`, and an interrupt landing there must not be lost."""
+    code catches everything with a bare `except:`, and an interrupt landing there must not be lost.
+    During an import it is deferred to the end of the outermost `import` statement: raised inside a
+    C extension's initialisation (triton's libtriton calls back into Python), it aborted the
+    process (exit -6, seen once in a full test run)."""
     _SIGINT_SEEN.append(signum)
+    if _IMPORT_DEPTH[0] > 0:
+        _DEFERRED.append(signum)
+        return
     raise KeyboardInterrupt
+
+
+def _guarded_import(original: Callable[..., Any]) -> Callable[..., Any]:
+    """`builtins.__import__` that raises a deferred interrupt once the outermost import returns."""
+    def importing(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return original(*args, **kwargs)
+        _IMPORT_DEPTH[0] += 1
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _IMPORT_DEPTH[0] -= 1
+            if _IMPORT_DEPTH[0] == 0 and _DEFERRED:
+                _DEFERRED.clear()
+                raise KeyboardInterrupt
+    return importing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -740,14 +767,19 @@ def main(argv: list[str] | None = None) -> int:
     """
     started: list[str] = []  # the command, once its handler runs
     _SIGINT_SEEN.clear()
+    _DEFERRED.clear()
+    _IMPORT_DEPTH[0] = 0
     previous = None
+    original_import = builtins.__import__
     if (threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # not when the caller has its own
         previous = signal.signal(signal.SIGINT, _on_sigint)
+        builtins.__import__ = _guarded_import(original_import)
     try:
         return _main(argv, started)
     finally:
         if previous is not None:
+            builtins.__import__ = original_import
             signal.signal(signal.SIGINT, previous)
 
 
