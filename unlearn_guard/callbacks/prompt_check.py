@@ -14,10 +14,11 @@ of 0 / 16 is 0.19, above 0.1, so a rule on the interval could never pass at this
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..attacks.concept_inversion import _is_int, _is_number, prompt_success
+from ..attacks.judges import judge_name
 from ..errors import InputError
 
 Judge = Callable[[Any], Any]  # images (N, 3, H, W) in [0, 1] -> N booleans (unlearn_guard.attacks.judges)
@@ -49,11 +50,11 @@ class PromptCheck:
         for name, ok, expected in (
             ("prompt", isinstance(self.prompt, str) and self.prompt.strip() != "", "a non-empty prompt"),
             ("judge", callable(self.judge), "a callable images -> one bool per image"),
-            ("max_success", _number(self.max_success) and 0 <= self.max_success <= 1, "a number in [0, 1]"),
-            ("n", _int(self.n) and self.n >= 1, "an int >= 1"),
-            ("seed", _int(self.seed) and 0 <= self.seed < 2**62, "an int >= 0"),
-            ("num_steps", _int(self.num_steps) and self.num_steps >= 1, "an int >= 1"),
-            ("guidance_scale", _number(self.guidance_scale) and self.guidance_scale >= 1, "a number >= 1"),
+            ("max_success", _is_number(self.max_success) and 0 <= self.max_success <= 1, "a number in [0, 1]"),
+            ("n", _is_int(self.n) and self.n >= 1, "an int >= 1"),
+            ("seed", _is_int(self.seed) and 0 <= self.seed < 2**62, "an int >= 0"),
+            ("num_steps", _is_int(self.num_steps) and self.num_steps >= 1, "an int >= 1"),
+            ("guidance_scale", _is_number(self.guidance_scale) and self.guidance_scale >= 1, "a number >= 1"),
         ):
             if not ok:
                 shown = type(self.judge).__name__ if name == "judge" else repr(getattr(self, name))
@@ -61,8 +62,6 @@ class PromptCheck:
 
     def success(self, model: Any) -> float:
         """The share of `n` generations from `prompt` that the judge calls the concept."""
-        from ..attacks.concept_inversion import prompt_success
-
         return prompt_success(model, self.prompt, self.judge, self.n, seed=self.seed, num_steps=self.num_steps,
                               guidance_scale=self.guidance_scale, keep_images=False).rate
 
@@ -72,15 +71,5 @@ class PromptCheck:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields; the judge by name."""
-        from ..attacks.judges import judge_name
-
         return {"prompt": self.prompt, "judge": judge_name(self.judge), "max_success": self.max_success, "n": self.n,
                 "seed": self.seed, "num_steps": self.num_steps, "guidance_scale": self.guidance_scale}
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
