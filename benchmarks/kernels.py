@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from unlearn_guard.kernels._dispatch import INTERPRETING
+from unlearn_guard.kernels.dispatch import INTERPRETING
 from unlearn_guard.kernels.noise_regularization import (
     draw_roll_offsets,
     noise_regularization_autograd,

@@ -509,7 +509,7 @@ def test_probe_warning_points_at_the_callers_line(tiny_model, concept, reference
 
 def test_misconfiguration_fails_when_the_monitor_is_built(tiny_components, concept, reference, monkeypatch):
     """What would fail every probe is refused up front, naming the problem, before any training."""
-    from unlearn_guard.kernels import _dispatch
+    from unlearn_guard.kernels import dispatch as _dispatch
 
     monkeypatch.setattr(_dispatch, "INTERPRETING", False)  # as without TRITON_INTERPRET=1
     model = DiffusionModel.from_components(**tiny_components)

@@ -112,7 +112,7 @@ def test_report_records_which_ops_ran_and_a_triton_request_that_cannot_run_fails
     short = dataclasses.replace(ProbeConfig.from_preset("ddim").inversion, num_steps=2)
     result = probe(tiny_model, tiny_images[:1], "a shape", config="ddim", progress=False, inversion=short)
     assert result.provenance["fused_ops"] == "torch"  # auto on CPU
-    from unlearn_guard.kernels import _dispatch
+    from unlearn_guard.kernels import dispatch as _dispatch
 
     monkeypatch.setattr(_dispatch, "INTERPRETING", False)
     calls = []

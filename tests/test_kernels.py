@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unlearn_guard.errors import InputError
-from unlearn_guard.kernels import _dispatch
+from unlearn_guard.kernels import dispatch as _dispatch
 from unlearn_guard.kernels.noise_regularization import (
     MAX_TILE,
     autocorr_levels,

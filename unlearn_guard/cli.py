@@ -34,21 +34,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from .errors import InputError, NonFiniteError, UnlearnGuardError
+from .errors import (EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, EXIT_PROBE_FAILED,  # noqa: F401
+                     InputError, UnlearnGuardError, exit_code_of, one_line)
 
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_PROBE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES_HELP = """exit codes:
-  0  every gated checkpoint passes (probe/report: done)
-  1  at least one checkpoint still remembers (memory score's upper end > --max-memory, or
-     d_N's lower end < --min-dn, or mean PSNR > --max-psnr; with --attacks, also the best-of-M
-     memory score's upper end > --max-multi-memory, or the concept-inversion success rate's
-     Wilson upper end > --max-attack-success)
-  2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
-     that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
-     unknown preset or --set key, bad threshold, missing device, an output that cannot be written
-  3  the probe itself failed (out of memory at batch size 1, NaN/Inf in a latent, a crash)
-  130  interrupted (Ctrl-C): finished checkpoints are cached; rerun with --resume
-"""
 # Commands that load models (and so import diffusers and transformers).
 _MODEL_COMMANDS = ("probe", "gate", "demo", "train-world")
 # world.shapes.SHAPES, spelled out so `--help` needs no torch import (a test keeps them equal).
@@ -683,10 +671,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
 def _interrupted(command: str | None) -> int:
     if command is None:
         message = "interrupted during start-up; nothing was run"
@@ -700,8 +684,7 @@ def _interrupted(command: str | None) -> int:
 
 def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]:
     """The command's exit code and, when it failed, the one-line error message."""
-    from .distributed import LauncherStopped, RankFailure
-    from .probe import ProbeFailure  # imports torch and diffusers: seconds, inside main's Ctrl-C handling
+    from .distributed import LauncherStopped  # imports torch: seconds, inside main's Ctrl-C handling
 
     if _SIGINT_SEEN:  # a library's bare `except:` swallowed the KeyboardInterrupt during its import
         raise KeyboardInterrupt
@@ -709,18 +692,14 @@ def _run(args: argparse.Namespace, started: list[str]) -> tuple[int, str | None]
         with _command_scope(args):
             started.append(args.command)
             return args.handler(args), None
-    except (RankFailure, LauncherStopped) as error:  # another rank failed or died (torchrun, accelerate, srun)
-        prefix = "probe failed: " if error.exit_code == EXIT_PROBE_FAILED else ""
-        return error.exit_code, prefix + _one_line(error)
-    except (ProbeFailure, NonFiniteError) as error:
-        return EXIT_PROBE_FAILED, f"probe failed: {_one_line(error)}"
-    except UnlearnGuardError as error:
-        return EXIT_BAD_INPUT, _one_line(error)
+    except (UnlearnGuardError, LauncherStopped) as error:  # each carries its exit code (errors.py); a rank's failure too
+        code = exit_code_of(error)
+        return code, ("probe failed: " if code == EXIT_PROBE_FAILED else "") + one_line(error)
     except Exception as error:  # noqa: BLE001 - a crash is a failed probe (3), never a verdict (1)
         if _SIGINT_SEEN:  # the interrupt, half swallowed by a library, left it broken: still an interrupt
             raise KeyboardInterrupt from None
         traceback.print_exc(file=sys.stderr)
-        return EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+        return EXIT_PROBE_FAILED, f"probe failed unexpectedly: {type(error).__name__}: {one_line(error)}"
 
 
 _SIGINT_SEEN: list[int] = []

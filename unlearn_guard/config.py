@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InputError
+from .validation import require_field
 
 Z0Mode = Literal["sample", "mean"]
 DistanceKind = Literal["mofc", "w1"]
@@ -44,11 +45,6 @@ RngMode = Literal["per_image", "released"]
 # (shared/parity) was drawn from manual_seed(0).
 RELEASED_IMAGE_SEED = 42
 RELEASED_NORMAL_SEED = 0
-
-
-def _require(condition: bool, name: str, value: Any, expected: str) -> None:
-    if not condition:
-        raise InputError(f"config field {name!r}: got {value!r}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -79,13 +75,13 @@ class RegularizationConfig:
     ac_reference_size: int | None = 4096
 
     def __post_init__(self) -> None:
-        _require(self.lambda_kl >= 0, "lambda_kl", self.lambda_kl, "a number >= 0")
-        _require(self.lambda_ac >= 0, "lambda_ac", self.lambda_ac, "a number >= 0")
-        _require(self.num_reg_steps >= 0, "num_reg_steps", self.num_reg_steps, "an int >= 0")
-        _require(self.num_ac_rolls >= 1, "num_ac_rolls", self.num_ac_rolls, "an int >= 1")
-        _require(self.kl_grad_clip > 0, "kl_grad_clip", self.kl_grad_clip, "a number > 0")
-        _require(self.patch_size >= 2, "patch_size", self.patch_size, "an int >= 2")
-        _require(self.ac_reference_size is None or (isinstance(self.ac_reference_size, int) and self.ac_reference_size >= 1),
+        require_field("config", self.lambda_kl >= 0, "lambda_kl", self.lambda_kl, "a number >= 0")
+        require_field("config", self.lambda_ac >= 0, "lambda_ac", self.lambda_ac, "a number >= 0")
+        require_field("config", self.num_reg_steps >= 0, "num_reg_steps", self.num_reg_steps, "an int >= 0")
+        require_field("config", self.num_ac_rolls >= 1, "num_ac_rolls", self.num_ac_rolls, "an int >= 1")
+        require_field("config", self.kl_grad_clip > 0, "kl_grad_clip", self.kl_grad_clip, "a number > 0")
+        require_field("config", self.patch_size >= 2, "patch_size", self.patch_size, "an int >= 2")
+        require_field("config", self.ac_reference_size is None or (isinstance(self.ac_reference_size, int) and self.ac_reference_size >= 1),
                  "ac_reference_size", self.ac_reference_size, "None or an int >= 1 (latent positions per channel)")
 
     def lambda_ac_for(self, height: int, width: int) -> float:
@@ -121,25 +117,25 @@ class InversionConfig:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
 
     def __post_init__(self) -> None:
-        _require(self.num_steps >= 1, "num_steps", self.num_steps, "an int >= 1")
-        _require(self.renoise_steps >= 0, "renoise_steps", self.renoise_steps, "an int >= 0")
+        require_field("config", self.num_steps >= 1, "num_steps", self.num_steps, "an int >= 1")
+        require_field("config", self.renoise_steps >= 0, "renoise_steps", self.renoise_steps, "an int >= 0")
         for name in ("early_window", "late_window"):
             window = tuple(getattr(self, name))
-            _require(
+            require_field("config", 
                 len(window) == 2 and 0 <= window[0] <= window[1],
                 name,
                 window,
                 "(start, stop) with 0 <= start <= stop",
             )
             object.__setattr__(self, name, (int(window[0]), int(window[1])))
-        _require(self.guidance_scale >= 1.0, "guidance_scale", self.guidance_scale, ">= 1.0 (1.0 = no CFG)")
-        _require(
+        require_field("config", self.guidance_scale >= 1.0, "guidance_scale", self.guidance_scale, ">= 1.0 (1.0 = no CFG)")
+        require_field("config", 
             self.reconstruction_guidance_scale >= 1.0,
             "reconstruction_guidance_scale",
             self.reconstruction_guidance_scale,
             ">= 1.0 (1.0 = no CFG)",
         )
-        _require(self.z0_mode in ("sample", "mean"), "z0_mode", self.z0_mode, "'sample' or 'mean'")
+        require_field("config", self.z0_mode in ("sample", "mean"), "z0_mode", self.z0_mode, "'sample' or 'mean'")
         if isinstance(self.regularization, dict):
             object.__setattr__(self, "regularization", RegularizationConfig(**self.regularization))
 
@@ -220,25 +216,25 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
             object.__setattr__(self, "inversion", InversionConfig(**self.inversion))
-        _require(self.preset in ("mofc", "fast", "track", "ddim", "custom"), "preset", self.preset,
+        require_field("config", self.preset in ("mofc", "fast", "track", "ddim", "custom"), "preset", self.preset,
                  "mofc|fast|track|ddim|custom")
-        _require(self.distance in ("mofc", "w1"), "distance", self.distance, "'mofc' or 'w1'")
-        _require(self.n_normal >= 2, "n_normal", self.n_normal, "an int >= 2")
-        _require(self.bootstrap_samples >= 0, "bootstrap_samples", self.bootstrap_samples, "an int >= 0")
-        _require(0.0 < self.confidence < 1.0, "confidence", self.confidence, "a number in (0, 1)")
-        _require(
+        require_field("config", self.distance in ("mofc", "w1"), "distance", self.distance, "'mofc' or 'w1'")
+        require_field("config", self.n_normal >= 2, "n_normal", self.n_normal, "an int >= 2")
+        require_field("config", self.bootstrap_samples >= 0, "bootstrap_samples", self.bootstrap_samples, "an int >= 0")
+        require_field("config", 0.0 < self.confidence < 1.0, "confidence", self.confidence, "a number in (0, 1)")
+        require_field("config", 
             self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size, "None or an int >= 1"
         )
-        _require(self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
-        _require(self.backend in ("auto", "triton", "torch"), "backend", self.backend, "auto|triton|torch")
-        _require(self.rng in ("per_image", "released"), "rng", self.rng, "'per_image' or 'released'")
-        _require(isinstance(self.memory_psnr_margin_db, (int, float)) and 0 <= self.memory_psnr_margin_db < float("inf"),
+        require_field("config", self.resize in ("error", "resize", "center_crop"), "resize", self.resize, "error|resize|center_crop")
+        require_field("config", self.backend in ("auto", "triton", "torch"), "backend", self.backend, "auto|triton|torch")
+        require_field("config", self.rng in ("per_image", "released"), "rng", self.rng, "'per_image' or 'released'")
+        require_field("config", isinstance(self.memory_psnr_margin_db, (int, float)) and 0 <= self.memory_psnr_margin_db < float("inf"),
                  "memory_psnr_margin_db", self.memory_psnr_margin_db, "a number >= 0 (dB)")
-        _require(_is_seed(self.seed), "seed", self.seed, "an int (torch.Generator.manual_seed range)")
+        require_field("config", _is_seed(self.seed), "seed", self.seed, "an int (torch.Generator.manual_seed range)")
         for name in ("image_seed", "normal_seed"):
             value = getattr(self, name)
-            _require(value is None or _is_seed(value), name, value, "None or an int (manual_seed range)")
-        _require(self.image_seed is None or self.rng == "released", "image_seed", self.image_seed,
+            require_field("config", value is None or _is_seed(value), name, value, "None or an int (manual_seed range)")
+        require_field("config", self.image_seed is None or self.rng == "released", "image_seed", self.image_seed,
                  "None unless rng='released' (in 'per_image' mode `seed` fixes every draw)")
 
     @property

@@ -40,11 +40,10 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import InputError, UnlearnGuardError
+from .errors import EXIT_BAD_INPUT, EXIT_PROBE_FAILED, InputError, UnlearnGuardError, exit_code_of, one_line
 
 T = TypeVar("T")
 KEY_PREFIX = "unlearn_guard"
-EXIT_PROBE_FAILED, EXIT_BAD_INPUT = 3, 2
 
 
 @dataclass(frozen=True)
@@ -103,21 +102,6 @@ class RankFailure(UnlearnGuardError):
 
 class _PeerStopped(Exception):
     """check() saw another rank fail or die: stop this share and join the others."""
-
-
-def _exit_code_of(error: BaseException) -> int:
-    from .errors import NonFiniteError
-    from .probe import ProbeFailure
-
-    if isinstance(error, RankFailure):
-        return error.exit_code
-    if isinstance(error, UnlearnGuardError) and not isinstance(error, (ProbeFailure, NonFiniteError)):
-        return EXIT_BAD_INPUT
-    return EXIT_PROBE_FAILED
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------- the process group
@@ -377,13 +361,13 @@ class Session:
             except _PeerStopped:
                 payload, outcome = None, ("aborted", None)
             except (KeyboardInterrupt, LauncherStopped) as error:  # stopping now: tell the others, wait for no one
-                self._post_outcome(seq, ("error", {"type": type(error).__name__, "message": _one_line(str(error)) or
+                self._post_outcome(seq, ("error", {"type": type(error).__name__, "message": one_line(error) or
                                                    "interrupted", "exit_code": EXIT_PROBE_FAILED}))
                 raise
             except Exception as error:  # noqa: BLE001 - every failure is shared with the other ranks
                 own, payload = error, None
-                outcome = ("error", {"type": type(error).__name__, "message": _one_line(str(error)),
-                                     "exit_code": _exit_code_of(error)})
+                outcome = ("error", {"type": type(error).__name__, "message": one_line(error),
+                                     "exit_code": exit_code_of(error)})
             self._post_outcome(seq, outcome)
             outcomes = self._await(lambda q: self._key(seq, "status", q), what,
                                    started=lambda q: self._exists(self._key(seq, "start", q)), since=since)
@@ -574,7 +558,7 @@ class Session:
                 dead = self.dead_ranks()
                 time.sleep(0.2)
             named = "; ".join(f"rank {q} of {self.world_size} {why}" for q, why in sorted(dead.items()))
-            raise RankFailure(f"{what}: moving the results failed ({_one_line(str(error))[:200]})"
+            raise RankFailure(f"{what}: moving the results failed ({one_line(error)[:200]})"
                               + (f": {named}" if named else ""), EXIT_PROBE_FAILED, sorted(dead)) from None
         return gathered
 

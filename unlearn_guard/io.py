@@ -42,6 +42,7 @@ from PIL import Image, ImageOps
 
 from .config import ResizePolicy
 from .errors import ImageLoadError, InputError
+from .validation import is_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PROMPTS_CSV = "prompts.csv"
@@ -178,14 +179,10 @@ def _check_arguments(resolution: Resolution | None, resize: str, label: str) -> 
         raise InputError(f"resize: got {resize!r}, expected 'error', 'resize' or 'center_crop'")
     if resolution is None:
         return None
-    pair = (resolution, resolution) if _is_int(resolution) else resolution
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) and v > 0 for v in pair)):
+    pair = (resolution, resolution) if is_int(resolution) else resolution
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(is_int(v) and v > 0 for v in pair)):
         raise InputError(f"resolution: got {resolution!r}, expected a positive int or (height, width)")
     return int(pair[0]), int(pair[1])
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_pixels(pixels: object) -> None:

@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 
 from . import distributed as distributed_work
 from .config import PRESETS, RELEASED_NORMAL_SEED, ProbeConfig
-from .errors import InputError, InsufficientDataError, NonFiniteError, UnlearnGuardError
+from .errors import InputError, InsufficientDataError, NonFiniteError, ProbeFailure  # noqa: F401 - ProbeFailure re-exported
 from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, check_finite_latents, renoise_invert
 from .inversion.schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet, load_image_set
-from .kernels._dispatch import resolve_backend
+from .kernels.dispatch import resolve_backend
 from .models.bundle import DiffusionModel
 from .models.checks import check_finite_weights, warn_long_prompts
 from .models.module_state import preserve_module_state
@@ -47,10 +47,6 @@ from .stats.functional import MemoryDistanceResult, memory_distance, normal_nll_
 
 _CPU_AUTO_BATCH = 4
 _CUDA_AUTO_BATCH = 16
-
-
-class ProbeFailure(UnlearnGuardError):
-    """The probe itself could not finish (e.g. out of memory even at batch size 1)."""
 
 
 def derive_seed(seed: int, label: str, index: int) -> int:

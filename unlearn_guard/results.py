@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import torch
 
 from .config import ProbeConfig
 from .errors import OutputError
+from .validation import json_number
 from .signal.memory_score import MemoryScoreResult
 from .stats.functional import MemoryDistanceResult
 
@@ -83,13 +83,6 @@ def check_writable_folder(folder: str | os.PathLike, argument: str, file: str | 
     return path
 
 
-def _json_number(value: float) -> float | str:
-    """JSON has no inf/nan: PSNR of identical images is +inf, and is written as the string "inf"."""
-    if math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-
-
 @dataclass(frozen=True)
 class ImageProbe:
     """One image's outcome: the found seed's NLL under N(0, I) and the reconstruction PSNR (dB).
@@ -113,8 +106,8 @@ class ImageProbe:
             "prompt": self.prompt,
             "source": self.source,
             "sha256": self.sha256,
-            "nll": _json_number(self.nll),
-            "psnr": _json_number(self.psnr),
+            "nll": json_number(self.nll),
+            "psnr": json_number(self.psnr),
             "diverged": self.diverged,
         }
 
@@ -164,8 +157,8 @@ class SetProbe:
             "diverged": int(self.diverged.sum()),
             "nll_mean": float(nll.mean()) if len(nll) else None,
             "nll_std": float(nll.std(unbiased=False)) if len(nll) else None,
-            "psnr_mean": _json_number(float(psnr.mean())) if len(psnr) else None,
-            "psnr_min": _json_number(float(psnr.min())) if len(psnr) else None,
+            "psnr_mean": json_number(float(psnr.mean())) if len(psnr) else None,
+            "psnr_min": json_number(float(psnr.min())) if len(psnr) else None,
             "psnr_mean_finite": float(finite.mean()) if len(finite) else None,
             "unet_evaluations": self.unet_evaluations,
             "seconds": self.seconds,

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import _require
+from ..validation import is_int, is_number, require_field
 from ..errors import InputError, NonFiniteError, NonFiniteWeightsError, OutputError
 from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
@@ -61,14 +61,6 @@ from .results import AttackSuccess
 EMBEDDING_FILE = "learned_embeds.safetensors"  # diffusers' TEXT_INVERSION_NAME_SAFE
 METADATA_FILE = "concept_inversion.json"
 _ENCODE_CHUNK = 64  # images per VAE call when caching posteriors
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -101,20 +93,20 @@ class ConceptInversionConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.token, str) and self.token.strip() == self.token and self.token != ""
+        require_field("config", isinstance(self.token, str) and self.token.strip() == self.token and self.token != ""
                  and " " not in self.token, "token", self.token, "a non-empty name without spaces, e.g. '<concept>'")
-        _require(isinstance(self.init_token, str) and self.init_token.strip() != "" and " " not in self.init_token.strip(),
+        require_field("config", isinstance(self.init_token, str) and self.init_token.strip() != "" and " " not in self.init_token.strip(),
                  "init_token", self.init_token, "one word")
         templates = (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
-        _require(len(templates) >= 1 and all(isinstance(t, str) and t.count("{}") == 1 for t in templates),
+        require_field("config", len(templates) >= 1 and all(isinstance(t, str) and t.count("{}") == 1 for t in templates),
                  "templates", self.templates, "prompts with exactly one '{}' each, e.g. ('a {}',)")
         object.__setattr__(self, "templates", templates)
-        _require(_is_int(self.steps) and self.steps >= 1, "steps", self.steps, "an int >= 1")
-        _require(_is_number(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
-        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an int >= 1")
-        _require(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
+        require_field("config", is_int(self.steps) and self.steps >= 1, "steps", self.steps, "an int >= 1")
+        require_field("config", is_number(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        require_field("config", is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an int >= 1")
+        require_field("config", is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
                  "a finite number >= 0")
-        _require(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "an int in [0, 2**63)")
+        require_field("config", is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed, "an int in [0, 2**63)")
 
     def replace(self, **changes: Any) -> "ConceptInversionConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -470,12 +462,12 @@ def _success(model: DiffusionModel, cond: torch.Tensor, judge: Judge, prompt: st
 
 def _check_generation(n: int, seed: int, num_steps: int, guidance_scale: float, batch_size: int, confidence: float) -> None:
     for name, value, ok, expected in (
-        ("n", n, _is_int(n) and n >= 1, "an int >= 1 (generations)"),
-        ("seed", seed, _is_int(seed) and 0 <= seed < 2**62, "an int >= 0"),
-        ("num_steps", num_steps, _is_int(num_steps) and num_steps >= 1, "an int >= 1"),
-        ("guidance_scale", guidance_scale, _is_number(guidance_scale) and guidance_scale >= 1, "a number >= 1"),
-        ("batch_size", batch_size, _is_int(batch_size) and batch_size >= 1, "an int >= 1"),
-        ("confidence", confidence, _is_number(confidence) and 0 < confidence < 1, "a number in (0, 1)"),
+        ("n", n, is_int(n) and n >= 1, "an int >= 1 (generations)"),
+        ("seed", seed, is_int(seed) and 0 <= seed < 2**62, "an int >= 0"),
+        ("num_steps", num_steps, is_int(num_steps) and num_steps >= 1, "an int >= 1"),
+        ("guidance_scale", guidance_scale, is_number(guidance_scale) and guidance_scale >= 1, "a number >= 1"),
+        ("batch_size", batch_size, is_int(batch_size) and batch_size >= 1, "an int >= 1"),
+        ("confidence", confidence, is_number(confidence) and 0 < confidence < 1, "a number in (0, 1)"),
     ):
         if not ok:
             raise InputError(f"{name}: got {value!r}; expected {expected}")

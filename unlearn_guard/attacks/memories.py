@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ProbeConfig, _require
+from ..config import ProbeConfig
+from ..validation import require_field
 from ..errors import InputError, InsufficientDataError
 from ..inversion.decoder import decode_unclamped, decoder_invert
 from ..inversion.reconstruct import ddim_reconstruct
@@ -94,18 +95,18 @@ class MemorySearchConfig:
     decoder_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.memories, int) and not isinstance(self.memories, bool) and self.memories >= 1,
+        require_field("config", isinstance(self.memories, int) and not isinstance(self.memories, bool) and self.memories >= 1,
                  "memories", self.memories, "an int >= 1 (the image's own seed counts as one)")
-        _require(self.fidelity in DECODER_STEPS, "fidelity", self.fidelity, "'fast' or 'mofc'")
-        _require(self.decoder_steps is None or (isinstance(self.decoder_steps, int) and self.decoder_steps >= 0),
+        require_field("config", self.fidelity in DECODER_STEPS, "fidelity", self.fidelity, "'fast' or 'mofc'")
+        require_field("config", self.decoder_steps is None or (isinstance(self.decoder_steps, int) and self.decoder_steps >= 0),
                  "decoder_steps", self.decoder_steps, "None or an int >= 0")
-        _require(self.decoder_lr is None or (isinstance(self.decoder_lr, (int, float)) and not isinstance(self.decoder_lr, bool)
+        require_field("config", self.decoder_lr is None or (isinstance(self.decoder_lr, (int, float)) and not isinstance(self.decoder_lr, bool)
                                              and math.isfinite(self.decoder_lr) and self.decoder_lr > 0),
                  "decoder_lr", self.decoder_lr, "None or a finite number > 0")
-        _require(self.variant in ("released", "paper"), "variant", self.variant, "'released' or 'paper'")
-        _require(isinstance(self.distinct_cosine, (int, float)) and 0 <= self.distinct_cosine <= 2,
+        require_field("config", self.variant in ("released", "paper"), "variant", self.variant, "'released' or 'paper'")
+        require_field("config", isinstance(self.distinct_cosine, (int, float)) and 0 <= self.distinct_cosine <= 2,
                  "distinct_cosine", self.distinct_cosine, "a number in [0, 2]")
-        _require(self.decoder_batch_size is None or (isinstance(self.decoder_batch_size, int)
+        require_field("config", self.decoder_batch_size is None or (isinstance(self.decoder_batch_size, int)
                                                      and self.decoder_batch_size >= 1),
                  "decoder_batch_size", self.decoder_batch_size, "None or an int >= 1")
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
-from ..results import ProbeResult, _json_number, write_text_atomic
+from ..results import ProbeResult, write_text_atomic
+from ..validation import json_number
 from ..signal.memory_score import MemoryScoreResult
 
 
 def _number(value: float | None) -> float | str | None:
-    return None if value is None else _json_number(float(value))
+    return None if value is None else json_number(float(value))
 
 
 @dataclass

@@ -77,8 +77,9 @@ import torch
 from .. import distributed as distributed_work
 from ..config import ProbeConfig
 from ..errors import InputError, InsufficientDataError, NonFiniteError
+from ..validation import json_number, require_field
 from ..io import ImageSet, ImagesInput, PromptsInput, load_image_set
-from ..kernels._dispatch import resolve_backend
+from ..kernels.dispatch import resolve_backend
 from ..models.bundle import DiffusionModel
 from ..probe import ProbeFailure, as_model, measure_memory, probe, resolve_config
 from ..results import ProbeResult, SetProbe
@@ -125,18 +126,6 @@ def _warn(message: str) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(tuple(prefixes)):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, ProbeWarning, stacklevel=level)
-
-
-def _require(condition: bool, name: str, value: Any, expected: str) -> None:
-    if not condition:
-        raise InputError(f"MonitorConfig field {name!r}: got {value!r}, expected {expected}")
-
-
-def _to_json_float(value: float | None) -> float | str | None:
-    """JSON has no nan/inf: write them as strings that float() reads back."""
-    if value is None or math.isfinite(value):
-        return value
-    return str(value)
 
 
 def _from_json_float(value: float | str | None) -> float | None:
@@ -228,30 +217,30 @@ class MonitorConfig:
     log_fn: LogFn | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.every_n_steps, int) and self.every_n_steps >= 1,
+        require_field("MonitorConfig", isinstance(self.every_n_steps, int) and self.every_n_steps >= 1,
                  "every_n_steps", self.every_n_steps, "an int >= 1")
         if isinstance(self.probe, str):
             object.__setattr__(self, "probe", resolve_config(self.probe, {"progress": False}))
-        _require(isinstance(self.probe, ProbeConfig), "probe", self.probe, "a ProbeConfig or a preset name")
-        _require(self.signal in SIGNALS, "signal", self.signal, " or ".join(repr(k) for k in SIGNALS))
+        require_field("MonitorConfig", isinstance(self.probe, ProbeConfig), "probe", self.probe, "a ProbeConfig or a preset name")
+        require_field("MonitorConfig", self.signal in SIGNALS, "signal", self.signal, " or ".join(repr(k) for k in SIGNALS))
         if self.mode is None:
             object.__setattr__(self, "mode", SIGNALS[self.signal])
-        _require(self.mode in ("max", "min"), "mode", self.mode, "'max', 'min' or None (the signal's own)")
-        _require(self.target is None or (isinstance(self.target, (int, float)) and math.isfinite(self.target)),
+        require_field("MonitorConfig", self.mode in ("max", "min"), "mode", self.mode, "'max', 'min' or None (the signal's own)")
+        require_field("MonitorConfig", self.target is None or (isinstance(self.target, (int, float)) and math.isfinite(self.target)),
                  "target", self.target, "None or a finite number")
-        _require(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+        require_field("MonitorConfig", self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
                  "patience", self.patience, "None or an int >= 1")
-        _require(self.min_delta >= 0, "min_delta", self.min_delta, "a number >= 0")
-        _require(0 <= self.regularization_min <= self.regularization_max, "regularization_min",
+        require_field("MonitorConfig", self.min_delta >= 0, "min_delta", self.min_delta, "a number >= 0")
+        require_field("MonitorConfig", 0 <= self.regularization_min <= self.regularization_max, "regularization_min",
                  (self.regularization_min, self.regularization_max), "0 <= regularization_min <= regularization_max")
-        _require(self.regularization_scale is None or self.regularization_scale > 0,
+        require_field("MonitorConfig", self.regularization_scale is None or self.regularization_scale > 0,
                  "regularization_scale", self.regularization_scale, "None or a number > 0")
-        _require(self.max_consecutive_failures is None
+        require_field("MonitorConfig", self.max_consecutive_failures is None
                  or (isinstance(self.max_consecutive_failures, int) and self.max_consecutive_failures >= 1),
                  "max_consecutive_failures", self.max_consecutive_failures, "None or an int >= 1")
-        _require(self.on_max_failures in ("disable", "raise"), "on_max_failures", self.on_max_failures,
+        require_field("MonitorConfig", self.on_max_failures in ("disable", "raise"), "on_max_failures", self.on_max_failures,
                  "'disable' or 'raise'")
-        _require(self.log_fn is None or callable(self.log_fn), "log_fn", self.log_fn, "None or a callable")
+        require_field("MonitorConfig", self.log_fn is None or callable(self.log_fn), "log_fn", self.log_fn, "None or a callable")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields (log_fn left out)."""
@@ -330,7 +319,7 @@ class ProbeRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        return {key: _to_json_float(value) if isinstance(value, float) else value for key, value in data.items()}
+        return {key: json_number(value) if isinstance(value, float) else value for key, value in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeRecord":

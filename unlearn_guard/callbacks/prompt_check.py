@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..attacks.concept_inversion import _is_int, _is_number, prompt_success
+from ..attacks.concept_inversion import prompt_success
+from ..validation import is_int, is_number
 from ..attacks.judges import judge_name
 from ..errors import InputError
 
@@ -50,11 +51,11 @@ class PromptCheck:
         for name, ok, expected in (
             ("prompt", isinstance(self.prompt, str) and self.prompt.strip() != "", "a non-empty prompt"),
             ("judge", callable(self.judge), "a callable images -> one bool per image"),
-            ("max_success", _is_number(self.max_success) and 0 <= self.max_success <= 1, "a number in [0, 1]"),
-            ("n", _is_int(self.n) and self.n >= 1, "an int >= 1"),
-            ("seed", _is_int(self.seed) and 0 <= self.seed < 2**62, "an int >= 0"),
-            ("num_steps", _is_int(self.num_steps) and self.num_steps >= 1, "an int >= 1"),
-            ("guidance_scale", _is_number(self.guidance_scale) and self.guidance_scale >= 1, "a number >= 1"),
+            ("max_success", is_number(self.max_success) and 0 <= self.max_success <= 1, "a number in [0, 1]"),
+            ("n", is_int(self.n) and self.n >= 1, "an int >= 1"),
+            ("seed", is_int(self.seed) and 0 <= self.seed < 2**62, "an int >= 0"),
+            ("num_steps", is_int(self.num_steps) and self.num_steps >= 1, "an int >= 1"),
+            ("guidance_scale", is_number(self.guidance_scale) and self.guidance_scale >= 1, "a number >= 1"),
         ):
             if not ok:
                 shown = type(self.judge).__name__ if name == "judge" else repr(getattr(self, name))

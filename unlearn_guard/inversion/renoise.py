@@ -31,7 +31,7 @@ import torch
 
 from ..config import InversionConfig, RegularizationConfig
 from ..errors import NonFiniteError
-from ..kernels._dispatch import Backend, check_backend
+from ..kernels.dispatch import Backend, check_backend
 from ..kernels.noise_regularization import autocorr_levels, draw_roll_offsets, noise_regularization
 from ..kernels.renoise_update import inverse_step_coefficients, renoise_update
 from ..models.bundle import DiffusionModel

@@ -13,24 +13,11 @@ from typing import Any
 import torch
 
 from ..errors import InputError, NonFiniteError
+from ..validation import is_int, is_number, require  # noqa: F401 - re-exported to the losses
 from ..inversion.schedule import DDIMSchedule, ddim_step, inverse_ddim_step
 from ..models.bundle import DiffusionModel
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def require(condition: bool, name: str, value: Any, expected: str) -> None:
-    """Raise InputError naming the argument, the value received and what was expected."""
-    if not condition:
-        raise InputError(f"{name}: got {value!r}; expected {expected}")
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def compute_dtype(model: DiffusionModel) -> torch.dtype:

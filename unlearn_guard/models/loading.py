@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import InputError, ModelError, NonFiniteWeightsError, StateDictMismatchError
+from ..errors import InputError, ModelError, NonFiniteWeightsError, StateDictMismatchError, one_line
 from .bundle import DiffusionModel, module_device_dtype, unwrap_unet
 from .checks import listing, non_finite_tensors
 
@@ -202,7 +202,7 @@ _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 def _one_line(error: BaseException) -> str:
     """An exception's text on one line, without terminal colour codes."""
-    return " ".join(_ANSI_ESCAPE.sub("", str(error)).split())
+    return one_line(_ANSI_ESCAPE.sub("", str(error)))
 
 
 def _refused_pickle_message(file: Path, error: BaseException) -> str:

@@ -27,7 +27,7 @@ import torch
 
 from ..config import DistanceKind
 from ..errors import InputError, InsufficientDataError, NonFiniteError
-from ..kernels._dispatch import Backend
+from ..kernels.dispatch import Backend
 from ..kernels.seed_statistics import squared_error, sum_of_squares
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 import warnings
@@ -68,7 +67,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import torch
 
-from ..config import _require
+from ..validation import is_int, is_number, require_field
 from ..errors import InputError, ModelError, NonFiniteError
 from ..inversion.renoise import Conditioning, NoisePredictor
 from ..inversion.schedule import DDIMSchedule, ddim_schedule, ddim_step
@@ -99,14 +98,6 @@ ESD_TARGET_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 ESD_CONFIG_FILE = "esd_config.json"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -153,33 +144,33 @@ class ESDConfig:
     memory_loss_every: int = 1
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.concept, str) and self.concept.strip() != "", "concept", self.concept, "a non-empty prompt")
-        _require(self.method in ESD_TARGET_MODULES, "method", self.method, "'esd-x' or 'esd-u'")
-        _require(_is_number(self.negative_guidance) and self.negative_guidance >= 0, "negative_guidance",
+        require_field("config", isinstance(self.concept, str) and self.concept.strip() != "", "concept", self.concept, "a non-empty prompt")
+        require_field("config", self.method in ESD_TARGET_MODULES, "method", self.method, "'esd-x' or 'esd-u'")
+        require_field("config", is_number(self.negative_guidance) and self.negative_guidance >= 0, "negative_guidance",
                  self.negative_guidance, "a finite number >= 0")
-        _require(_is_number(self.start_guidance) and self.start_guidance >= 0, "start_guidance",
+        require_field("config", is_number(self.start_guidance) and self.start_guidance >= 0, "start_guidance",
                  self.start_guidance, "a finite number >= 0")
-        _require(_is_int(self.iterations) and self.iterations >= 1, "iterations", self.iterations, "an int >= 1")
-        _require(_is_number(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
-        _require(_is_int(self.rank) and self.rank >= 1, "rank", self.rank, "an int >= 1")
+        require_field("config", is_int(self.iterations) and self.iterations >= 1, "iterations", self.iterations, "an int >= 1")
+        require_field("config", is_number(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        require_field("config", is_int(self.rank) and self.rank >= 1, "rank", self.rank, "an int >= 1")
         if self.lora_alpha is None:
             object.__setattr__(self, "lora_alpha", float(self.rank))
-        _require(_is_number(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", self.lora_alpha,
+        require_field("config", is_number(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", self.lora_alpha,
                  "a finite number > 0 (or None for alpha = rank)")
-        _require(_is_int(self.ddim_steps) and self.ddim_steps >= 1, "ddim_steps", self.ddim_steps, "an int >= 1")
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an int >= 0")
-        _require(_is_number(self.memory_weight) and self.memory_weight >= 0, "memory_weight", self.memory_weight,
+        require_field("config", is_int(self.ddim_steps) and self.ddim_steps >= 1, "ddim_steps", self.ddim_steps, "an int >= 1")
+        require_field("config", is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an int >= 0")
+        require_field("config", is_number(self.memory_weight) and self.memory_weight >= 0, "memory_weight", self.memory_weight,
                  "a finite number >= 0 (0 = off)")
-        _require(_is_number(self.memory_fraction) and 0 <= self.memory_fraction <= 1, "memory_fraction",
+        require_field("config", is_number(self.memory_fraction) and 0 <= self.memory_fraction <= 1, "memory_fraction",
                  self.memory_fraction, "a number in [0, 1]")
         if isinstance(self.memory_loss, dict):
             object.__setattr__(self, "memory_loss", memory_loss_config_from_dict(self.memory_loss))
-        _require(self.memory_loss is None or isinstance(self.memory_loss, MemoryLossConfig), "memory_loss",
+        require_field("config", self.memory_loss is None or isinstance(self.memory_loss, MemoryLossConfig), "memory_loss",
                  self.memory_loss, "None or a memory loss config (unlearn_guard.losses)")
-        _require(self.memory_loss_weight == "monitor" or (_is_number(self.memory_loss_weight)
+        require_field("config", self.memory_loss_weight == "monitor" or (is_number(self.memory_loss_weight)
                                                           and self.memory_loss_weight >= 0),
                  "memory_loss_weight", self.memory_loss_weight, "a finite number >= 0 or 'monitor'")
-        _require(_is_int(self.memory_loss_every) and self.memory_loss_every >= 1, "memory_loss_every",
+        require_field("config", is_int(self.memory_loss_every) and self.memory_loss_every >= 1, "memory_loss_every",
                  self.memory_loss_every, "an int >= 1")
 
     @property

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import InputError
-from ._dispatch import HAS_TRITON, Backend, in_layout_of, resolve_backend
+from .dispatch import HAS_TRITON, Backend, in_layout_of, resolve_backend
 
 if HAS_TRITON:
     import triton

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ._dispatch import HAS_TRITON, Backend, in_layout_of, next_power_of_2, resolve_backend
+from .dispatch import HAS_TRITON, Backend, in_layout_of, next_power_of_2, resolve_backend
 
 if HAS_TRITON:
     import triton

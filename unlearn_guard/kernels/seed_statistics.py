@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ._dispatch import HAS_TRITON, Backend, resolve_backend
+from .dispatch import HAS_TRITON, Backend, resolve_backend
 
 if HAS_TRITON:
     import triton
