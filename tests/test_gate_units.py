@@ -269,7 +269,7 @@ def test_file_hash_matches_hashlib(tmp_path):
 # --------------------------------------------------------------------------- output folder and image sizes
 def test_writes_that_fail_name_the_file_and_leave_no_temporary_file(tmp_path):
     from unlearn_guard.errors import OutputError
-    from unlearn_guard.results import write_text_atomic
+    from unlearn_guard.files import write_text_atomic
 
     (tmp_path / "blocker").write_text("a file where a folder should be")
     with pytest.raises(OutputError) as caught:
@@ -286,7 +286,7 @@ def test_writes_that_fail_name_the_file_and_leave_no_temporary_file(tmp_path):
 
 def test_unwritable_output_folders_are_found_without_leaving_anything(tmp_path):
     from unlearn_guard.errors import OutputError
-    from unlearn_guard.results import check_writable_folder
+    from unlearn_guard.files import check_writable_folder
 
     (tmp_path / "blocker").write_text("x")
     with pytest.raises(OutputError, match=r"--output: '.*blocker/out' cannot be created: '.*blocker' is a file"):

@@ -219,7 +219,7 @@ def test_atomic_write_leaves_no_temporary_file_and_a_normal_mode(tmp_path):
     import os
     import stat
 
-    from unlearn_guard.results import write_text_atomic
+    from unlearn_guard.files import write_text_atomic
 
     target = write_text_atomic(tmp_path / "sub" / "result.json", "{}")
     assert target.read_text() == "{}"

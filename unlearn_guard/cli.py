@@ -292,7 +292,7 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
     from .gate.runner import check_device, check_dtype, load_and_probe, load_folder, model_resolution
     from .gate.runner import resolve_model_source, thumbnail_rows
     from .report.loading import PROBE_KIND
-    from .results import check_writable_folder, write_text_atomic
+    from .files import check_writable_folder, write_text_atomic
 
     out = _Output(args)
     config = _probe_config(args)
@@ -445,7 +445,7 @@ def _report(args: argparse.Namespace) -> int:
     from .gate.runner import summary_line
     from .report.html import render_report
     from .report.loading import load_report
-    from .results import write_text_atomic
+    from .files import write_text_atomic
 
     out = _Output(args)
     report = load_report(args.result)

@@ -48,7 +48,7 @@ from .gate.folders import save_image_folder
 from .losses import AnchorPathConfig
 from .probe import probe
 from .provenance import provenance
-from .results import write_text_atomic
+from .files import write_text_atomic
 from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
 from .signal import DEFAULT_MAX_MEMORY
 from .world import SHAPES, WEIGHTS_DIR, concept_prompt, load_classifier, load_world_model

@@ -29,7 +29,7 @@ def require(condition: bool, name: str, value: Any, expected: str) -> None:
         raise InputError(f"{name}: got {value!r}; expected {expected}")
 
 
-def require_field(condition: bool, owner: str, field: str, value: Any, expected: str) -> None:
+def require_field(owner: str, condition: bool, field: str, value: Any, expected: str) -> None:
     """`require` for a config dataclass's field: "<owner> field '<field>': got ..., expected ..."."""
     if not condition:
         raise InputError(f"{owner} field {field!r}: got {value!r}, expected {expected}")

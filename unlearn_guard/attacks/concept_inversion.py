@@ -174,7 +174,7 @@ class LearnedEmbedding:
                            metadata={"format": "pt"})
         _write_bytes_atomic(path / EMBEDDING_FILE, payload)
         data = {**self.to_dict(), "losses": list(self.losses)}
-        from ..results import write_text_atomic
+        from ..files import write_text_atomic
 
         write_text_atomic(path / METADATA_FILE, json.dumps(data, indent=1))
         return path

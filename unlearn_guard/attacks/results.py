@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..results import ProbeResult, write_text_atomic
+from ..files import write_text_atomic
+from ..results import ProbeResult
 from ..validation import json_number
 from ..signal.memory_score import MemoryScoreResult
 

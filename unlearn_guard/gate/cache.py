@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..results import write_text_atomic
+from ..files import write_text_atomic
 
 CACHE_VERSION = 1
 # Fields that cannot change a number: progress bars, and the chunk size (every random draw comes

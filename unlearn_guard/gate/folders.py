@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..io import PROMPTS_CSV
-from ..results import write_text_atomic
+from ..files import write_text_atomic
 
 
 def save_image_folder(folder: str | os.PathLike, pixels: torch.Tensor, prompts: Sequence[str],

@@ -43,7 +43,8 @@ from ..errors import InputError, InsufficientDataError, OutputError, UnlearnGuar
 from ..io import ImageSet, load_image_set
 from ..probe import ProbeFailure, probe
 from ..provenance import package_versions, provenance
-from ..results import ProbeResult, check_writable_folder, write_text_atomic
+from ..files import check_writable_folder, write_text_atomic
+from ..results import ProbeResult
 from .attacks import CONCEPT_INVERSION_DIR, AttackSettings, concept_inversion_part, multi_memory_part
 from .cache import ResultCache, cache_key
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
