@@ -156,7 +156,7 @@ class ProbeResult:
         sharded = (self.provenance.get("distributed") or {}).get("sharded")
         if not sharded:
             return True
-        from .distributed import rank
+        from .distributed.process_group import rank
 
         return rank() == 0
 
