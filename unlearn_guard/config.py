@@ -9,18 +9,14 @@ Presets (SPEC.md sections 2 and 5); "UNet evaluations" count samples (a batch of
     + 50 for the reconstruction = 350 per image.
   - `fast`: 10 DDIM steps, K=1 with a reachable window (0, 2) on every step (so every step
     averages and regularises), otherwise as `mofc`. 3 evaluations per inversion step (the KL
-    target batched into the first call) + 10 for the reconstruction = 40 per image. Measured
-    over the 14 calibration models (benchmarks/calibrate_memory_signal.py: circle and square;
-    original, retrained, ESD-x at 75/150/300 iterations, ESD-u, memory-seed ESD), its memory
-    score ranks them like `mofc`'s with Spearman rho = 0.863 (tune images) and 0.934 (held-out):
-    below the 0.9 the monitor needs on one split, and it puts the retrained world halfway
-    (M 0.45 to 0.55 for circle).
+    target batched into the first call) + 10 for the reconstruction = 40 per image. How well
+    its memory score ranks the calibration models like `mofc`'s is measured by
+    benchmarks/calibrate_memory_signal.py (numbers in benchmarks/RESULTS.md and docs/probe.md).
   - `track`: the monitor's default. Plain DDIM inversion (K=0, no averaging, no regularisation),
     20 steps: 20 + 20 = 40 UNet evaluations per image, as `fast`, about 9x fewer than `mofc`.
-    Over the same 14 models its memory score ranks them like `mofc`'s with Spearman rho = 0.947
-    (tune) and 0.991 (held-out); original vs retrained image AUROC of m 0.889 / 0.946. The
-    cheapest preset measured that meets rho >= 0.9 on both splits (10-step DDIM: 0.893 / 0.714 on
-    circle's 7 models alone). Use it to watch a run; gate with `mofc`.
+    The cheapest preset whose memory score ranks the calibration models like `mofc`'s with
+    Spearman rho >= 0.9 on both the tune and the held-out split (benchmarks/RESULTS.md). Use it
+    to watch a run; gate with `mofc`.
   - `ddim`: plain DDIM inversion (K=0, no averaging, no regularisation), 50 steps: 100 per image.
 """
 
@@ -142,10 +138,6 @@ class InversionConfig:
     def window_for(self, timestep: int) -> tuple[int, int]:
         """The averaging window for one inversion timestep (SPEC 2.4)."""
         return self.early_window if timestep < self.window_split_timestep else self.late_window
-
-    @property
-    def uses_cfg(self) -> bool:
-        return self.guidance_scale > 1.0 or self.reconstruction_guidance_scale > 1.0
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def check_normal_nll(values: Any) -> torch.Tensor:
     return tensor
 
 
-def _auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
+def auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
     if config.batch_size is not None:
         return min(config.batch_size, count)
     return min(_CUDA_AUTO_BATCH if device.type == "cuda" else _CPU_AUTO_BATCH, count)
@@ -274,7 +274,7 @@ def probe_image_set(
 ) -> SetProbe:
     """Invert, reconstruct and measure one image set (no d_N). Inputs must be validated already."""
     schedule = schedule or ddim_schedule(model.scheduler_config, config.inversion.num_steps)
-    batch_size = _auto_batch_size(config, model.device, len(images))
+    batch_size = auto_batch_size(config, model.device, len(images))
     started = time.perf_counter()
     with tqdm(
         total=len(images) * 2 * schedule.num_steps,
@@ -545,7 +545,7 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
                                                warn_stacklevel=7 if group.is_main else None)
         local["seed_shape"] = seed_shape_of(checked, sets["erased"])
         schedule = ddim_schedule(checked.scheduler_config, config.inversion.num_steps)
-        sizes = {label: _auto_batch_size(config, checked.device, len(part)) for label, part in sets.items()}
+        sizes = {label: auto_batch_size(config, checked.device, len(part)) for label, part in sets.items()}
         units = [unit for label, part in sets.items() for unit in probe_units(label, len(part), sizes[label])]
         local["units"] = len(units)
         mine = [units[i] for i in group.shard([len(unit.indices) for unit in units])]

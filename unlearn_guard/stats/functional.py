@@ -36,7 +36,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)  # 0.9189385..., the per-entry con
 _PSNR_RANGE_TOLERANCE = 1e-6
 
 
-def _first_indices(indices: Sequence[int], limit: int = 10) -> str:
+def first_indices(indices: Sequence[int], limit: int = 10) -> str:
     shown = ", ".join(str(i) for i in indices[:limit])
     return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
 
@@ -63,12 +63,12 @@ def seed_nll(seeds: torch.Tensor, backend: Backend = "torch") -> torch.Tensor:
     z = seeds.detach().reshape(seeds.shape[0], -1)  # (B, D)
     bad = (~torch.isfinite(z)).any(dim=1).nonzero().flatten().tolist()
     if bad:
-        raise NonFiniteError(f"seeds: NaN or Inf in the seeds at batch indices [{_first_indices(bad)}]")
+        raise NonFiniteError(f"seeds: NaN or Inf in the seeds at batch indices [{first_indices(bad)}]")
     entries_per_seed = z.shape[1]
     return 0.5 * sum_of_squares(z, backend=backend) + entries_per_seed * _HALF_LOG_2PI  # (B,)
 
 
-def _check_seed_shape(seed_shape: Any) -> tuple[int, ...]:
+def check_seed_shape(seed_shape: Any) -> tuple[int, ...]:
     shape = tuple(seed_shape) if isinstance(seed_shape, (tuple, list, torch.Size)) else None
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
         raise InputError(f"seed_shape: expected a non-empty tuple of positive ints, got {seed_shape!r}")
@@ -86,7 +86,7 @@ def normal_nll_set(seed_shape: tuple[int, ...], n: int, seed: int, one_at_a_time
     Returns:
         (n,) float64 on CPU.
     """
-    shape = _check_seed_shape(seed_shape)
+    shape = check_seed_shape(seed_shape)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InputError(f"n: expected an int >= 1 (number of N(0, I) draws), got {n!r}")
     generator = torch.Generator().manual_seed(int(seed))
@@ -127,14 +127,14 @@ def psnr(
         x = x.detach().flatten(1)  # (B, C*H*W)
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten().tolist()
         if bad:
-            raise NonFiniteError(f"{name}: NaN or Inf in images at batch indices [{_first_indices(bad)}]")
+            raise NonFiniteError(f"{name}: NaN or Inf in images at batch indices [{first_indices(bad)}]")
         low, high = x.min().item(), x.max().item()
         if low < -_PSNR_RANGE_TOLERANCE or high > 1.0 + _PSNR_RANGE_TOLERANCE:
             outside = ((x < -_PSNR_RANGE_TOLERANCE) | (x > 1.0 + _PSNR_RANGE_TOLERANCE)).any(dim=1)
             indices = outside.nonzero().flatten().tolist()
             raise InputError(
                 f"{name}: values must lie in [0, 1], got min {low:.6g} and max {high:.6g} "
-                f"(images at batch indices [{_first_indices(indices)}])"
+                f"(images at batch indices [{first_indices(indices)}])"
             )
     # Clamp to [0, 1] (and 8-bit rounding) happen inside the squared-error reduction.
     mse = squared_error(reconstruction, target, quantize, backend=backend) / reconstruction[0].numel()  # (B,)
@@ -159,7 +159,7 @@ def _as_sample(values: ArrayLike, name: str, minimum: int = 1) -> np.ndarray:
         raise InsufficientDataError(f"{name}: has {array.size} values, at least {minimum} needed")
     bad = np.flatnonzero(~np.isfinite(array)).tolist()
     if bad:
-        raise NonFiniteError(f"{name}: NaN or Inf at indices [{_first_indices(bad)}]")
+        raise NonFiniteError(f"{name}: NaN or Inf at indices [{first_indices(bad)}]")
     return array
 
 
@@ -184,7 +184,7 @@ _DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def _distance_function(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
+def distance_function(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
     if kind not in _DISTANCES:
         raise InputError(f"kind: unknown distance kind {kind!r}; expected one of {sorted(_DISTANCES)}")
     return _DISTANCES[kind]
@@ -202,7 +202,7 @@ def wasserstein_1(a: ArrayLike, b: ArrayLike) -> float:
 
 def nll_distance(a: ArrayLike, b: ArrayLike, kind: DistanceKind) -> float:
     """D(A, B) of SPEC 5 for `kind` "mofc" (Gaussian squared W2) or "w1" (empirical W1)."""
-    distance = _distance_function(kind)
+    distance = distance_function(kind)
     return distance(_as_sample(a, "a"), _as_sample(b, "b"))
 
 
@@ -224,7 +224,7 @@ def _distances_to_normal(
     erased: np.ndarray, reference: np.ndarray, normal: np.ndarray, kind: str
 ) -> tuple[float, float]:
     """(D(E, N), D(R, N)); raises when D(R, N) == 0 makes d_N undefined."""
-    distance = _distance_function(kind)
+    distance = distance_function(kind)
     erased_to_normal, reference_to_normal = distance(erased, normal), distance(reference, normal)
     if reference_to_normal == 0.0:
         raise InputError(
@@ -256,7 +256,7 @@ def _bootstrap(
 ) -> tuple[float, float]:
     if samples == 0:
         return math.nan, math.nan
-    distance = _distance_function(kind)
+    distance = distance_function(kind)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
@@ -275,7 +275,7 @@ def _bootstrap(
     return float(low), float(high)
 
 
-def _check_bootstrap_arguments(samples: int, confidence: float, seed: int) -> None:
+def check_bootstrap_arguments(samples: int, confidence: float, seed: int) -> None:
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
         raise InputError(f"bootstrap samples: expected an int >= 0, got {samples!r}")
     if not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
@@ -296,9 +296,9 @@ def bootstrap_interval(
         (low, high), the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the
         resampled d_N; (nan, nan) when `samples` is 0 (or no resample had a nonzero denominator).
     """
-    _check_bootstrap_arguments(samples, confidence, seed)
+    check_bootstrap_arguments(samples, confidence, seed)
     erased, reference, normal = _nll_sets(nll_erased, nll_reference, nll_normal)
-    _distance_function(kind)
+    distance_function(kind)
     return _bootstrap(erased, reference, normal, kind, samples, confidence, seed)
 
 
@@ -343,7 +343,7 @@ def memory_distance(
     seed: int = 0,
 ) -> MemoryDistanceResult:
     """d_N(E, R) with its bootstrap interval and set sizes; the functional twin of `MemoryDistance`."""
-    _check_bootstrap_arguments(bootstrap_samples, confidence, seed)
+    check_bootstrap_arguments(bootstrap_samples, confidence, seed)
     erased, reference, normal = _nll_sets(nll_erased, nll_reference, nll_normal)
     erased_to_normal, reference_to_normal = _distances_to_normal(erased, reference, normal, kind)
     ci_low, ci_high = _bootstrap(erased, reference, normal, kind, bootstrap_samples, confidence, seed)

@@ -21,10 +21,10 @@ from ..config import DistanceKind
 from ..errors import InputError, NonFiniteError
 from .functional import (
     MemoryDistanceResult,
-    _check_bootstrap_arguments,
-    _check_seed_shape,
-    _distance_function,
-    _first_indices,
+    check_bootstrap_arguments,
+    check_seed_shape,
+    distance_function,
+    first_indices,
     memory_distance,
     normal_nll_set,
     seed_nll,
@@ -78,12 +78,12 @@ class MemoryDistance(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _distance_function(kind)
+        distance_function(kind)
         if not isinstance(n_normal, int) or isinstance(n_normal, bool) or n_normal < 2:
             raise InputError(f"n_normal: expected an int >= 2, got {n_normal!r}")
         if not isinstance(normal_seed, int) or isinstance(normal_seed, bool):
             raise InputError(f"normal_seed: expected an int, got {normal_seed!r}")
-        _check_bootstrap_arguments(bootstrap_samples, confidence, normal_seed)
+        check_bootstrap_arguments(bootstrap_samples, confidence, normal_seed)
         if not isinstance(reset_reference, bool):
             raise InputError(f"reset_reference: expected a bool, got {reset_reference!r}")
         self.kind = kind
@@ -92,7 +92,7 @@ class MemoryDistance(Metric):
         self.bootstrap_samples = bootstrap_samples
         self.confidence = confidence
         self.reset_reference = reset_reference
-        self._initial_seed_shape = None if seed_shape is None else _check_seed_shape(seed_shape)
+        self._initial_seed_shape = None if seed_shape is None else check_seed_shape(seed_shape)
         self.seed_shape: Optional[tuple[int, ...]] = self._initial_seed_shape
 
         self.add_state("nll_erased", default=[], dist_reduce_fx="cat")
@@ -113,7 +113,7 @@ class MemoryDistance(Metric):
         nll = nll.detach().to(torch.float64)
         bad = (~torch.isfinite(nll)).nonzero().flatten().tolist()
         if bad:
-            raise NonFiniteError(f"nll ({subset} set): NaN or Inf at batch indices [{_first_indices(bad)}]")
+            raise NonFiniteError(f"nll ({subset} set): NaN or Inf at batch indices [{first_indices(bad)}]")
         getattr(self, _STATE_OF_SUBSET[subset]).append(nll)
 
     def update_seeds(self, seeds: torch.Tensor, subset: Subset) -> None:
