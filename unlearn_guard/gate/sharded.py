@@ -32,7 +32,7 @@ from ..models.checks import warn_long_prompts
 from ..probe import (
     ProbeFailure,
     ProbeUnit,
-    _auto_batch_size,
+    auto_batch_size,
     finish_probe,
     prepare_model,
     probe_units,
@@ -145,7 +145,7 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
         plan = group.gather(prepare, "the gate's checks")[0]["plan"]
         probe_config, sets = local["probe_config"], local["sets"]
         kind = local["device"].type if local["device"] is not None else "cpu"
-        sizes = {label: _auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
+        sizes = {label: auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
         per_checkpoint = sum(len(probe_units(label, len(part), sizes[label])) for label, part in sets.items())
         rounds = _rounds(plan, per_checkpoint, group.world_size)
         entries: dict[int, dict[str, Any]] = local.get("entries", {})
