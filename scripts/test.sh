@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: set up (.venv, then scripts/test_setup.sh for the HTML test's browser), then
-# pytest. Run through .venv/bin/pytest (not `python -m pytest`, which would put the repo root on
-# sys.path and expose our kernels/ folder as a top-level module).
+# The whole test suite: set up (.venv, then scripts/test_setup.sh for the HTML test's browser),
+# prove the real install (scripts/check_wheel.sh: the built wheel, installed non-editable into a
+# fresh venv outside the checkout, imports every module and gates the shipped world), then pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/env.sh"
 bash "$root/scripts/test_setup.sh"
+bash "$root/scripts/check_wheel.sh"
 cd "$root"
 exec "$root/.venv/bin/pytest" -q "$@"

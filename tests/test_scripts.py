@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 def scratch(tmp_path):
     root = tmp_path / "repo"
     shutil.copytree(REPO / "scripts", root / "scripts")
+    # A stand-in for the wheel check (it builds and installs the real package: tested by running it in CI).
+    (root / "scripts" / "check_wheel.sh").write_text("#!/bin/sh\necho ran check_wheel\n")
     shutil.copy(REPO / ".ci" / "run", tmp_path / "ci_run")
     pyproject = (REPO / "pyproject.toml").read_bytes()
     (root / "pyproject.toml").write_bytes(pyproject)
@@ -52,7 +54,7 @@ def _run(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_the_main_job_installs_no_browser(scratch):
     root, env, calls = scratch
     done = _run(root / "scripts" / "demo.sh", env)
-    assert "ran unlearn-guard demo" in done.stdout
+    assert "ran unlearn-guard demo" in done.stdout and "check_wheel" not in done.stdout
     assert not calls.exists(), f"demo.sh ran apt-get: {calls.read_text()}"
     assert "apt-get" not in (REPO / "scripts" / "env.sh").read_text()
 
@@ -60,7 +62,7 @@ def test_the_main_job_installs_no_browser(scratch):
 def test_the_test_set_up_installs_chromium_when_missing(scratch):
     root, env, calls = scratch
     done = _run(root / "scripts" / "test.sh", env)
-    assert "ran pytest -q" in done.stdout
+    assert done.stdout.splitlines()[-2:] == ["ran check_wheel", "ran pytest -q"]  # the real install first
     assert calls.read_text().splitlines() == ["update", "install -y --no-install-recommends chromium"]
     calls.unlink()
     present = {**env, "UNLEARN_GUARD_CHROMIUM": shutil.which("sh")}  # an executable that exists: nothing to do
