@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InputError
-from .validation import require_field
+from .validation import require_field, require_known_fields
 
 Z0Mode = Literal["sample", "mean"]
 DistanceKind = Literal["mofc", "w1"]
@@ -263,10 +263,7 @@ class ProbeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"ProbeConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        require_known_fields(cls, data)
         data = dict(data)
         if isinstance(data.get("inversion"), dict):
             inv = dict(data["inversion"])

@@ -7,7 +7,9 @@ here, and a number must be finite); `json_number` writes the floats JSON cannot 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import InputError, InsufficientDataError
@@ -47,3 +49,11 @@ def json_number(value: float | None) -> float | str | None:
     if value is None or math.isfinite(value):
         return value
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def require_known_fields(cls: type, data: Mapping[str, Any]) -> None:
+    """A config's from_dict: refuse keys that are not fields of the dataclass `cls`, naming them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise InputError(f"{cls.__name__}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
