@@ -24,7 +24,7 @@ from unlearn_guard.callbacks import (
     decisive_value,
     default_probe_fn,
 )
-from unlearn_guard.callbacks import monitor as monitor_module
+from unlearn_guard.callbacks import decision as decision_module
 from unlearn_guard.config import InversionConfig, ProbeConfig
 from unlearn_guard.errors import InputError, InsufficientDataError, ModelError, NonFiniteError
 from unlearn_guard.models import DiffusionModel, snapshot_module_state
@@ -248,7 +248,7 @@ def test_every_decision_reads_the_signal_through_one_function(tiny_model, concep
     assert not by_interval.step(2)                                      # low 1.9 < 2.0
     assert by_interval.best_bound == 1.9
 
-    monkeypatch.setattr(monitor_module, "decisive_value", lambda signal, mode: signal.value)
+    monkeypatch.setattr(decision_module, "decisive_value", lambda signal, mode: signal.value)
     by_point = make_monitor(tiny_model, concept, reference, scripted(outcomes), **config)
     by_point.step(1)
     assert by_point.regularization_weight == pytest.approx(0.5)        # gap = 2.0 - 1.5

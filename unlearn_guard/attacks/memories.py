@@ -257,6 +257,135 @@ def _distinct(memory: list[float | None], reconstructs: list[bool], cosine: torc
     return [j in counted for j in range(len(memory))]
 
 
+def _decoder_inversions(model: DiffusionModel, support_set: ImageSet, targets: torch.Tensor, pairs: list[tuple[int, int]],
+                        pair_names: list[str], search: MemorySearchConfig, config: ProbeConfig) -> torch.Tensor:
+    """Steps 1-2: each support image from its encoder mean, then each (image, support) pair toward
+    its query `targets` (P, 3, H, W) in [0, 1]; z0(s->q) (P, C, h, w), unscaled, on the CPU."""
+    extra = len(support_set)
+    support_targets = (support_set.pixels + 1) / 2
+    with tqdm(total=search.steps * (extra + len(pairs)), desc=f"decoder inversion ({search.fidelity})",
+              unit="step", disable=not config.progress, leave=False) as bar:
+        support_mean = torch.cat([model.encode_images(support_set.pixels[k : k + 1], None, mode="mean")
+                                  for k in range(extra)]) / model.scaling_factor  # (S, C, h, w) unscaled
+        z_support = _decoder_stage(model, support_targets, support_mean, search, support_set.names, bar)
+        return _decoder_stage(model, targets, z_support[[j for _, j in pairs]], search, pair_names, bar)
+
+
+def _diffusion_inversions(model: DiffusionModel, queries: ImageSet, pairs: list[tuple[int, int]], pair_names: list[str],
+                          z_pairs: torch.Tensor, decoded: torch.Tensor, targets: torch.Tensor,
+                          search: MemorySearchConfig, config: ProbeConfig) -> dict[str, Any]:
+    """Steps 3-4 for every pair, per chunk: diffusion inversion of z0(s->q) with the query's prompt
+    (re-encoded from the 8-bit decoding `decoded` in variant "released"), reconstruction, NLL, PSNR."""
+    from ..probe import image_generators, run_chunked
+
+    schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
+    with tqdm(total=len(pairs) * 2 * schedule.num_steps, desc=f"memories ({config.preset})",
+              unit="img-step", disable=not config.progress, leave=False) as bar:
+        def work(indices: list[int]) -> dict[str, Any]:
+            generators = [image_generators(config, f"memory{pairs[k][1] + 1}", [pairs[k][0]])[0]
+                          for k in indices]
+            if search.variant == "released":  # decode to 8 bits and re-encode (the MoFC code)
+                pixels = (decoded[indices].clamp(0, 1) * 255).round() / 255 * 2 - 1
+                z0 = model.encode_images(pixels, generators, mode=config.inversion.z0_mode)
+                if config.rng == "released":
+                    from ..probe import consume_released_extra_draws
+
+                    consume_released_extra_draws(generators, z0.shape[1:])
+            else:  # invert the decoder-inverted latent directly (the paper's figure)
+                z0 = z_pairs[indices].to(model.device) * model.scaling_factor
+            return _invert_chunk(model, z0.float(), [queries.prompts[pairs[k][0]] for k in indices],
+                                 targets[indices], generators, [pair_names[k] for k in indices],
+                                 schedule, config, bar)
+
+        batch = min(config.batch_size or (16 if model.device.type == "cuda" else 4), len(pairs))
+        chunks = run_chunked(len(pairs), batch, work)
+    return {key: (torch.cat([c[key] for c in chunks]) if key != "diverged" else [d for c in chunks for d in c[key]])
+            for key in chunks[0]}
+
+
+def _search_support(model: DiffusionModel, queries: ImageSet, support_set: ImageSet, search: MemorySearchConfig,
+                    config: ProbeConfig, seconds: dict[str, float], started: float) -> tuple[dict[str, Any], torch.Tensor]:
+    """Memories 1..M-1 of every image (steps 1-4), with the weights frozen: (per-pair seeds, NLL,
+    PSNR, divergence and reconstructions, decoder PSNR (P,) float64). Adds the stage times to `seconds`."""
+    extra = search.memories - 1
+    pairs = [(i, j) for i in range(len(queries)) for j in range(extra)]  # memory j + 1 of image i
+    pair_names = [f"{queries.names[i]} from {support_set.names[j]}" for i, j in pairs]
+    targets = ((queries.pixels + 1) / 2)[[i for i, _ in pairs]]  # (P, 3, H, W) in [0, 1]
+    with preserve_module_state(*model.modules()):
+        for module in model.modules():
+            module.requires_grad_(False)  # gradients reach the latents only; flags come back on exit
+        z_pairs = _decoder_inversions(model, support_set, targets, pairs, pair_names, search, config)
+        seconds["decoder_inversion"] = time.perf_counter() - started - seconds["probe"]
+        with torch.no_grad():
+            decoded = torch.cat([decode_unclamped(model.vae, z_pairs[k : k + 16].to(model.device)).cpu()
+                                 for k in range(0, len(pairs), 16)])  # (P, 3, H, W), unclamped
+            decoder_psnr = psnr(decoded.clamp(0, 1), targets, quantize=config.quantize_psnr)
+            found = _diffusion_inversions(model, queries, pairs, pair_names, z_pairs, decoded, targets, search, config)
+        seconds["diffusion_inversion"] = time.perf_counter() - started - sum(seconds.values())
+    return found, decoder_psnr
+
+
+def _all_seeds(single: Any, found: dict[str, Any], extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds (Q, M, C, h, w) and reconstructions (Q, M, 3, H, W): memory 0 from the single probe, then the found ones."""
+    own_seeds = single.erased.seeds  # (Q, C, h, w)
+    seeds = own_seeds[:, None].clone()
+    reconstructions = single.erased.reconstructions[:, None].clone()
+    if extra:
+        q = len(own_seeds)
+        seeds = torch.cat([seeds, found["seeds"].view(q, extra, *own_seeds.shape[1:])], dim=1)
+        reconstructions = torch.cat([reconstructions, found["reconstructions"].view(q, extra, *reconstructions.shape[2:])],
+                                    dim=1)
+    return seeds, reconstructions
+
+
+def _image_memories(i: int, queries: ImageSet, support_set: ImageSet | None, single: Any, found: dict[str, Any],
+                    decoder_psnr: torch.Tensor, seeds: torch.Tensor, search: MemorySearchConfig
+                    ) -> tuple[ImageMemories, tuple[float, float] | None]:
+    """Image i's memories (NLL, PSNR, m, reconstructs, distinct), and (NLL, PSNR) of its best
+    memory (highest m, then lowest index); None without the single probe's memory score."""
+    extra, anchors = search.memories - 1, single.memory
+    own = single.erased.images[i]
+    nll = [own.nll] + [float(found["nll"][i * extra + j]) for j in range(extra)]
+    values = [own.psnr] + [float(found["psnr"][i * extra + j]) for j in range(extra)]
+    diverged = [own.diverged] + [found["diverged"][i * extra + j] for j in range(extra)]
+    m: list[float | None] = [None] * search.memories
+    reconstructs: list[bool | None] = [None] * search.memories
+    distinct: list[bool | None] = [None] * search.memories
+    cosine = _cosine_matrix(seeds[i])
+    count = best = None
+    if anchors is not None:
+        per = image_memory(np.asarray(nll), np.asarray(values), anchors.nll_reference_mean, anchors.nll_normal_mean,
+                           anchors.psnr_cut)
+        m = [float(v) for v in per]
+        reconstructs = [bool(values[j] >= anchors.psnr_cut and m[j] > 0) for j in range(search.memories)]
+        flags = _distinct(m, [bool(r) for r in reconstructs], cosine, search.distinct_cosine)
+        distinct = list(flags)
+        count = int(sum(flags))
+        j_best = max(range(search.memories), key=lambda j: (m[j], -j))
+        best = (nll[j_best], values[j_best])
+    memories_i = [Memory(index=j, support=None if j == 0 else support_set.names[j - 1], nll=nll[j], psnr=values[j],
+                         decoder_psnr=None if j == 0 else float(decoder_psnr[i * extra + j - 1]), memory=m[j],
+                         reconstructs=reconstructs[j], distinct=distinct[j], diverged=diverged[j])
+                  for j in range(search.memories)]
+    euclid = (seeds[i].flatten(1).double() - seeds[i, 0].flatten().double()).norm(dim=1)
+    return ImageMemories(name=queries.names[i], prompt=queries.prompts[i], sha256=queries.sha256[i],
+                         memories=memories_i, cosine=cosine.tolist(), euclidean_to_own=euclid.tolist(),
+                         distinct_memories=count), best
+
+
+def _best_of_m_score(best_nll: list[float], best_psnr: list[float], single: Any,
+                     config: ProbeConfig) -> tuple[Any, str | None]:
+    """The memory score of each image's best memory against the single probe's R and N sets:
+    (score, None), or (None, why) when there are too few numbers for it."""
+    reference_part = single.reference
+    try:
+        return memory_score(best_nll, best_psnr, reference_part.nll, reference_part.psnr, single.normal_nll,
+                            psnr_margin_db=config.memory_psnr_margin_db, bootstrap_samples=config.bootstrap_samples,
+                            confidence=config.confidence, seed=anchors_seed(config)), None
+    except InsufficientDataError as error:
+        return None, f"best-of-M memory score not computed: {error}"
+
+
 def find_memories(
     model: Any,
     images: Any,
@@ -291,7 +420,7 @@ def find_memories(
         MemorySearchResult: per image its memories (NLL, PSNR, m, distinct or not), the cosine
         distance matrix, the single-memory probe and the best-of-M memory score.
     """
-    from ..probe import as_model, image_generators, probe, resolve_config, run_chunked
+    from ..probe import as_model, probe, resolve_config
 
     config = resolve_config(config, overrides)
     search = _search_config(search, memories, fidelity, variant)
@@ -310,110 +439,29 @@ def find_memories(
                    keep_reconstructions=True), normal_nll=normal_nll)
     seconds = {"probe": time.perf_counter() - started}
     q, extra = len(queries), search.memories - 1
-    schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
-    pairs = [(i, j) for i in range(q) for j in range(extra)]  # memory j + 1 of image i
-    pair_names = [f"{queries.names[i]} from {support_set.names[j]}" for i, j in pairs] if extra else []
-    query_targets = (queries.pixels + 1) / 2  # (Q, 3, H, W) in [0, 1]
     found: dict[str, Any] = {}
-    decoder_psnr = torch.full((len(pairs),), math.nan, dtype=torch.float64)
-    if extra:
-        with preserve_module_state(*model.modules()):
-            for module in model.modules():
-                module.requires_grad_(False)  # gradients reach the latents only; flags come back on exit
-            # 1.-2. decoder inversions: the support images, then every (image, support) pair
-            support_targets = (support_set.pixels + 1) / 2
-            with tqdm(total=search.steps * (extra + len(pairs)), desc=f"decoder inversion ({search.fidelity})",
-                      unit="step", disable=not config.progress, leave=False) as bar:
-                support_mean = torch.cat([model.encode_images(support_set.pixels[k : k + 1], None, mode="mean")
-                                          for k in range(extra)]) / model.scaling_factor  # (S, C, h, w) unscaled
-                z_support = _decoder_stage(model, support_targets, support_mean, search, support_set.names, bar)
-                targets = query_targets[[i for i, _ in pairs]]
-                z_pairs = _decoder_stage(model, targets, z_support[[j for _, j in pairs]], search, pair_names, bar)
-            seconds["decoder_inversion"] = time.perf_counter() - started - seconds["probe"]
-            with torch.no_grad():
-                decoded = torch.cat([decode_unclamped(model.vae, z_pairs[k : k + 16].to(model.device)).cpu()
-                                     for k in range(0, len(pairs), 16)])  # (P, 3, H, W), unclamped
-                decoder_psnr = psnr(decoded.clamp(0, 1), targets, quantize=config.quantize_psnr)
-                # 3.-4. diffusion inversion of z0(s->q) with the query's prompt, per chunk of pairs
-                with tqdm(total=len(pairs) * 2 * schedule.num_steps, desc=f"memories ({config.preset})",
-                          unit="img-step", disable=not config.progress, leave=False) as bar:
-                    def work(indices: list[int]) -> dict[str, Any]:
-                        generators = [image_generators(config, f"memory{pairs[k][1] + 1}", [pairs[k][0]])[0]
-                                      for k in indices]
-                        if search.variant == "released":  # decode to 8 bits and re-encode (the MoFC code)
-                            pixels = (decoded[indices].clamp(0, 1) * 255).round() / 255 * 2 - 1
-                            z0 = model.encode_images(pixels, generators, mode=config.inversion.z0_mode)
-                            if config.rng == "released":
-                                from ..probe import consume_released_extra_draws
-
-                                consume_released_extra_draws(generators, z0.shape[1:])
-                        else:  # invert the decoder-inverted latent directly (the paper's figure)
-                            z0 = z_pairs[indices].to(model.device) * model.scaling_factor
-                        return _invert_chunk(model, z0.float(), [queries.prompts[pairs[k][0]] for k in indices],
-                                             targets[indices], generators, [pair_names[k] for k in indices],
-                                             schedule, config, bar)
-
-                    batch = min(config.batch_size or (16 if model.device.type == "cuda" else 4), len(pairs))
-                    chunks = run_chunked(len(pairs), batch, work)
-            found = {key: (torch.cat([c[key] for c in chunks]) if key != "diverged"
-                           else [d for c in chunks for d in c[key]]) for key in chunks[0]}
-            seconds["diffusion_inversion"] = time.perf_counter() - started - sum(seconds.values())
+    decoder_psnr = torch.full((q * extra,), math.nan, dtype=torch.float64)
+    if extra:  # 1.-4. memories 1..M-1 from the support images
+        found, decoder_psnr = _search_support(model, queries, support_set, search, config, seconds, started)
     # 4. assemble: seeds (Q, M, C, h, w), per-memory numbers, distances, m, distinct counts
-    own_seeds = single.erased.seeds  # (Q, C, h, w)
-    seeds = own_seeds[:, None].clone()
-    reconstructions = single.erased.reconstructions[:, None].clone()
-    if extra:
-        seeds = torch.cat([seeds, found["seeds"].view(q, extra, *own_seeds.shape[1:])], dim=1)
-        reconstructions = torch.cat([reconstructions, found["reconstructions"].view(q, extra, *reconstructions.shape[2:])],
-                                    dim=1)
-    anchors = single.memory
+    seeds, reconstructions = _all_seeds(single, found, extra)
     notes = list(single.notes)
-    if anchors is None and reference_set is not None:
+    if single.memory is None and reference_set is not None:
         notes.append("memory values m not computed: the single-memory probe has no memory score")
-    results = []
-    best_nll, best_psnr = [], []
+    results, best_nll, best_psnr = [], [], []
     for i in range(q):
-        own = single.erased.images[i]
-        nll = [own.nll] + [float(found["nll"][i * extra + j]) for j in range(extra)]
-        values = [own.psnr] + [float(found["psnr"][i * extra + j]) for j in range(extra)]
-        diverged = [own.diverged] + [found["diverged"][i * extra + j] for j in range(extra)]
-        m: list[float | None] = [None] * search.memories
-        reconstructs: list[bool | None] = [None] * search.memories
-        distinct: list[bool | None] = [None] * search.memories
-        cosine = _cosine_matrix(seeds[i])
-        count = None
-        if anchors is not None:
-            per = image_memory(np.asarray(nll), np.asarray(values), anchors.nll_reference_mean, anchors.nll_normal_mean,
-                               anchors.psnr_cut)
-            m = [float(v) for v in per]
-            reconstructs = [bool(values[j] >= anchors.psnr_cut and m[j] > 0) for j in range(search.memories)]
-            flags = _distinct(m, [bool(r) for r in reconstructs], cosine, search.distinct_cosine)
-            distinct = list(flags)
-            count = int(sum(flags))
-            best = max(range(search.memories), key=lambda j: (m[j], -j))
-            best_nll.append(nll[best])
-            best_psnr.append(values[best])
-        memories_i = [Memory(index=j, support=None if j == 0 else support_set.names[j - 1], nll=nll[j], psnr=values[j],
-                             decoder_psnr=None if j == 0 else float(decoder_psnr[i * extra + j - 1]), memory=m[j],
-                             reconstructs=reconstructs[j], distinct=distinct[j], diverged=diverged[j])
-                      for j in range(search.memories)]
-        euclid = (seeds[i].flatten(1).double() - seeds[i, 0].flatten().double()).norm(dim=1)
-        results.append(ImageMemories(name=queries.names[i], prompt=queries.prompts[i], sha256=queries.sha256[i],
-                                     memories=memories_i, cosine=cosine.tolist(), euclidean_to_own=euclid.tolist(),
-                                     distinct_memories=count))
+        image, best = _image_memories(i, queries, support_set, single, found, decoder_psnr, seeds, search)
+        results.append(image)
+        if best is not None:
+            best_nll.append(best[0])
+            best_psnr.append(best[1])
     best_score = None
-    if anchors is not None:
-        reference_part = single.reference
-        try:
-            best_score = memory_score(best_nll, best_psnr, reference_part.nll, reference_part.psnr, single.normal_nll,
-                                      psnr_margin_db=config.memory_psnr_margin_db,
-                                      bootstrap_samples=config.bootstrap_samples, confidence=config.confidence,
-                                      seed=anchors_seed(config))
-        except InsufficientDataError as error:
-            notes.append(f"best-of-M memory score not computed: {error}")
+    if single.memory is not None:
+        best_score, why_not = _best_of_m_score(best_nll, best_psnr, single, config)
+        notes.extend([why_not] if why_not else [])
     diverged_count = sum(1 for d in found.get("diverged", []) if d)
     if diverged_count:
-        notes.append(f"{diverged_count} of {len(pairs)} support-started memories diverged (NaN/Inf) and count as none")
+        notes.append(f"{diverged_count} of {q * extra} support-started memories diverged (NaN/Inf) and count as none")
     seconds["total"] = time.perf_counter() - started
     return MemorySearchResult(
         images=results, probe=single, memory=best_score, search=search, seconds=seconds, notes=notes,

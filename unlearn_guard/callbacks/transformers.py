@@ -60,7 +60,8 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..errors import InputError
-from .monitor import ProbeMonitor, ProbeRecord, _warn
+from .monitor import ProbeMonitor, ProbeRecord
+from .warnings import warn_probe
 
 STATE_KEY_PREFIX = "unlearn_guard.ProbeMonitor/"
 
@@ -135,8 +136,8 @@ class ProbeTrainerCallback(TrainerCallback):
             if saved is not None:
                 self.monitor.load_state_dict(saved)
             elif state.is_world_process_zero:
-                _warn(f"resuming at step {state.global_step}, but the checkpoint holds no state for monitor "
-                      f"{self.monitor.name!r}: its history, patience counter and stop decision start over")
+                warn_probe(f"resuming at step {state.global_step}, but the checkpoint holds no state for monitor "
+                           f"{self.monitor.name!r}: its history, patience counter and stop decision start over")
         self.regularization_weight = self.monitor.regularization_weight
         self.should_stop = self.monitor.should_stop
         self._publish(state)
