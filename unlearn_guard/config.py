@@ -11,7 +11,7 @@ Presets (SPEC.md sections 2 and 5); "UNet evaluations" count samples (a batch of
     averages and regularises), otherwise as `mofc`. 3 evaluations per inversion step (the KL
     target batched into the first call) + 10 for the reconstruction = 40 per image. How well
     its memory score ranks the calibration models like `mofc`'s is measured by
-    benchmarks/calibrate_memory_signal.py (numbers in benchmarks/RESULTS.md and docs/probe.md).
+    benchmarks/calibrate_memory_signal.py (numbers in benchmarks/RESULTS.md and docs/memory-score.md).
   - `track`: the monitor's default. Plain DDIM inversion (K=0, no averaging, no regularisation),
     20 steps: 20 + 20 = 40 UNet evaluations per image, as `fast`, about 9x fewer than `mofc`.
     The cheapest preset whose memory score ranks the calibration models like `mofc`'s with
