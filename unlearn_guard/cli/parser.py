@@ -34,6 +34,7 @@ Everything a command prints about a problem is one line: `error: ...` (then the 
 and transformers' loading bars) is silenced while a command runs, and only then: the settings are
 restored when `main` returns, and importing unlearn_guard changes none of them.
 """
+
 # world.shapes.SHAPES, spelled out so `--help` needs no torch import (a test keeps them equal).
 SHAPES_FOR_CLI = ("circle", "square", "triangle", "diamond", "cross", "ring")
 _RAW = argparse.RawDescriptionHelpFormatter
