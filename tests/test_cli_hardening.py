@@ -419,7 +419,7 @@ def test_threads_flag_sets_torchs_threads_for_the_command_only(world, tmp_path, 
                                                   (2, "2", None)])
 def test_default_threads_is_one_on_two_cores_unless_the_user_said(monkeypatch, cores, omp, expected):
     """benchmarks/threads_contention.py: on 2 shared cores one thread ran 8-20x faster than two."""
-    import unlearn_guard.cli as cli
+    import unlearn_guard.cli.runtime as cli
 
     monkeypatch.setattr(cli, "_usable_cores", lambda: cores)
     if omp is None:
@@ -432,7 +432,7 @@ def test_default_threads_is_one_on_two_cores_unless_the_user_said(monkeypatch, c
 def test_an_interrupt_during_an_import_is_raised_when_the_outermost_import_ends():
     """Raised inside a C extension's initialisation, an interrupt aborted the process (exit -6, a
     full test run, triton's libtriton); so during an import it waits for the import to end."""
-    import unlearn_guard.cli as cli
+    import unlearn_guard.cli.runtime as cli
 
     steps = []
 

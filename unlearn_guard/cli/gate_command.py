@@ -1,0 +1,90 @@
+"""`unlearn-guard gate`: probe checkpoints against thresholds and decide pass (0) or fail (1)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_FAIL, EXIT_PASS, InputError
+from .common import Output, probe_config, ranks, search_config, single_checkpoint
+
+
+def _attack_settings(args: argparse.Namespace):
+    from ..attacks.concept_inversion import ConceptInversionConfig
+    from ..gate.attacks import AttackSettings, parse_attacks
+
+    changes = {"progress": not args.quiet}
+    for flag, name in (("ci_steps", "steps"), ("ci_lr", "lr"), ("ci_init_token", "init_token")):
+        if getattr(args, flag) is not None:
+            changes[name] = getattr(args, flag)
+    return AttackSettings(
+        attacks=parse_attacks(args.attacks), support_images=Path(args.support_images) if args.support_images else None,
+        search=search_config(args), concept_inversion=ConceptInversionConfig(**changes), judge=args.judge,
+        generations=args.ci_generations,
+    )
+
+
+def gate_command(args: argparse.Namespace) -> int:
+    """Run `gate`: every check of the arguments first, then the gate (sharded over the ranks when launched)."""
+    from ..gate.checkpoints import discover_checkpoints
+    from ..gate.decision import Thresholds
+    from ..gate.runner import GateConfig
+
+    out = Output(args)
+    calibrated = {key: getattr(args, key) for key in ("max_memory", "max_multi_memory", "max_attack_success")
+                  if getattr(args, key) is not None}
+    thresholds = Thresholds(**calibrated, min_d_n=args.min_dn, max_psnr=args.max_psnr)
+    settings = _attack_settings(args)
+    config = probe_config(args)
+    weights_given = any((args.unet_weights, args.text_encoder, args.lora))
+    if args.checkpoints and weights_given:
+        raise InputError("--checkpoints: cannot be combined with --unet-weights/--text-encoder/--lora; "
+                         "each checkpoint folder holds its own weights")
+    checkpoints = discover_checkpoints(args.checkpoints) if args.checkpoints else [single_checkpoint(args)]
+    output = Path(args.output)
+    gate_config = GateConfig(
+        model=args.model, checkpoints=tuple(checkpoints), concept_images=Path(args.concept_images),
+        reference_images=Path(args.reference_images), thresholds=thresholds, probe=config, output=output,
+        device=args.device, dtype=args.dtype, resume=args.resume, overwrite=args.overwrite,
+        thumbnails=args.thumbnails, progress=not args.quiet, attacks=settings,
+    )
+    with ranks(args) as group:
+        if group is not None:
+            out = Output(args)  # quiet on ranks other than 0
+            gate_config = dataclasses.replace(gate_config, progress=not args.quiet)
+        return _gate_on(args, out, config, thresholds, checkpoints, gate_config, output)
+
+
+def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any, checkpoints: list, gate_config: Any,
+             output: Path) -> int:
+    from ..gate.runner import run_gate, verdict_json
+
+    settings = gate_config.attacks
+    level = int(round(config.confidence * 100))
+    rules = []
+    if "memory" in settings.attacks:
+        rules.append(f"the memory score's {level}% upper end <= {thresholds.max_memory:g}"
+                     + (f" and d_N's lower end >= {thresholds.min_d_n:g}" if thresholds.min_d_n is not None else "")
+                     + (f" and mean PSNR <= {thresholds.max_psnr:g} dB" if thresholds.max_psnr is not None else ""))
+    if "multi-memory" in settings.attacks:
+        rules.append(f"the best-of-{settings.search.memories} memory score's upper end <= "
+                     f"{thresholds.max_multi_memory:g} (multi-memory, {settings.search.variant}, "
+                     f"fidelity {settings.search.fidelity})")
+    if "concept-inversion" in settings.attacks:
+        rules.append(f"the concept-inversion success rate's Wilson upper end <= {thresholds.max_attack_success:g} "
+                     f"(judge {settings.judge}, {settings.concept_inversion.steps} steps, "
+                     f"{settings.generations} generations)")
+    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when "
+             + " and ".join(rules))
+    report = run_gate(gate_config, echo=out.info, notice=out.essential)
+    if out.silent:
+        return EXIT_PASS if report["passed"] else EXIT_FAIL
+    verdict = "PASS" if report["passed"] else "FAIL (still remembers)"
+    out.essential(f"gate: {verdict}: {'; '.join(report['reasons'])}")
+    out.essential(f"wrote {output / 'gate.json'} and {output / 'report.html'}")
+    if args.json:
+        print(json.dumps(verdict_json(report, output), default=str))
+    return EXIT_PASS if report["passed"] else EXIT_FAIL
