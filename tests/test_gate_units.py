@@ -302,7 +302,7 @@ def test_unwritable_output_folders_are_found_without_leaving_anything(tmp_path):
 def test_model_resolution_comes_from_the_config_files(tmp_path):
     import json
 
-    from unlearn_guard.gate.runner import model_resolution, resolve_model_source
+    from unlearn_guard.gate.inputs import model_resolution, resolve_model_source
     from unlearn_guard.world import load_world_model
 
     assert model_resolution(resolve_model_source("shapes-world")) == load_world_model().resolution == 32

@@ -26,11 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed as distributed_work
-from ..errors import OutputError, UnlearnGuardError
+from ..errors import OutputError
 from ..io import ImageSet
 from ..models.checks import warn_long_prompts
 from ..probe import (
-    ProbeFailure,
     ProbeUnit,
     auto_batch_size,
     finish_probe,
@@ -42,22 +41,13 @@ from ..probe import (
 )
 from ..inversion.schedule import ddim_schedule
 from ..provenance import provenance
-from .cache import ResultCache, cache_key
-from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
-from .decision import decide, overall
-from .runner import (
-    CACHE_DIR,
-    GateConfig,
-    build_report,
-    check_dtype,
-    check_output,
-    check_output_writable,
-    checkpoint_entry,
-    load_gate_inputs,
-    summary_line,
-    write_reports,
-)
-
+from .cache import ResultCache
+from .checkpoints import Checkpoint, model_fingerprint
+from .finish import checkpoint_entry, decided_record, finish_gate
+from .inputs import GateConfig, attack_failures, load_checkpoint_model, load_gate_inputs
+from .output import CACHE_DIR, check_output, check_output_writable
+from .plan import PartKeys, memory_plan
+from .render import checkpoint_line
 
 def _rounds(plan: list[dict[str, Any]], units_per_checkpoint: int, world_size: int) -> list[list[int]]:
     """Checkpoint indices to probe, grouped so each round has at least `world_size` units."""
@@ -104,77 +94,31 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
     main = group.is_main
     output = Path(config.output)
     cache = ResultCache(output / CACHE_DIR)
-    local: dict[str, Any] = {"cached": 0, "probing": False}
-    device_name = distributed_work.local_device(config.device)
+    local: dict[str, Any] = {"cached": 0, "probing": False, "device_name": distributed_work.local_device(config.device)}
 
     # 0. checks on every rank; output checks, hashes and the plan on rank 0
     def prepare() -> dict[str, Any] | None:
         if main:
             check_output(output, config.resume, config.overwrite)
-        inputs = load_gate_inputs(config, device_name)
-        source, probe_config, concept, reference = inputs.source, inputs.probe_config, inputs.concept, inputs.reference
-        local.update(device=inputs.device, source=source, probe_config=probe_config,
-                     sets={"erased": concept, "reference": reference})
+        inputs = load_gate_inputs(config, local["device_name"])
+        local.update(inputs=inputs, sets={"erased": inputs.concept, "reference": inputs.reference})
         if not main:
             return None
-        fingerprint = model_fingerprint(source)
+        local["fingerprint"] = model_fingerprint(inputs.source)
         check_output_writable(output, cache)
-        pairs = (list(zip(concept.sha256, concept.prompts)), list(zip(reference.sha256, reference.prompts)))
-        # As the one-process gate: a key probed earlier in this run is reused, one in the cache is
-        # resumed (each time it appears), anything else is probed.
-        plan, probed_as = [], {}
-        for index, checkpoint in enumerate(config.checkpoints):
-            hashes = weight_hashes(checkpoint.weights)
-            key = cache_key(fingerprint, hashes, *pairs, probe_config.to_dict(),
-                            extra={"thumbnails": min(config.thumbnails, len(concept))})
-            item = {"index": index, "key": key, "hashes": hashes, "action": "probe", "source": index,
-                    "reused_from": None}
-            entry = None if key in probed_as or not config.resume else cache.get(key)
-            if key in probed_as:
-                item.update(action="reuse", source=probed_as[key], reused_from=config.checkpoints[probed_as[key]].name)
-            elif entry is not None:
-                item["action"] = "cached"
-                local.setdefault("entries", {})[index] = entry
-            else:
-                probed_as[key] = index
-            plan.append(item)
-        local["fingerprint"] = fingerprint
+        plan, local["entries"] = memory_plan(config, PartKeys.of_run(config, inputs, local["fingerprint"]), cache)
         return {"plan": plan}
 
     try:
         plan = group.gather(prepare, "the gate's checks")[0]["plan"]
-        probe_config, sets = local["probe_config"], local["sets"]
-        kind = local["device"].type if local["device"] is not None else "cpu"
-        sizes = {label: auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
-        per_checkpoint = sum(len(probe_units(label, len(part), sizes[label])) for label, part in sets.items())
-        rounds = _rounds(plan, per_checkpoint, group.world_size)
-        entries: dict[int, dict[str, Any]] = local.get("entries", {})
-        pending: list[tuple[list[int], list[Any]]] = []  # gathered rounds rank 0 has not cached yet
-        local["probing"] = True
-        bar = tqdm(total=len(rounds), desc=f"gate on {group.world_size} ranks", unit="round",
-                   disable=not (config.progress and main) or len(rounds) < 2)
-        for number, indices in enumerate(rounds, 1):
-            names = ", ".join(config.checkpoints[i].name for i in indices)
-
-            def produce(indices: list[int] = indices) -> dict[str, Any]:
-                if main:
-                    _cache_rounds(pending, plan, entries, config, sets, probe_config, cache, group, local)
-                units = [unit for i in indices for label, part in sets.items()
-                         for unit in probe_units(label, len(part), sizes[label], tag=i)]
-                mine = [units[k] for k in group.shard([len(unit.indices) for unit in units])]
-                return _probe_units(mine, config, local, group)
-
-            parts = group.gather(produce, f"checkpoint round {number} of {len(rounds)} ({names})")
-            pending.append((indices, parts))
-            bar.update(1)
-        bar.close()
+        pending = _probe_rounds(config, plan, local, group, cache)
 
         # 2. decide and report on rank 0; every rank returns the same report
         def report() -> dict[str, Any] | None:
             if not main:
                 return None
-            _cache_rounds(pending, plan, entries, config, sets, probe_config, cache, group, local)
-            return _decide_and_write(config, plan, entries, local, group, echo, notice, cache, output)
+            _cache_rounds(pending, plan, config, cache, group, local)
+            return _decide_and_write(config, plan, local, group, echo, notice, cache)
 
         return group.gather(report, "the gate's report")[0]
     except (distributed_work.RankFailure, distributed_work.LauncherStopped) as error:
@@ -184,21 +128,50 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
         raise type(error)(f"{error}; {where}", error.exit_code, error.ranks) from error
 
 
-def _load(checkpoint: Checkpoint, config: Any, local: dict[str, Any]) -> Any:
-    from ..models.loading import load_model
+def _probe_rounds(config: GateConfig, plan: list[dict[str, Any]], local: dict[str, Any],
+                  group: distributed_work.Session, cache: ResultCache) -> list[tuple[list[int], list[Any]]]:
+    """1. The checkpoints to probe, round by round over every rank; rank 0 caches each gathered
+    round at the start of the next. Returns the rounds rank 0 has not cached yet."""
+    probe_config, sets = local["inputs"].probe_config, local["sets"]
+    device = local["inputs"].device
+    kind = device.type if device is not None else "cpu"
+    sizes = {label: auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
+    per_checkpoint = sum(len(probe_units(label, len(part), sizes[label])) for label, part in sets.items())
+    rounds = _rounds(plan, per_checkpoint, group.world_size)
+    pending: list[tuple[list[int], list[Any]]] = []  # gathered rounds rank 0 has not cached yet
+    local["probing"] = True
+    bar = tqdm(total=len(rounds), desc=f"gate on {group.world_size} ranks", unit="round",
+               disable=not (config.progress and group.is_main) or len(rounds) < 2)
+    for number, indices in enumerate(rounds, 1):
+        names = ", ".join(config.checkpoints[i].name for i in indices)
 
-    weights = checkpoint.weights
-    model = load_model(local["source"], unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
-                       lora=weights.lora, torch_dtype=check_dtype(config.dtype), device=local["device"])
-    model, fused_ops = prepare_model(model, local["probe_config"])
+        def produce(indices: list[int] = indices) -> dict[str, Any]:
+            if group.is_main:
+                _cache_rounds(pending, plan, config, cache, group, local)
+            units = [unit for i in indices for label, part in sets.items()
+                     for unit in probe_units(label, len(part), sizes[label], tag=i)]
+            mine = [units[k] for k in group.shard([len(unit.indices) for unit in units])]
+            return _probe_units(mine, config, local, group)
+
+        parts = group.gather(produce, f"checkpoint round {number} of {len(rounds)} ({names})")
+        pending.append((indices, parts))
+        bar.update(1)
+    bar.close()
+    return pending
+
+
+def _load(checkpoint: Checkpoint, config: GateConfig, local: dict[str, Any]) -> Any:
+    """The checkpoint's model on this rank's device, prepared for the probe; and its fused ops."""
+    model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype)
+    model, fused_ops = prepare_model(model, local["inputs"].probe_config)
     warn_long_prompts(model, local["sets"])
     return model, fused_ops
 
 
-def _probe_units(units: list[ProbeUnit], config: Any, local: dict[str, Any],
+def _probe_units(units: list[ProbeUnit], config: GateConfig, local: dict[str, Any],
                  group: distributed_work.Session) -> dict[str, Any]:
     """This rank's units of a round: load each checkpoint they touch once, probe, return CPU outputs."""
-    probe_config = local["probe_config"].replace(keep_seeds=False)  # the report keeps no seeds
+    probe_config = local["inputs"].probe_config.replace(keep_seeds=False)  # the report keeps no seeds
     outputs, records, seconds = [], {}, {}
     model = None
     batch_size = [max(len(unit.indices) for unit in units)] if units else [1]
@@ -206,7 +179,7 @@ def _probe_units(units: list[ProbeUnit], config: Any, local: dict[str, Any],
         group.check()
         checkpoint = config.checkpoints[unit.tag]
         started = time.perf_counter()
-        try:
+        with attack_failures(checkpoint, "probing"):  # torch/diffusers failures: a failed probe (exit code 3)
             if model is None or model[0] != unit.tag:
                 model = None  # free the previous checkpoint's model before loading the next
                 loaded, fused_ops = _load(checkpoint, config, local)
@@ -217,19 +190,17 @@ def _probe_units(units: list[ProbeUnit], config: Any, local: dict[str, Any],
             _, loaded, schedule = model
             with torch.no_grad():
                 result = run_unit(loaded, local["sets"][unit.label], unit, schedule, probe_config, batch_size)
-        except UnlearnGuardError:
-            raise
-        except Exception as error:  # torch/diffusers failures: a failed probe (exit code 3), as load_and_probe says
-            raise ProbeFailure(f"probing {checkpoint.name} failed: {type(error).__name__}: {error}") from error
         outputs.append({**_trim(result, config.thumbnails), "tag": unit.tag})
         seconds[unit.tag] = seconds.get(unit.tag, 0.0) + time.perf_counter() - started
     return {"outputs": outputs, "records": records, "seconds": seconds}
 
 
-def _cache_rounds(pending: list, plan: list[dict[str, Any]], entries: dict[int, dict[str, Any]], config: Any,
-                  sets: dict[str, ImageSet], probe_config: Any, cache: ResultCache, group: distributed_work.Session,
-                  local: dict[str, Any]) -> None:
+def _cache_rounds(pending: list, plan: list[dict[str, Any]], config: GateConfig, cache: ResultCache,
+                  group: distributed_work.Session, local: dict[str, Any]) -> None:
     """Rank 0: turn gathered rounds into checkpoint results and cache each one."""
+    sets: dict[str, ImageSet] = local["sets"]
+    probe_config = local["inputs"].probe_config
+    entries: dict[int, dict[str, Any]] = local["entries"]
     while pending:
         indices, parts = pending.pop(0)
         for index in indices:
@@ -252,10 +223,11 @@ def _cache_rounds(pending: list, plan: list[dict[str, Any]], entries: dict[int, 
             entries[index] = entry
 
 
-def _decide_and_write(config: Any, plan: list[dict[str, Any]], entries: dict[int, dict[str, Any]],
-                      local: dict[str, Any], group: distributed_work.Session, echo: Callable[[str], None],
-                      notice: Callable[[str], None], cache: ResultCache, output: Path) -> dict[str, Any]:
+def _decide_and_write(config: GateConfig, plan: list[dict[str, Any]], local: dict[str, Any],
+                      group: distributed_work.Session, echo: Callable[[str], None],
+                      notice: Callable[[str], None], cache: ResultCache) -> dict[str, Any]:
     """Rank 0: the records in checkpoint order, as the one-process gate makes them; then the reports."""
+    entries: dict[int, dict[str, Any]] = local["entries"]
     records, decisions, reused = [], {}, []
     resumed = sum(1 for item in plan if item["action"] == "cached")
     for item in plan:
@@ -268,25 +240,9 @@ def _decide_and_write(config: Any, plan: list[dict[str, Any]], entries: dict[int
             from_cache = False
         if reused_from is not None or from_cache:
             entry = {**entry, **checkpoint.to_dict(), "weight_sha256": item["hashes"]}
-        decision = decide(entry, config.thresholds)
+        record, decision = decided_record(entry, config, {"cache_key": item["key"]}, from_cache, reused_from)
         decisions[checkpoint.name] = decision
-        records.append({**entry, "cache_key": item["key"], "from_cache": from_cache, "reused_from": reused_from,
-                        **decision.to_dict()})
-        echo(f"{checkpoint.name}: {summary_line(entry)} -> {decision.verdict.upper()}"
-             + (f" (reused the result of {reused_from}: identical weights)" if reused_from else ""))
-    if config.resume:
-        notice(f"resumed {resumed} of {len(config.checkpoints)} checkpoints from cache ({cache.folder})")
-    if reused:
-        notice(f"reused this run's result for {len(reused)} checkpoint(s) with identical weights: {', '.join(reused)}")
-    verdict = overall(decisions)
-    report = build_report(config, local["fingerprint"], local["sets"]["erased"], local["sets"]["reference"],
-                          local["probe_config"], records, verdict, resumed,
-                          local["device"], reused=len(reused))
-    report["provenance"]["distributed"] = group.describe()
-    try:
-        write_reports(report, output)
-    except OutputError as error:
-        raise OutputError(f"--output: {error}; all {len(records)} checkpoint result(s) are cached in "
-                          f"{str(cache.folder)!r}: rerun with --resume once the output can be written, "
-                          "nothing will be probed again") from None
-    return report
+        records.append(record)
+        echo(checkpoint_line(checkpoint.name, entry, decision.verdict, reused_from))
+    return finish_gate(config, local["inputs"], local["fingerprint"], records, decisions, resumed, reused, cache,
+                       notice, distributed=group.describe())
