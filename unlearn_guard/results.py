@@ -196,8 +196,11 @@ class ProbeResult:
         return "\n".join(lines)
 
 
-def interval_record(result: MemoryScoreResult | MemoryDistanceResult | None) -> dict[str, float | str | None] | None:
-    """{"value", "ci_low", "ci_high"} of a memory score or d_N (JSON-safe), or None: the record every report writes."""
+def interval_record(result: MemoryScoreResult | MemoryDistanceResult | None) -> dict[str, float] | None:
+    """{"value", "ci_low", "ci_high"} of a memory score or d_N, or None: the record every report writes.
+
+    The floats are kept as they are (an interval without the bootstrap has nan ends); the writer's
+    JSON settings decide how nan appears, as for every other number of the report."""
     if result is None:
         return None
-    return {"value": json_number(result.value), "ci_low": json_number(result.ci_low), "ci_high": json_number(result.ci_high)}
+    return {"value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high}

@@ -103,21 +103,18 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
 
 
 def _print_json(result: Any, found: Any, data: dict, preset: str, output: Path) -> None:
-    """--json: the probe's headline numbers as one JSON line on stdout.
+    """--json: the probe's headline numbers as one JSON line on stdout (NaN/inf as JSON's NaN/Infinity)."""
+    from ..results import interval_record
 
-    The {value, ci_low, ci_high} records are built here rather than by `results.interval_record`:
-    that writes NaN/inf as strings, where this line has always printed them as JSON's NaN/Infinity.
-    """
     md, memory = result.memory_distance, result.memory
     print(json.dumps({
-        "memory": None if memory is None else {"value": memory.value, "ci_low": memory.ci_low, "ci_high": memory.ci_high},
+        "memory": interval_record(memory),
         "d_n": None if md is None else md.value, "ci_low": None if md is None else md.ci_low,
         "ci_high": None if md is None else md.ci_high, "distance_kind": None if md is None else md.kind,
         "psnr_mean": data["erased"]["summary"]["psnr_mean"], "nll_mean": data["erased"]["summary"]["nll_mean"],
         "diverged": data["erased"]["summary"]["diverged"], "notes": result.notes,
         "preset": preset, "output": str(output),
         **({} if found is None else {"multi_memory": {
-            "memory": None if found.memory is None else {"value": found.memory.value, "ci_low": found.memory.ci_low,
-                                                         "ci_high": found.memory.ci_high},
+            "memory": interval_record(found.memory),
             **{k: v for k, v in found.summary().items() if k != "distinct_memories"}}}),
     }, default=str))

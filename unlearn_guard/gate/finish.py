@@ -12,7 +12,7 @@ from ..config import ProbeConfig
 from ..errors import OutputError
 from ..io import ImageSet
 from ..provenance import package_versions, provenance
-from ..results import ProbeResult
+from ..results import ProbeResult, interval_record
 from .cache import ResultCache
 from .checkpoints import Checkpoint
 from .decision import Decision, decide, overall
@@ -26,10 +26,6 @@ REPORT_KIND = "unlearn_guard.gate"
 def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageSet, thumbnails: int,
                      hashes: dict[str, str], seconds: float) -> dict[str, Any]:
     """The cached part of one checkpoint's record (no decision: thresholds are applied later).
-
-    The memory record is built here rather than by `results.interval_record`: that one writes
-    nan/inf as strings, and without the bootstrap the interval's ends are nan, which gate.json and
-    the cache write as the JSON number NaN.
     """
     md = result.memory_distance
     summary = result.erased.summary()
@@ -37,8 +33,7 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
     return {
         **checkpoint.to_dict(),
         "weight_sha256": hashes,
-        "memory": None if memory is None else {"value": memory.value, "ci_low": memory.ci_low,
-                                               "ci_high": memory.ci_high, "n_reconstructed": memory.n_reconstructed,
+        "memory": None if memory is None else {**interval_record(memory), "n_reconstructed": memory.n_reconstructed,
                                                "n_diverged": memory.n_diverged, "n_images": memory.n_images},
         "d_n": None if md is None else md.value,
         "ci_low": None if md is None else md.ci_low,
