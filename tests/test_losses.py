@@ -182,7 +182,7 @@ def test_seed_recall_is_one_on_its_own_landing_point_and_falls_away_from_it(tiny
     model = lora_model()
     latents, embeddings, seeds = inputs(model, tiny_images)
     loss_fn = SeedRecallLoss(model, latents, embeddings, SeedRecallConfig(steps=2, tau=0.1), seeds=seeds)
-    from unlearn_guard.losses._common import sample
+    from unlearn_guard.losses.common import sample
 
     with torch.no_grad():
         landed = sample(model, loss_fn.schedule, seeds, loss_fn.embeddings, "test")
@@ -510,8 +510,8 @@ def test_anchor_path_guidance_pushes_past_the_anchor_and_is_neutral_on_the_conce
         plain = anchor_path(model, latents, embeddings, seeds, anchor="a square", keep_weight=0.0, steps=2, timesteps=1)
         guided = anchor_path(model, latents, embeddings, seeds, anchor="a square", keep_weight=0.0, steps=2,
                              timesteps=1, guidance=2.0)
-        from unlearn_guard.losses._common import predict_noise
-        from unlearn_guard.trainers.esd import adapters_disabled
+        from unlearn_guard.losses.common import predict_noise
+        from unlearn_guard.models.adapters import adapters_disabled
 
         index = plain.indices[0]
         t, alpha = plain.schedule.timesteps[index], float(plain.schedule.alpha_prod[index])

@@ -37,8 +37,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Callable
 
 from .attacks import ShapeJudge
 from .callbacks import MonitorConfig, ProbeMonitor, PromptCheck
@@ -213,24 +212,49 @@ def measure_target(config: DemoConfig, probe_config: ProbeConfig, images: tuple)
                            "forgotten like a model that never saw it"}
 
 
-def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: DemoConfig = DemoConfig(),
-             progress: bool = True, echo=print) -> dict[str, Any]:
-    """Run the main job; returns the JSON-ready result (also written to output_dir/result.json)."""
-    started = time.perf_counter()
-    model = load_world_model()
-    classifier = load_classifier()
-    # three sets of the concept's images: the loss trains on one, the monitor decides on another,
-    # the gate reads a third (measured: a memory loss lowered the score of its own images while
-    # other images of the concept still remembered)
-    loss_set = probe_sets(config.concept, config.images_per_set, seed=10_000 + config.seed)
-    watched = probe_sets(config.concept, config.images_per_set, seed=40_000 + config.seed)
-    monitor_probe = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
-    target = measure_target(config, monitor_probe, tuple(watched))
-    memory_aware = config.memory_loss != "none"
-    prompt = concept_prompt(config.concept)
+class _ProbeRows:
+    """One row per probe of the monitor: kept for result.json and report.md, printed as it comes."""
+
+    def __init__(self, model: Any, classifier: Any, monitor: ProbeMonitor, config: DemoConfig, memory_aware: bool,
+                 echo: Callable[[str], Any]) -> None:
+        self.model, self.classifier, self.monitor = model, classifier, monitor
+        self.config, self.memory_aware, self.echo = config, memory_aware, echo
+        self.rows: list[dict[str, Any]] = []
+
+    def accuracy(self) -> float:
+        config = self.config
+        return accuracy_from_prompt(self.model, self.classifier, config.concept, config.accuracy_images,
+                                    20_000 + config.seed)
+
+    def record(self, step: int) -> None:
+        """Add and print the row of the monitor's latest probe, taken at `step`."""
+        entry = self.monitor.history[-1]
+        measured = entry.prompt_success if entry.prompt_success is not None else self.accuracy()
+        row = {"step": step, "concept_accuracy": measured, "memory": entry.memory, "memory_low": entry.memory_low,
+               "memory_high": entry.memory_high, "d_n": entry.d_n, "ci_low": entry.ci_low, "ci_high": entry.ci_high,
+               "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error,
+               "memory_loss_weight": self.monitor.regularization_weight if self.memory_aware else None,
+               "loss_memory": entry.loss_memory, "loss_memory_low": entry.loss_memory_low,
+               "loss_memory_high": entry.loss_memory_high}
+        self.rows.append(row)
+        if entry.error:
+            self.echo(f"{step:>6}  probe failed: {entry.error}")
+        else:
+            weight = "-" if row["memory_loss_weight"] is None else f"{row['memory_loss_weight']:.2f}"
+            loss_m = "-" if row["loss_memory"] is None else f"{row['loss_memory']:.3f}"
+            self.echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {_interval(row['memory'], row['memory_low'], row['memory_high']):<23}  "
+                      f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}  {loss_m:>7}  "
+                      f"{weight:>11}")
+
+
+def _build_monitor(model: Any, classifier: Any, config: DemoConfig, watched: Any, loss_set: Any,
+                   monitor_probe: ProbeConfig, target: dict[str, Any],
+                   memory_aware: bool) -> tuple[ProbeMonitor, PromptCheck]:
+    """The monitor on the decision images (and the loss's own images), with the prompt's accuracy check."""
     # the prompt's accuracy is measured by the monitor, so early stop can require it too
-    prompt_check = PromptCheck(prompt, ShapeJudge(config.concept, classifier), max_success=config.max_prompt_accuracy,
-                               n=config.accuracy_images, seed=20_000 + config.seed)
+    prompt_check = PromptCheck(concept_prompt(config.concept), ShapeJudge(config.concept, classifier),
+                               max_success=config.max_prompt_accuracy, n=config.accuracy_images,
+                               seed=20_000 + config.seed)
     monitor = ProbeMonitor(
         model, watched.concept, watched.concept_prompts, reference=watched.reference,
         reference_prompts=watched.reference_prompts,
@@ -242,34 +266,13 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
                              regularization_min=config.memory_loss_min_weight),
         prompt_check=prompt_check,
     )
-    rows: list[dict[str, Any]] = []
-    out = Path(output_dir)
-    held_out = probe_sets(config.concept, config.images_per_set, seed=70_000 + config.seed)  # the gate's set
-    save_image_folder(out / "images" / "concept", held_out.concept, held_out.concept_prompts, prefix=config.concept)
-    save_image_folder(out / "images" / "reference", held_out.reference, held_out.reference_prompts, prefix="other")
+    return monitor, prompt_check
 
-    def accuracy() -> float:
-        return accuracy_from_prompt(model, classifier, config.concept, config.accuracy_images, 20_000 + config.seed)
 
-    def record(step: int) -> None:
-        entry = monitor.history[-1]
-        measured = entry.prompt_success if entry.prompt_success is not None else accuracy()
-        row = {"step": step, "concept_accuracy": measured, "memory": entry.memory, "memory_low": entry.memory_low,
-               "memory_high": entry.memory_high, "d_n": entry.d_n, "ci_low": entry.ci_low, "ci_high": entry.ci_high,
-               "psnr_mean": entry.erased_psnr_mean, "nll_mean": entry.erased_nll_mean, "error": entry.error,
-               "memory_loss_weight": monitor.regularization_weight if memory_aware else None,
-               "loss_memory": entry.loss_memory, "loss_memory_low": entry.loss_memory_low,
-               "loss_memory_high": entry.loss_memory_high}
-        rows.append(row)
-        if entry.error:
-            echo(f"{step:>6}  probe failed: {entry.error}")
-        else:
-            weight = "-" if row["memory_loss_weight"] is None else f"{row['memory_loss_weight']:.2f}"
-            loss_m = "-" if row["loss_memory"] is None else f"{row['loss_memory']:.3f}"
-            echo(f"{step:>6}  {row['concept_accuracy']:>8.2f}  {_interval(row['memory'], row['memory_low'], row['memory_high']):<23}  "
-                 f"{_interval(row['d_n'], row['ci_low'], row['ci_high']):<23}  {row['psnr_mean']:>8.2f}  {loss_m:>7}  "
-                 f"{weight:>11}")
-
+def _echo_plan(echo: Callable[[str], Any], config: DemoConfig, target: dict[str, Any], loss_images: int,
+               memory_aware: bool) -> None:
+    """What the run does and what it stops on, then the table's header."""
+    prompt = concept_prompt(config.concept)
     loss_text = (f" + memory loss {config.memory_loss} (weight up to {config.memory_loss_weight:g}, from the monitor)"
                  if memory_aware else " alone")
     echo(f"erasing '{prompt}' from the shapes world with {config.method} LoRA{loss_text}, {config.iterations} "
@@ -277,50 +280,49 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     echo(f"target: {target['description']}; and \"{prompt}\" draws the concept in at most "
          f"{config.max_prompt_accuracy:g} of {config.accuracy_images} generations")
     if memory_aware:
-        echo(f"the memory loss trains on {len(loss_set.concept)} other images of the concept (their M: column "
+        echo(f"the memory loss trains on {loss_images} other images of the concept (their M: column "
              "'loss M'); the monitor decides on images the loss never sees")
     echo(f"{'step':>6}  {'accuracy':>8}  {'memory M [interval]':<23}  {'d_N [interval]':<23}  {'PSNR dB':>8}  "
          f"{'loss M':>7}  {'loss weight':>11}")
-    monitor.probe_now(0)
-    record(0)
 
+
+def _esd_config(config: DemoConfig, monitor_probe: ProbeConfig, memory_aware: bool) -> ESDConfig:
+    """ESD on the concept's prompt, with the anchor-path memory loss weighted by the monitor when memory-aware."""
     memory: dict[str, Any] = {}
     if memory_aware:  # the loss follows the seeds each probe finds; its weight falls as M nears the target
         memory = dict(memory_loss=AnchorPathConfig(steps=monitor_probe.inversion.num_steps, seed=config.seed,
                                                    keep_weight=config.memory_keep_weight,
                                                    guidance=config.memory_guidance),
                       memory_loss_weight="monitor")
-    esd_config = ESDConfig(concept=prompt, method=config.method, iterations=config.iterations, lr=config.lr,
-                           seed=config.seed, **memory)
+    return ESDConfig(concept=concept_prompt(config.concept), method=config.method, iterations=config.iterations,
+                     lr=config.lr, seed=config.seed, **memory)
+
+
+def _on_step(model: Any, monitor: ProbeMonitor, rows: _ProbeRows, esd_config: ESDConfig, out: Path,
+             config: DemoConfig, echo: Callable[[str], Any]) -> Callable[[int, float], bool]:
+    """The ESD callback: the slow-step hint, then at each probe step a row, a checkpoint and the stop decision."""
     slow_steps = SlowStepHint(config.slow_step_factor)
     step_started = [time.perf_counter()]  # when the current ESD step began (probing and saving excluded)
 
-    def on_step(iteration: int, loss: float) -> None:
+    def on_step(iteration: int, loss: float) -> bool:
         step = iteration + 1
         hint = slow_steps.observe(step, time.perf_counter() - step_started[0])
         if hint is not None:
             echo(hint)
         stop = False
         if monitor.maybe_probe(step) is not None:
-            record(step)
+            rows.record(step)
             save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{step}", config=esd_config)
             stop = monitor.should_stop
         step_started[0] = time.perf_counter()
         return stop
 
-    # the monitor probes at the steps on_step records (each step is probed once); esd_lora_erase
-    # reads its seeds and weight for the memory loss
-    training = esd_lora_erase(model, esd_config, on_step=on_step, progress=progress,
-                              monitor=monitor if memory_aware else None)
-    stopped_at = len(training.losses) if training.stopped_early else None
-    if stopped_at is not None:
-        echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}, and the prompt's "
-             f"accuracy {rows[-1]['concept_accuracy']:.2f} <= {config.max_prompt_accuracy:g}")
-    elif rows[-1]["step"] != config.iterations:
-        monitor.probe_now(config.iterations)
-        record(config.iterations)
-        save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{config.iterations}", config=esd_config)
+    return on_step
 
+
+def _gate(model: Any, held_out: Any, config: DemoConfig, progress: bool,
+          echo: Callable[[str], Any]) -> tuple[dict[str, Any], Any]:
+    """Probe the final adapter on the held-out set with the gate's preset and rule; the gate record and the probe."""
     gate_result = probe(model, held_out.concept, held_out.concept_prompts, reference=held_out.reference,
                         reference_prompts=held_out.reference_prompts,
                         config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
@@ -338,7 +340,62 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
     echo(f"gate ({config.gate_preset}, {len(held_out.concept)} + {len(held_out.reference)} held-out images): "
          f"{'; '.join(decision.reasons)}; d_N = "
          f"{_interval(gate['d_n'], gate['ci_low'], gate['ci_high'])} -> {verdict}")
+    return gate, gate_result
 
+
+def _write_outputs(out: Path, result: dict[str, Any], rows: list[dict[str, Any]], gate: dict[str, Any],
+                   target: dict[str, Any], config: DemoConfig, stopped_at: int | None,
+                   echo: Callable[[str], Any]) -> None:
+    """result.json and report.md, and where they (and the adapter) went and how to gate the checkpoints."""
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2, default=str))
+    write_text_atomic(out / "report.md", _report_markdown(rows, gate, target, config, out, stopped_at))
+    echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
+         f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
+    echo(f"gate every probed checkpoint: unlearn-guard gate --model shapes-world --checkpoints {out / 'checkpoints'} "
+         f"--concept-images {out / 'images' / 'concept'} --reference-images {out / 'images' / 'reference'}")
+
+
+def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: DemoConfig = DemoConfig(),
+             progress: bool = True, echo=print) -> dict[str, Any]:
+    """Run the main job; returns the JSON-ready result (also written to output_dir/result.json)."""
+    started = time.perf_counter()
+    model = load_world_model()
+    classifier = load_classifier()
+    # three sets of the concept's images: the loss trains on one, the monitor decides on another,
+    # the gate reads a third (measured: a memory loss lowered the score of its own images while
+    # other images of the concept still remembered)
+    loss_set = probe_sets(config.concept, config.images_per_set, seed=10_000 + config.seed)
+    watched = probe_sets(config.concept, config.images_per_set, seed=40_000 + config.seed)
+    monitor_probe = ProbeConfig.from_preset(config.monitor_preset, seed=config.seed, progress=False)
+    target = measure_target(config, monitor_probe, tuple(watched))
+    memory_aware = config.memory_loss != "none"
+    monitor, prompt_check = _build_monitor(model, classifier, config, watched, loss_set, monitor_probe, target,
+                                           memory_aware)
+    rows = _ProbeRows(model, classifier, monitor, config, memory_aware, echo)
+    out = Path(output_dir)
+    held_out = probe_sets(config.concept, config.images_per_set, seed=70_000 + config.seed)  # the gate's set
+    save_image_folder(out / "images" / "concept", held_out.concept, held_out.concept_prompts, prefix=config.concept)
+    save_image_folder(out / "images" / "reference", held_out.reference, held_out.reference_prompts, prefix="other")
+
+    _echo_plan(echo, config, target, len(loss_set.concept), memory_aware)
+    monitor.probe_now(0)
+    rows.record(0)
+
+    esd_config = _esd_config(config, monitor_probe, memory_aware)
+    # the monitor probes at the steps on_step records (each step is probed once); esd_lora_erase
+    # reads its seeds and weight for the memory loss
+    training = esd_lora_erase(model, esd_config, on_step=_on_step(model, monitor, rows, esd_config, out, config, echo),
+                              progress=progress, monitor=monitor if memory_aware else None)
+    stopped_at = len(training.losses) if training.stopped_early else None
+    if stopped_at is not None:
+        echo(f"early stop at step {stopped_at} of {config.iterations}: {target['description']}, and the prompt's "
+             f"accuracy {rows.rows[-1]['concept_accuracy']:.2f} <= {config.max_prompt_accuracy:g}")
+    elif rows.rows[-1]["step"] != config.iterations:
+        monitor.probe_now(config.iterations)
+        rows.record(config.iterations)
+        save_esd_adapter(model, out / "checkpoints" / f"checkpoint-{config.iterations}", config=esd_config)
+
+    gate, gate_result = _gate(model, held_out, config, progress, echo)
     save_esd_adapter(model, out / "adapter", config=esd_config)
     result = {
         "demo_config": dataclasses.asdict(config),
@@ -347,7 +404,7 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "prompt_check": prompt_check.to_dict(),
         "image_sets": {"memory_loss": 10_000 + config.seed if memory_aware else None,
                        "monitor": 40_000 + config.seed, "gate": 70_000 + config.seed},
-        "probes": rows,
+        "probes": rows.rows,
         "stopped_at": stopped_at,
         "gate": gate,
         "gate_probe": gate_result.to_dict(),
@@ -359,10 +416,6 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "total_seconds": time.perf_counter() - started,
         "provenance": provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
     }
-    write_text_atomic(out / "result.json", json.dumps(result, indent=2, default=str))
-    write_text_atomic(out / "report.md", _report_markdown(rows, gate, target, config, out, stopped_at))
-    echo(f"wrote {(out / 'result.json').resolve()}, {(out / 'report.md').resolve()} and the adapter "
-         f"{(out / 'adapter').resolve()} in {result['total_seconds']:.0f} s")
-    echo(f"gate every probed checkpoint: unlearn-guard gate --model shapes-world --checkpoints {out / 'checkpoints'} "
-         f"--concept-images {out / 'images' / 'concept'} --reference-images {out / 'images' / 'reference'}")
+    _write_outputs(out, result, rows.rows, gate, target, config, stopped_at, echo)
     return result
+

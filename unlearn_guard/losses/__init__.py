@@ -22,18 +22,18 @@ during erasure), and the losses write no weight, flag or probe state.
 
 `ESDConfig(memory_loss=...)` wires either into `esd_lora_erase`.
 
-Caution, measured (benchmarks/RESULTS.md, memory_aware_erasure, one seed, held-out images): these
-losses optimise what the memory score reads. The inversion loss without its anchor raised every
-image's seed NLL and left the score undefined; with it, the score reached the retrained model's
-while the prompt still drew circles. `AnchorPathLoss` (ESD-x, 300 steps) lowered the score ESD
-alone leaves from 0.536 to 0.336 (circle) and from 0.408 to 0.185 (square) with better kept
-accuracy, but not the prompt's accuracy (0.44 and 0.12), and Concept Inversion still brought
-either concept back. Audit a model trained with a memory loss with measures it was not trained on.
+Caution: these losses optimise what the memory score reads, so a model trained with one can
+score as forgotten while its prompt still draws the concept, or while Concept Inversion brings it
+back (measured: benchmarks/RESULTS.md, memory_aware_erasure). Audit a model trained with a memory
+loss with measures it was not trained on.
+
+The registry `LOSSES` / `LOSS_CONFIGS` (kind -> class) lives in `base.py` with the base classes;
+this module only re-exports.
 """
 
-from ._common import concept_latents
 from .anchor_path import AnchorPathConfig, AnchorPathLoss
-from .base import MemoryLoss, MemoryLossConfig, memory_loss_config_from_dict
+from .base import LOSS_CONFIGS, LOSSES, MemoryLoss, MemoryLossConfig, memory_loss_config_from_dict, register_memory_loss
+from .common import concept_latents
 from .inversion_likelihood import (
     InversionLikelihoodConfig,
     InversionLikelihoodLoss,
@@ -42,17 +42,6 @@ from .inversion_likelihood import (
     seed_nll,
 )
 from .seed_recall import SeedRecallConfig, SeedRecallLoss
-
-LOSS_CONFIGS: dict[str, type[MemoryLossConfig]] = {
-    SeedRecallConfig.kind: SeedRecallConfig,
-    InversionLikelihoodConfig.kind: InversionLikelihoodConfig,
-    AnchorPathConfig.kind: AnchorPathConfig,
-}
-LOSSES: dict[str, type[MemoryLoss]] = {
-    SeedRecallConfig.kind: SeedRecallLoss,
-    InversionLikelihoodConfig.kind: InversionLikelihoodLoss,
-    AnchorPathConfig.kind: AnchorPathLoss,
-}
 
 __all__ = [
     "AnchorPathConfig",
@@ -69,5 +58,6 @@ __all__ = [
     "memory_loss_config_from_dict",
     "nll_statistics",
     "normal_nll_statistics",
+    "register_memory_loss",
     "seed_nll",
 ]

@@ -46,10 +46,12 @@ from typing import Callable, ClassVar, Literal
 import torch
 
 from ..errors import InputError
-from ..models.bundle import DiffusionModel
-from ._common import (_ensure_finite, check_seed_source, checked_embeddings, checked_reference, is_int, is_number,
-                      predict_noise, require, resolve_seeds)
-from .base import MemoryLoss, MemoryLossConfig
+from ..models.adapters import adapters_disabled
+from ..models.bundle import DiffusionModel, unwrap_unet
+from ..validation import is_int, is_number, require
+from .base import MemoryLoss, MemoryLossConfig, register_memory_loss
+from .common import (check_seed_source, checked_embeddings, checked_reference, ensure_finite_in_loss, predict_noise,
+                     resolve_seeds)
 
 SeedSource = Callable[[], "torch.Tensor | None"]
 NoiseSource = Literal["seeds", "fresh"]
@@ -122,6 +124,7 @@ class AnchorPathConfig(MemoryLossConfig):
         return self.timesteps * images * (1 + self.random_paths) * (frozen + branches)
 
 
+@register_memory_loss
 class AnchorPathLoss(MemoryLoss):
     """L of the module docstring: the concept's seed paths denoise toward the anchor.
 
@@ -205,9 +208,6 @@ class AnchorPathLoss(MemoryLoss):
 
     def forward(self, seeds: torch.Tensor | None = None) -> torch.Tensor:
         """The loss (0-dim, compute dtype). Raises NonFiniteError when a UNet call gives NaN/Inf."""
-        from ..models.bundle import unwrap_unet
-        from ..trainers.esd import adapters_disabled
-
         cfg: AnchorPathConfig = self.config
         noise = self._path_noise(seeds)
         latents, embeddings, anchors = self.latents, self.embeddings, self.anchor_embeddings
@@ -243,7 +243,7 @@ class AnchorPathLoss(MemoryLoss):
                     frozen_c.append(self.null_embedding.expand(y.shape[0], -1, -1))
             with torch.no_grad(), adapters_disabled(unwrap_unet(self.model.unet)):
                 targets = predict_noise(self.model, torch.cat(frozen_z), timestep, torch.cat(frozen_c))
-            _ensure_finite(targets, "AnchorPathLoss", "frozen prediction", timestep)
+            ensure_finite_in_loss(targets, "AnchorPathLoss", "frozen prediction", timestep)
             anchor, rest = targets[:batch], targets[batch:]
             if cfg.guidance > 0:  # a_i - g (eps*(x, c_i) - a_i): away from the concept, past the anchor
                 concept, rest = rest[:batch], rest[batch:]
@@ -270,7 +270,7 @@ class AnchorPathLoss(MemoryLoss):
                                               dtype=x.dtype, device=x.device))
             prediction = predict_noise(self.model, torch.cat(train_z), timestep, torch.cat(train_c),
                                        cfg.checkpoint)
-            _ensure_finite(prediction, "AnchorPathLoss", "noise prediction", timestep)
+            ensure_finite_in_loss(prediction, "AnchorPathLoss", "noise prediction", timestep)
             error = (prediction - torch.cat(train_t).to(prediction.dtype)).pow(2).flatten(1).sum(1) / entries
             total = total + (torch.cat(weights) * error).sum()
         self.calls += 1

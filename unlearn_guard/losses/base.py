@@ -1,17 +1,22 @@
-"""`MemoryLoss`: what every differentiable memory loss is, and its config's JSON round trip."""
+"""`MemoryLoss`: what every differentiable memory loss is, the registry of kinds, and its config's JSON round trip.
+
+Each loss module registers its class with `register_memory_loss`; `LOSS_CONFIGS` and `LOSSES`
+map a config's `kind` to its config class and loss class (`losses/__init__` imports every loss,
+so the registry is full once `unlearn_guard.losses` is imported)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from ..errors import InputError
 from ..inversion.schedule import DDIMSchedule, ddim_schedule
 from ..models.bundle import DiffusionModel
-from ._common import checked_embeddings, checked_latents, is_int, require
+from ..validation import is_int, require
+from .common import checked_embeddings, checked_latents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +51,6 @@ class MemoryLossConfig:
 
 def memory_loss_config_from_dict(data: dict[str, Any]) -> MemoryLossConfig:
     """The config `MemoryLossConfig.to_dict` wrote (its "kind" picks the class)."""
-    from . import LOSS_CONFIGS
-
     data = dict(data)
     kind = data.pop("kind", None)
     if kind not in LOSS_CONFIGS:
@@ -100,3 +103,19 @@ class MemoryLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"images={self.latents.shape[0]}, config={self.config}"
+
+
+LOSS_CONFIGS: dict[str, type[MemoryLossConfig]] = {}
+LOSSES: dict[str, type[MemoryLoss]] = {}
+
+LossClass = TypeVar("LossClass", bound=type[MemoryLoss])
+
+
+def register_memory_loss(cls: LossClass) -> LossClass:
+    """Class decorator: `cls.config_class.kind` names `cls` and its config in `LOSSES` / `LOSS_CONFIGS`."""
+    kind = cls.config_class.kind
+    if not kind or (kind in LOSSES and LOSSES[kind].__qualname__ != cls.__qualname__):
+        raise TypeError(f"{cls.__name__}: config kind {kind!r} is empty or names another loss already")
+    LOSS_CONFIGS[kind] = cls.config_class
+    LOSSES[kind] = cls
+    return cls

@@ -41,8 +41,9 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import HALF_LOG_2PI, checked_reference, invert, is_number, require
-from .base import MemoryLoss, MemoryLossConfig
+from ..validation import is_number, require
+from .base import MemoryLoss, MemoryLossConfig, register_memory_loss
+from .common import HALF_LOG_2PI, checked_reference, invert
 
 Statistic = Literal["hinge", "gaussian_w2"]
 
@@ -108,6 +109,7 @@ class InversionLikelihoodConfig(MemoryLossConfig):
         return self.steps * (images + (reference if self.keep_weight > 0 else 0))
 
 
+@register_memory_loss
 class InversionLikelihoodLoss(MemoryLoss):
     """Push the NLL of INV_S(z0_i) toward a never-known target (module docstring).
 

@@ -32,8 +32,9 @@ import torch
 
 from ..errors import InputError
 from ..models.bundle import DiffusionModel
-from ._common import check_seed_source, checked_latents, is_number, require, resolve_seeds, sample
-from .base import MemoryLoss, MemoryLossConfig
+from ..validation import is_number, require
+from .base import MemoryLoss, MemoryLossConfig, register_memory_loss
+from .common import check_seed_source, checked_latents, resolve_seeds, sample
 
 SeedSource = Callable[[], "torch.Tensor | None"]
 
@@ -57,6 +58,7 @@ class SeedRecallConfig(MemoryLossConfig):
         require(is_number(self.tau) and self.tau > 0, "SeedRecallConfig.tau", self.tau, "a finite number > 0")
 
 
+@register_memory_loss
 class SeedRecallLoss(MemoryLoss):
     """L = mean_i exp(-||DDIM_S(s_i) - z0_i||^2 / (D tau)) over images with a finite seed.
 

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from ..errors import InputError, NonFiniteError
-from ..validation import is_int, is_number, require  # noqa: F401 - re-exported to the losses
 from ..inversion.schedule import DDIMSchedule, ddim_step, inverse_ddim_step
 from ..models.bundle import DiffusionModel
 
@@ -99,7 +98,9 @@ def predict_noise(model: DiffusionModel, latents: torch.Tensor, timestep: int, e
     return call(latents)
 
 
-def _ensure_finite(tensor: torch.Tensor, loss: str, stage: str, timestep: int, rows: list[int] | None = None) -> None:
+def ensure_finite_in_loss(tensor: torch.Tensor, loss: str, stage: str, timestep: int, rows: list[int] | None = None) -> None:
+    """Raise NonFiniteError naming the loss, the stage, the timestep and the images (`rows`, when the
+    batch is a subset) whose rows of `tensor` (B, ...) hold NaN or Inf."""
     finite = torch.isfinite(tensor.detach()).flatten(1).all(1)
     if not bool(finite.all()):
         bad = [int(i) for i in (~finite).nonzero().flatten()]
@@ -116,7 +117,7 @@ def invert(model: DiffusionModel, schedule: DDIMSchedule, z0: torch.Tensor, embe
     for index, timestep in enumerate(schedule.timesteps):  # ascending: 1, ..., t_max
         alpha_t, alpha_s = schedule.alphas_at(index)
         eps = predict_noise(model, z, timestep, embeddings, checkpoint)
-        _ensure_finite(eps, loss, "noise prediction (inversion)", timestep, rows)
+        ensure_finite_in_loss(eps, loss, "noise prediction (inversion)", timestep, rows)
         z = inverse_ddim_step(z, eps, alpha_t, alpha_s)
     return z
 
@@ -129,7 +130,7 @@ def sample(model: DiffusionModel, schedule: DDIMSchedule, seeds: torch.Tensor, e
         alpha_t, alpha_s = schedule.alphas_at(index)
         timestep = schedule.timesteps[index]
         eps = predict_noise(model, z, timestep, embeddings, checkpoint)
-        _ensure_finite(eps, loss, "noise prediction (sampling)", timestep, rows)
+        ensure_finite_in_loss(eps, loss, "noise prediction (sampling)", timestep, rows)
         z = ddim_step(z, eps, alpha_t, alpha_s)
     return z
 
