@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import InputError, ModelError, NonFiniteWeightsError, StateDictMismatchError, one_line
+from .adapters import tuner_layers
 from .bundle import DiffusionModel, module_device_dtype, unwrap_unet
 from .checks import listing, non_finite_tensors
 
@@ -375,13 +376,7 @@ def _check_adapter_fits(unet: torch.nn.Module, layers: dict[str, dict[str, torch
 
 
 def _count_injected(unet: torch.nn.Module, adapter_name: str) -> int:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return sum(
-        1
-        for module in unet.modules()
-        if isinstance(module, BaseTunerLayer) and adapter_name in getattr(module, "lora_A", {})
-    )
+    return sum(1 for layer in tuner_layers(unet) if adapter_name in getattr(layer, "lora_A", {}))
 
 
 def load_lora_adapter(unet: torch.nn.Module, folder: PathLike, *, adapter_name: str = "erasure") -> torch.nn.Module:
