@@ -7,9 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import InputError
 from ..losses import MemoryLossConfig, memory_loss_config_from_dict
-from ..validation import is_int, is_number, require_field
+from ..validation import is_int, is_number, require_field, require_known_fields
 
 ESDMethod = Literal["esd-x", "esd-u"]
 
@@ -121,10 +120,7 @@ class ESDConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ESDConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"ESDConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        require_known_fields(cls, data)
         return cls(**data)
 
     @classmethod
