@@ -20,144 +20,37 @@ CPU) and `unlearn_guard.distributed` gathers them; every rank then does steps 4-
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed as distributed_work
-from .config import PRESETS, RELEASED_NORMAL_SEED, ProbeConfig
-from .errors import InputError, InsufficientDataError, NonFiniteError, ProbeFailure  # noqa: F401 - ProbeFailure re-exported
+from .config import ProbeConfig
+from .errors import ProbeFailure
 from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, check_finite_latents, renoise_invert
 from .inversion.schedule import DDIMSchedule, ddim_schedule
-from .io import ImageSet, load_image_set
-from .kernels.dispatch import resolve_backend
+from .io import ImageSet
 from .models.bundle import DiffusionModel
-from .models.checks import check_finite_weights, warn_long_prompts
 from .models.module_state import preserve_module_state
+from .probe_batching import auto_batch_size, run_chunked
+from .probe_inputs import (
+    as_model,
+    check_normal_nll,
+    load_probe_sets,
+    prepare_model,
+    resolve_config,
+    seed_shape_of,
+)
+from .probe_measure import finish_probe, measure_memory, normal_set
+from .probe_seeds import consume_released_extra_draws, derive_seed, image_generators
 from .provenance import provenance
 from .results import ImageProbe, ProbeResult, SetProbe
-from .signal.memory_score import MemoryScoreResult, memory_score
-from .stats.functional import MemoryDistanceResult, memory_distance, normal_nll_set, psnr, seed_nll
-
-_CPU_AUTO_BATCH = 4
-_CUDA_AUTO_BATCH = 16
-
-
-def derive_seed(seed: int, label: str, index: int) -> int:
-    """A 63-bit seed for one image of one set: independent of batching and of the other images."""
-    digest = hashlib.sha256(f"unlearn_guard:{seed}:{label}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def image_generators(config: ProbeConfig, label: str, indices: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per image: seeded from (seed, set, index), or in rng="released" mode a
-    fresh generator seeded with `image_seed` (42) for every image, as the released code does."""
-    released_seed = config.image_generator_seed
-    if released_seed is not None:
-        return [torch.Generator().manual_seed(released_seed) for _ in indices]
-    return [torch.Generator().manual_seed(derive_seed(config.seed, label, i)) for i in indices]
-
-
-def consume_released_extra_draws(generators: Sequence[torch.Generator], latent_shape: Sequence[int]) -> None:
-    """The released pipeline's two randn draws of the latent's shape after the posterior sample
-    (img2img's noise and the inversion's stored noise); neither is used, both move the stream."""
-    for generator in generators:
-        for _ in range(2):
-            torch.randn((1, *latent_shape), generator=generator)
-
-
-def normal_set(config: ProbeConfig, seed_shape: tuple[int, ...]) -> torch.Tensor:
-    """NLLs of the N set for this config (SPEC 4): (n_normal,) float64."""
-    if config.rng == "released":
-        seed = RELEASED_NORMAL_SEED if config.normal_seed is None else config.normal_seed
-        return normal_nll_set(seed_shape, config.n_normal, seed, one_at_a_time=True)
-    seed = derive_seed(config.seed, "normal", 0) if config.normal_seed is None else config.normal_seed
-    return normal_nll_set(seed_shape, config.n_normal, seed)
-
-
-def resolve_config(config: ProbeConfig | str | None, overrides: dict[str, Any]) -> ProbeConfig:
-    if config is None:
-        config = "mofc"
-    if isinstance(config, str):
-        return ProbeConfig.from_preset(config, **overrides)
-    if not isinstance(config, ProbeConfig):
-        raise InputError(f"config: got {type(config).__name__}; expected a ProbeConfig or one of {sorted(PRESETS)}")
-    return config.replace(**overrides) if overrides else config
-
-
-def as_model(model: Any) -> DiffusionModel:
-    """Accept a DiffusionModel, a diffusers pipeline, or a hub id / local folder."""
-    if isinstance(model, DiffusionModel):
-        return model
-    if hasattr(model, "unet") and hasattr(model, "vae"):
-        return DiffusionModel.from_pipeline(model)
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from .models.loading import load_model
-
-        return load_model(model)
-    raise InputError(
-        f"model: got {type(model).__name__}; expected a DiffusionModel, a StableDiffusionPipeline, "
-        "or a hub id / local pipeline folder"
-    )
-
-
-def check_normal_nll(values: Any) -> torch.Tensor:
-    """An external N set as (n,) float64: 1-D, at least 2 finite numbers; InputError otherwise."""
-    try:
-        tensor = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise InputError(f"normal_nll: expected a 1-D sequence of numbers, got {type(values).__name__}") from error
-    if tensor.dim() != 1 or tensor.numel() < 2:
-        raise InputError(f"normal_nll: expected a 1-D sequence of at least 2 NLLs, got shape {tuple(tensor.shape)}")
-    bad = torch.nonzero(~torch.isfinite(tensor)).flatten().tolist()
-    if bad:
-        raise InputError(f"normal_nll: NaN or Inf at indices {bad[:10]}; expected finite NLLs")
-    return tensor
-
-
-def auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
-    if config.batch_size is not None:
-        return min(config.batch_size, count)
-    return min(_CUDA_AUTO_BATCH if device.type == "cuda" else _CPU_AUTO_BATCH, count)
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom_type is not None and isinstance(error, oom_type)) or "out of memory" in str(error).lower()
-
-
-def run_chunked(
-    count: int,
-    batch_size: int,
-    work: Callable[[list[int]], Any],
-    on_retry: Callable[[int], None] | None = None,
-) -> list[Any]:
-    """Run `work(indices)` over chunks of `batch_size`; on out-of-memory halve the chunk and retry."""
-    outputs: list[Any] = []
-    start = 0
-    while start < count:
-        indices = list(range(start, min(start + batch_size, count)))
-        try:
-            outputs.append(work(indices))
-        except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not _is_out_of_memory(error):
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if batch_size == 1:
-                raise ProbeFailure(f"out of memory at batch size 1 (image index {start}): {error}") from error
-            batch_size = max(1, batch_size // 2)
-            if on_retry is not None:
-                on_retry(batch_size)
-            continue
-        start = indices[-1] + 1
-    return outputs
+from .stats.functional import psnr, seed_nll
 
 
 def with_compiled_unet(model: DiffusionModel, backend: str = "inductor") -> DiffusionModel:
@@ -379,103 +272,6 @@ def sets_from_units(outputs: Sequence[dict[str, Any]], sets: dict[str, ImageSet]
     return result
 
 
-def measure_memory(
-    erased: SetProbe, reference: SetProbe, normal: torch.Tensor, config: ProbeConfig
-) -> tuple[MemoryDistanceResult | None, MemoryScoreResult | None, list[str]]:
-    """d_N (SPEC 5, over the images whose inversion found a seed) and the memory score (every
-    image; a diverged one holds no memory), each None with a note when its data are too few."""
-    notes = []
-    nll_e, nll_r = erased.nll, reference.nll
-    found_e, found_r = nll_e[~torch.isnan(nll_e)], nll_r[~torch.isnan(nll_r)]
-    distance = None
-    if len(found_e) >= 2 and len(found_r) >= 2:
-        distance = memory_distance(
-            found_e, found_r, normal, kind=config.distance, bootstrap_samples=config.bootstrap_samples,
-            confidence=config.confidence, seed=derive_seed(config.seed, "bootstrap", 0),
-        )
-    else:
-        notes.append(f"d_N not computed: it needs 2 seeds per set, and the inversion found {len(found_e)} of "
-                     f"{len(nll_e)} (E) and {len(found_r)} of {len(nll_r)} (R)")
-    memory = None
-    try:
-        memory = memory_score(
-            nll_e, erased.psnr, nll_r, reference.psnr, normal, psnr_margin_db=config.memory_psnr_margin_db,
-            bootstrap_samples=config.bootstrap_samples, confidence=config.confidence,
-            seed=derive_seed(config.seed, "memory_bootstrap", 0),
-        )
-    except InsufficientDataError as error:
-        notes.append(f"memory score not computed: {error}")
-    for part in (erased, reference):
-        count = int(part.diverged.sum())
-        if count:
-            notes.append(f"{count} of {len(part.images)} {part.label} image(s) diverged (NaN/Inf) and found no memory: "
-                         + ", ".join(f"{i.name} ({i.diverged})" for i in part.images if i.diverged)[:500])
-    return distance, memory, notes
-
-
-def prepare_model(model: Any, config: ProbeConfig) -> tuple[DiffusionModel, str]:
-    """The model, checked (parts together, finite weights), and the fused ops' backend resolved now:
-    a Triton request that can't run fails before any compute."""
-    model = as_model(model)
-    model.check()
-    check_finite_weights(model)  # a diverged LoRA is named as the weights' fault, before any inversion
-    return model, resolve_backend(config.backend, torch.empty(0, device=model.device), op="probe")
-
-
-def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference: Any, reference_prompts: Any,
-                    config: ProbeConfig, warn_stacklevel: int | None = 4) -> dict[str, ImageSet]:
-    """{"erased": E} or {"erased": E, "reference": R}, validated (sizes, prompts, 2+ images each for d_N).
-
-    Prompts the text encoder cuts are warned about at `warn_stacklevel` (4: the line that called
-    `probe`); None: no warning.
-    """
-    sets = {"erased": load_image_set(images, prompts, resolution=model.resolution, resize=config.resize, label="images")}
-    if reference is not None:
-        sets["reference"] = load_image_set(
-            reference, reference_prompts, resolution=model.resolution, resize=config.resize, label="reference"
-        )
-        for label, part in (("images (E)", sets["erased"]), ("reference (R)", sets["reference"])):
-            if len(part) < 2:
-                raise InsufficientDataError(
-                    f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
-                    "Add images, or probe without `reference` to get per-image NLL and PSNR only"
-                )
-    if warn_stacklevel is not None:
-        warn_long_prompts(model, {"images": sets["erased"], "reference": sets.get("reference")}, stacklevel=warn_stacklevel)
-    return sets
-
-
-def seed_shape_of(model: DiffusionModel, images: ImageSet) -> tuple[int, int, int]:
-    """z_T's shape (C, h, w) for these images: what the N set is drawn in."""
-    factor = model.vae_scale_factor
-    return model.latent_channels, images.pixels.shape[-2] // factor, images.pixels.shape[-1] // factor
-
-
-def finish_probe(erased_result: SetProbe, reference_result: SetProbe | None, seed_shape: tuple[int, ...],
-                 config: ProbeConfig, external_normal: torch.Tensor | None, provenance_record: dict[str, Any]) -> ProbeResult:
-    """Steps 4-5 on measured sets: the N set, d_N and the memory score, and the `ProbeResult`."""
-    parts = [erased_result] + ([reference_result] if reference_result is not None else [])
-    if all(bool(part.diverged.all()) for part in parts):
-        raise NonFiniteError(
-            f"every image's inversion or reconstruction diverged (NaN/Inf), e.g. {erased_result.images[0].name}: "
-            f"{erased_result.images[0].diverged}; nothing was measured"
-        )
-    normal = normal_set(config, seed_shape) if external_normal is None else external_normal
-    distance, memory, notes = None, None, []
-    if reference_result is not None:
-        distance, memory, notes = measure_memory(erased_result, reference_result, normal, config)
-    return ProbeResult(
-        erased=erased_result,
-        reference=reference_result,
-        memory_distance=distance,
-        memory=memory,
-        notes=notes,
-        normal_nll=normal,
-        config=config,
-        provenance={**provenance_record, "normal_set": "external" if external_normal is not None else "drawn"},
-    )
-
-
 def probe(
     model: Any,
     images: Any,
@@ -569,3 +365,30 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
     record = {**parts[0]["provenance"], "distributed": {**group.describe(), "units": local["units"],
                                                          "wall_seconds": max(part["seconds"] for part in parts)}}
     return finish_probe(results["erased"], results.get("reference"), local["seed_shape"], config, local["normal"], record)
+
+
+__all__ = [  # the probe's parts live in probe_inputs, probe_seeds, probe_batching, probe_measure
+    "ProbeFailure",
+    "ProbeUnit",
+    "as_model",
+    "assemble_set",
+    "auto_batch_size",
+    "check_normal_nll",
+    "consume_released_extra_draws",
+    "derive_seed",
+    "finish_probe",
+    "image_generators",
+    "load_probe_sets",
+    "measure_memory",
+    "normal_set",
+    "prepare_model",
+    "probe",
+    "probe_image_set",
+    "probe_units",
+    "resolve_config",
+    "run_chunked",
+    "run_unit",
+    "seed_shape_of",
+    "sets_from_units",
+    "with_compiled_unet",
+]
