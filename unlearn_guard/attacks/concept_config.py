@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..validation import is_int, is_number, require_field
+from ..validation import is_int, is_number, require_field, require_known_fields
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,5 @@ class ConceptInversionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConceptInversionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"ConceptInversionConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        require_known_fields(cls, data)
         return cls(**{k: tuple(v) if k == "templates" else v for k, v in data.items()})
