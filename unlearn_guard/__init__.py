@@ -9,6 +9,9 @@ Public API: `probe`, `ProbeConfig` (presets "mofc", "fast", "ddim"), `ProbeResul
 `MemoryDistance` (stateful d_N metric) and `memory_distance` (its pure twin), `DiffusionModel`
 and `load_model` (pipelines, folders, hub ids, erased UNet weights, text encoders, LoRA).
 
+"SPEC x.y" in the code's comments is section x.y of docs/spec.md, the science document; the
+package's rooms and their layers are in docs/layout.md.
+
 Importing the package is cheap: each public name loads its module (and torch, diffusers) on
 first use (PEP 562). So `unlearn-guard --help` answers at once, and the command line's own
 start-up (about 6 s of imports on 2 CPU cores) runs inside its Ctrl-C handling.

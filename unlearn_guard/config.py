@@ -1,6 +1,6 @@
 """Frozen dataclass configs for ReNoise inversion and the probe, with presets and JSON round trip.
 
-Presets (SPEC.md sections 2 and 5); "UNet evaluations" count samples (a batch of B counts B):
+Presets (SPEC 2 and SPEC 5, docs/spec.md); "UNet evaluations" count samples (a batch of B counts B):
   - `mofc`: reproduces the released "Memories of Forgotten Concepts" code: 50 DDIM steps, K=5
     renoise iterations, averaging window (0, 5) for t < 250 and (8, 10) otherwise (unreachable
     with K=5, so 37 of 50 steps neither average nor regularise), noise regularisation with

@@ -1,6 +1,6 @@
 """Seed likelihood, PSNR, distances between NLL sets and the memory relative distance d_N.
 
-Pure functions (SPEC.md sections 4 and 5); `MemoryDistance` in `memory_distance.py` is the
+Pure functions (SPEC 4 and SPEC 5, docs/spec.md); `MemoryDistance` in `memory_distance.py` is the
 stateful twin of `memory_distance`. Every statistic is computed in float64.
 
 Notation (SPEC symbol -> name here):
