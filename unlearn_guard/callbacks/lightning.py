@@ -51,11 +51,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from ..errors import InputError
-from .monitor import ProbeMonitor, ProbeRecord
+from .monitor import ProbeMonitor
+from .signals import MonitorSignals
 
 
-class ProbeLightningCallback(pl.Callback):
+class ProbeLightningCallback(MonitorSignals, pl.Callback):
     """Probes every `monitor.config.every_n_steps` optimizer steps; stops training when told.
 
     Args:
@@ -68,19 +68,8 @@ class ProbeLightningCallback(pl.Callback):
     """
 
     def __init__(self, monitor: ProbeMonitor) -> None:
-        if not isinstance(monitor, ProbeMonitor):
-            raise InputError(f"monitor: got {type(monitor).__name__}, expected a ProbeMonitor")
-        self.monitor = monitor
-        self.regularization_weight: float = monitor.regularization_weight
-        self.should_stop: bool = monitor.should_stop
-        self.last_record: ProbeRecord | None = None
-
-    @property
-    def latest_seeds(self) -> "torch.Tensor | None":
-        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
-        `SeedRecallLoss(seeds=lambda: callback.latest_seeds)` reads. With `distributed=False` only
-        the probing process has them (the term is then 0 elsewhere)."""
-        return self.monitor.latest_seeds
+        self.check_monitor(monitor)
+        self.attach_monitor(monitor)
 
     @property
     def state_key(self) -> str:
@@ -123,5 +112,4 @@ class ProbeLightningCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.monitor.load_state_dict(state_dict)
-        self.regularization_weight = self.monitor.regularization_weight
-        self.should_stop = self.monitor.should_stop
+        self.sync_signals()

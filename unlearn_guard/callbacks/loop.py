@@ -79,13 +79,14 @@ import weakref
 from typing import Any
 
 from ..errors import InputError
-from .monitor import ProbeMonitor, ProbeRecord
+from .monitor import ProbeMonitor
+from .signals import MonitorSignals
 
 # Monitor names in use per accelerator: two probes logging under one name would mix their metrics.
 _NAMES: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
 
 
-class AcceleratorProbe:
+class AcceleratorProbe(MonitorSignals):
     """Runs a `ProbeMonitor` inside an accelerate loop: every process probes its share (or the
     main process alone, `distributed=False`); the decisions are the same on every process.
 
@@ -101,8 +102,7 @@ class AcceleratorProbe:
     """
 
     def __init__(self, monitor: ProbeMonitor, accelerator: Any) -> None:
-        if not isinstance(monitor, ProbeMonitor):
-            raise InputError(f"monitor: got {type(monitor).__name__}, expected a ProbeMonitor")
+        self.check_monitor(monitor)
         try:
             names = _NAMES.setdefault(accelerator, set())
         except TypeError:  # an object without weak references (a stand-in in tests): nothing to compare with
@@ -110,14 +110,11 @@ class AcceleratorProbe:
         if monitor.name in names:
             raise InputError(f"this accelerator already has a probe for a monitor named {monitor.name!r}; "
                              "give each ProbeMonitor its own name=")
-        self.monitor = monitor
         self.accelerator = accelerator
         monitor.model.unet = accelerator.unwrap_model(monitor.model.unet)
         monitor.check()
         names.add(monitor.name)
-        self.should_stop: bool = monitor.should_stop
-        self.regularization_weight: float = monitor.regularization_weight
-        self.last_record: ProbeRecord | None = None
+        self.attach_monitor(monitor)
 
     def step(self, step: int) -> bool:
         """Probe on multiples of `every_n_steps` (main process), log it to the accelerator's
@@ -145,18 +142,10 @@ class AcceleratorProbe:
         self.should_stop, self.regularization_weight = bool(decision[0]), float(decision[1])
         return self.should_stop
 
-    @property
-    def latest_seeds(self) -> "torch.Tensor | None":
-        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
-        `SeedRecallLoss(seeds=lambda: probing.latest_seeds)` reads. With `distributed=False` only
-        the probing process has them (the term is then 0 elsewhere)."""
-        return self.monitor.latest_seeds
-
     def state_dict(self) -> dict[str, Any]:
         """The monitor's state (save it from the main process, next to the model)."""
         return self.monitor.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.monitor.load_state_dict(state)
-        self.should_stop = self.monitor.should_stop
-        self.regularization_weight = self.monitor.regularization_weight
+        self.sync_signals()

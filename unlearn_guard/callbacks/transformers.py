@@ -60,7 +60,8 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..errors import InputError
-from .monitor import ProbeMonitor, ProbeRecord
+from .monitor import ProbeMonitor
+from .signals import MonitorSignals
 from .warnings import warn_probe
 
 STATE_KEY_PREFIX = "unlearn_guard.ProbeMonitor/"
@@ -73,7 +74,7 @@ def _broadcast_from_zero(values: list[Any]) -> list[Any]:
     return values
 
 
-class ProbeTrainerCallback(TrainerCallback):
+class ProbeTrainerCallback(MonitorSignals, TrainerCallback):
     """Probes every `monitor.config.every_n_steps` optimizer steps, logs through the trainer,
     stops training when told.
 
@@ -88,23 +89,12 @@ class ProbeTrainerCallback(TrainerCallback):
     """
 
     def __init__(self, monitor: ProbeMonitor, trainer: Any) -> None:
-        if not isinstance(monitor, ProbeMonitor):
-            raise InputError(f"monitor: got {type(monitor).__name__}, expected a ProbeMonitor")
+        self.check_monitor(monitor)
         if not callable(getattr(trainer, "log", None)):
             raise InputError(f"trainer: got {type(trainer).__name__}, expected the transformers.Trainer "
                              "this callback is added to")
-        self.monitor = monitor
+        self.attach_monitor(monitor)
         self.trainer = trainer
-        self.regularization_weight: float = monitor.regularization_weight
-        self.should_stop: bool = monitor.should_stop
-        self.last_record: ProbeRecord | None = None
-
-    @property
-    def latest_seeds(self) -> "torch.Tensor | None":
-        """The monitor's `latest_seeds` (a copy; None before a probe that kept seeds): what a
-        `SeedRecallLoss(seeds=lambda: callback.latest_seeds)` reads. With `distributed=False` only
-        the probing process has them (the term is then 0 elsewhere)."""
-        return self.monitor.latest_seeds
 
     @property
     def state_key(self) -> str:
