@@ -39,7 +39,9 @@ def free_port() -> int:
 def environment(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **extra}
+    # The repository root first: the workers import this checkout's package (a worktree's too), not
+    # whichever copy the venv's editable install points at; tests/ for the helpers.
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), **extra}
 
 
 # --------------------------------------------------------------------------- no process group
