@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,61 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
-def test_benchmark_runs(script, tmp_path):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *CASES[script], "--no-record"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+# All the scripts run from one helper process that imports torch, diffusers and the package once and
+# forks a fresh child per script (tests/helpers/speed_bench_forkrun.py): each child is still its own
+# process running the script as __main__ with its own argv, folder and exit status, but it skips the
+# ~8 s of CPU that each `python SCRIPT` spent importing (16 scripts: about two minutes of CPU).
+FORKRUN = Path(__file__).resolve().parent / "helpers" / "speed_bench_forkrun.py"
+# Negative controls for the shared runner: a failing script must fail as `python SCRIPT` would.
+CONTROLS = {
+    "_raises.py": ("import sys\nprint('before', sys.argv[1:])\nraise RuntimeError('boom')\n", ["a", "b"]),
+    "_exits_3.py": ("import sys\nsys.exit(3)\n", []),
+    "_returns.py": ("import os, sys\nprint('|---', os.path.basename(sys.path[0]), os.getcwd() == os.path.dirname("
+                    "os.path.abspath(__file__)))\n", []),
+}
+
+
+def _selected_scripts(session) -> list[str]:
+    """The benchmark scripts this pytest run selected (so `-k kernels` runs one script, not all)."""
+    return sorted({item.callspec.params["script"] for item in session.items
+                   if getattr(item, "originalname", None) == "test_benchmark_runs"})
+
+
+@pytest.fixture(scope="module")
+def benchmark_runs(request, tmp_path_factory):
+    """{script: {returncode, stdout, stderr, seconds}} for every selected script and each control."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    jobs = []
+    for script in _selected_scripts(request.session):
+        folder = root / script.removesuffix(".py")
+        folder.mkdir()
+        jobs.append({"name": script, "script": str(BENCHMARKS / script), "argv": [*CASES[script], "--no-record"],
+                     "cwd": str(folder), "timeout": 900})
+    for name, (text, argv) in CONTROLS.items():
+        folder = root / name.removesuffix(".py")
+        folder.mkdir()
+        (folder / name).write_text(text)
+        jobs.append({"name": name, "script": str(folder / name), "argv": argv, "cwd": str(folder), "timeout": 60})
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    done = subprocess.run([sys.executable, str(FORKRUN), str(root / "jobs.json"), str(root / "results.json")],
+                          capture_output=True, text=True, timeout=900 * len(jobs))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "|---" in done.stdout  # it printed its table
+    return json.loads((root / "results.json").read_text())
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs(script, benchmark_runs):
+    done = benchmark_runs[script]
+    assert done["returncode"] == 0, done["stderr"][-3000:]
+    assert "|---" in done["stdout"]  # it printed its table
+
+
+def test_the_shared_runner_reports_as_python_would(benchmark_runs):
+    """The runner behind test_benchmark_runs: an uncaught exception is exit 1 with its traceback on
+    stderr, sys.exit(3) is 3, and a script sees its own argv, folder and sys.path[0]."""
+    raised = benchmark_runs["_raises.py"]
+    assert raised["returncode"] == 1 and raised["stdout"] == "before ['a', 'b']\n", raised
+    assert "Traceback" in raised["stderr"] and "RuntimeError: boom" in raised["stderr"], raised
+    assert benchmark_runs["_exits_3.py"]["returncode"] == 3
+    returned = benchmark_runs["_returns.py"]
+    assert returned["returncode"] == 0 and returned["stdout"] == "|--- _returns True\n", returned
