@@ -115,7 +115,7 @@ def test_demo_without_memory_loss_runs_esd_alone(tmp_path):
 
 
 def test_the_command_line_defaults_are_the_demo_config_defaults():
-    """cli.py writes DemoConfig's defaults out (so --help imports no torch); they must agree."""
+    """The cli package writes DemoConfig's defaults out (so --help imports no torch); they must agree."""
     from unlearn_guard.cli import build_parser
 
     parser = build_parser()
