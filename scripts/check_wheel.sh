@@ -37,7 +37,8 @@ found = {m.name for m in pkgutil.walk_packages(unlearn_guard.__path__, "unlearn_
 missing = sorted(expected - found)
 assert not missing, f"modules missing from the wheel: {missing}"
 for name in sorted(found):
-    importlib.import_module(name)
+    if not name.endswith(".__main__"):  # `python -m` entry points run the command when imported
+        importlib.import_module(name)
 weights = sorted(str(p.relative_to(source)) for p in (source / "unlearn_guard/world/weights").rglob("*") if p.is_file())
 absent = [w for w in weights if not (installed.parent / w).is_file()]
 assert not absent, f"shipped weights missing from the wheel: {absent}"
