@@ -43,13 +43,18 @@ def check_pixels(pixels: object) -> None:
     finite = flat.isfinite().all(dim=1)
     if not bool(finite.all()):
         raise InputError(f"ImageSet.pixels[{first_false(finite)}] contains NaN or Inf; expected values in [-1, 1]")
-    inside = (flat.amin(dim=1) >= -1 - FLOAT_TOLERANCE) & (flat.amax(dim=1) <= 1 + FLOAT_TOLERANCE)
-    if not bool(inside.all()):
-        i = first_false(inside)
+    i = first_outside(flat, -1.0, 1.0)
+    if i is not None:
         raise InputError(
             f"ImageSet.pixels[{i}] has values in [{flat[i].min().item():.4g}, {flat[i].max().item():.4g}], "
             "expected [-1, 1]"
         )
+
+
+def first_outside(flat: torch.Tensor, low: float, high: float) -> int | None:
+    """Index of the first row of (N, D) `flat` with a value outside [low, high] (within FLOAT_TOLERANCE), or None."""
+    inside = (flat.amin(dim=1) >= low - FLOAT_TOLERANCE) & (flat.amax(dim=1) <= high + FLOAT_TOLERANCE)
+    return None if bool(inside.all()) else first_false(inside)
 
 
 def first_false(flags: torch.Tensor) -> int:

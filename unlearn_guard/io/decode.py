@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import ImageLoadError, InputError
-from .checks import FLOAT_TOLERANCE, first_false, listing
+from .checks import FLOAT_TOLERANCE, first_false, first_outside, listing
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -229,12 +229,10 @@ def _channel_hint(channels: int, last: int) -> str:
 
 def _check_unit_range(x: torch.Tensor, label: str) -> None:
     flat = x.flatten(1)
-    low, high = flat.amin(dim=1), flat.amax(dim=1)
-    inside = (low >= -FLOAT_TOLERANCE) & (high <= 1 + FLOAT_TOLERANCE)
-    if not bool(inside.all()):
-        i = first_false(inside)
+    i = first_outside(flat, 0.0, 1.0)
+    if i is not None:
         raise InputError(
-            f"{label}[{i}]: float values span [{low[i].item():.4g}, {high[i].item():.4g}]; expected [0, 1]. "
+            f"{label}[{i}]: float values span [{flat[i].min().item():.4g}, {flat[i].max().item():.4g}]; expected [0, 1]. "
             "Images in [-1, 1] must be mapped to [0, 1] first with (x + 1) / 2"
         )
 
