@@ -8,4 +8,11 @@ bash "$root/scripts/env.sh"
 bash "$root/scripts/test_setup.sh"
 bash "$root/scripts/check_wheel.sh"
 cd "$root"
-exec "$root/.venv/bin/pytest" -q "$@"
+pytest="$root/.venv/bin/pytest"
+if [ "$#" -gt 0 ]; then  # the tests you name, in one process
+  exec "$pytest" -q "$@"
+fi
+# One pytest-xdist worker per core, a test file per worker at a time (its fixtures built once),
+# each worker at 1 thread (tests/conftest.py); then the `serial` tests, which need the whole machine.
+"$pytest" -q -n auto --dist loadfile -m "not serial"
+exec "$pytest" -q -m serial

@@ -14,7 +14,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-# Keep CI predictable on 2 cores (OMP_NUM_THREADS=1 when sharing the machine with another job).
+# Keep CI predictable on 2 cores. Under pytest-xdist (scripts/test.sh runs one worker per core)
+# every worker and every process it starts runs 1 thread: two OpenMP threads per worker on 2 cores
+# spin against the other worker and run several times slower. Otherwise OMP_NUM_THREADS, or 2.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 # One tolerance table, keyed by dtype: (rtol, atol). Float64 references use the first row.
@@ -52,3 +56,17 @@ def tiny_images():
     g = torch.Generator().manual_seed(1234)
     coarse = torch.rand(4, 3, 8, 8, generator=g)
     return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+# The slowest files first (measured under pytest-xdist on 2 cores): scripts/test.sh hands each worker
+# a whole file at a time (--dist loadfile), so a slow file picked up last would run alone at the end.
+SLOWEST_FILES_FIRST = ("test_divergence.py", "test_benchmarks.py", "test_demo.py", "test_ground_truth.py",
+                       "test_fast_path.py", "test_world.py", "test_sd14_shaped.py", "test_distributed.py",
+                       "test_readme.py", "test_renoise.py", "test_memories.py", "test_cli_hardening.py",
+                       "test_cli_gate.py", "test_controls.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Reorder whole files only (slowest first); the order of tests inside a file is kept."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
