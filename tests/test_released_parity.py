@@ -24,9 +24,6 @@ from unlearn_guard.config import ProbeConfig
 from unlearn_guard.io import load_image_set
 from unlearn_guard.probe import image_generators
 
-# It needs both cores to itself: scripts/test.sh runs the `serial` tests after the parallel ones.
-pytestmark = pytest.mark.serial
-
 FIXTURE = Path(__file__).parent / "fixtures" / "released_mofc"
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
 SEEDS = load_file(FIXTURE / "seeds.safetensors")
