@@ -355,7 +355,7 @@ def _image_memories(i: int, queries: ImageSet, support_set: ImageSet | None, sin
     count = best = None
     if anchors is not None:
         per = image_memory(np.asarray(nll), np.asarray(values), anchors.nll_reference_mean, anchors.nll_normal_mean,
-                           anchors.psnr_cut)
+                           anchors.psnr_cut, anchors.nll_normal_std, anchors.typical_sigmas)
         m = [float(v) for v in per]
         reconstructs = [bool(values[j] >= anchors.psnr_cut and m[j] > 0) for j in range(search.memories)]
         flags = _distinct(m, [bool(r) for r in reconstructs], cosine, search.distinct_cosine)
