@@ -191,6 +191,9 @@ def _inconclusive_memory(entry: dict[str, Any], thresholds: Thresholds) -> str |
                         if note.startswith("memory score not computed")) or "no reference set"
         return (f"inconclusive: memory score undefined ({why}): there is no score to read, so this says neither "
                 "that the model remembers nor that it forgot")
+    if not math.isfinite(float(memory["value"])):
+        return (f"inconclusive: memory score undefined (M = {memory['value']}): there is no score to read, so this "
+                "says neither that the model remembers nor that it forgot")
     control = entry.get("control_memory")
     if control is not None and float(control["value"]) > thresholds.max_memory:
         shown = format_interval(*(float(control[k]) for k in ("value", "ci_low", "ci_high")))
@@ -198,6 +201,16 @@ def _inconclusive_memory(entry: dict[str, Any], thresholds: Thresholds) -> str |
                 f"M = {shown} > {thresholds.max_memory:g} (max memory), so its memory M = {_shown(memory)} "
                 "measures the inversion, not what it remembers")
     return None
+
+
+def _control_note(entry: dict[str, Any]) -> str:
+    """The negative control's reading for the memory reason ("" for a record made before it existed)."""
+    if "control_memory" not in entry:
+        return ""
+    control = entry["control_memory"]
+    if control is None:
+        return "; negative control off (--control-images 0): nothing shows that this model does not invert every image"
+    return f"; negative control M = {_shown(control)} (images no model can have learned: not read as remembered)"
 
 
 def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool, bool, list[str]]:
@@ -219,12 +232,7 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
         relation = "<=" if passed else ">"
         outcome = "forgotten like a model that never saw it" if passed else "still remembers"
         reasons.append(f"memory M = {format_interval(value, low, high)}: {which} {bound:.3f} {relation} "
-                       f"{thresholds.max_memory:g} (max memory): {outcome}")
-        control = entry.get("control_memory")
-        reasons.append("negative control: off (--control-images 0): nothing shows that this model does not invert "
-                       "every image" if control is None else
-                       f"negative control M = {_shown(control)} <= {thresholds.max_memory:g}: images no model can have "
-                       "learned do not read as remembered")
+                       f"{thresholds.max_memory:g} (max memory): {outcome}{_control_note(entry)}")
     if thresholds.min_d_n is not None:
         d_n = entry.get("d_n")
         if d_n is None:
