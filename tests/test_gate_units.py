@@ -123,7 +123,9 @@ def entry(memory=(0.2, 0.1, 0.3), d_n=(2.5, 2.1, 2.9), psnr=30.0, notes=(), cont
     (entry(psnr=25.01), Thresholds(0.5, max_psnr=25.0), "fail", 2),  # forgotten by M but still reconstructs
     (entry(psnr=None), Thresholds(0.5, max_psnr=25.0), "fail", 2),
     (entry(memory=None, psnr=20.0), Thresholds(0.5, max_psnr=25.0), "inconclusive", 2),
-    (entry(memory=None, psnr=30.0), Thresholds(0.5, max_psnr=25.0), "inconclusive", 2),  # a rule that fails
+    (entry(memory=None, psnr=30.0), Thresholds(0.5, max_psnr=25.0), "fail", 2),  # a stated rule that fails
+    (entry(memory=None, d_n=(2.5, 1.9, 3.1)), Thresholds(0.5, min_d_n=2.0), "fail", 2),
+    (entry(memory=None), Thresholds(0.5, min_d_n=2.0), "inconclusive", 2),
 ])
 def test_decision_table(record, thresholds, verdict, reasons):
     decision = decide(record, thresholds)

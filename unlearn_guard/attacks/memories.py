@@ -381,7 +381,8 @@ def _best_of_m_score(best_nll: list[float], best_psnr: list[float], single: Any,
     try:
         return memory_score(best_nll, best_psnr, reference_part.nll, reference_part.psnr, single.normal_nll,
                             psnr_margin_db=config.memory_psnr_margin_db, bootstrap_samples=config.bootstrap_samples,
-                            confidence=config.confidence, seed=anchors_seed(config)), None
+                            confidence=config.confidence, seed=anchors_seed(config),
+                            typical_sigmas=config.memory_typical_sigmas), None
     except InsufficientDataError as error:
         return None, f"best-of-M memory score not computed: {error}"
 

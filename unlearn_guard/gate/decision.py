@@ -217,7 +217,7 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
     """(passed, inconclusive, reasons) of the memory rule and its optional d_N and PSNR conditions."""
     reasons = []
     memory = entry.get("memory")
-    inconclusive = False
+    inconclusive, optional_ok = False, True
     if thresholds.max_memory >= 1.0:  # every score is <= 1: the rule is off
         passed = True
         shown = _shown(memory)
@@ -237,14 +237,14 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
         d_n = entry.get("d_n")
         if d_n is None:
             reasons.append("d_N not computed: cannot check --min-dn")
-            passed = False
+            optional_ok = False
         else:
             low = float(entry["ci_low"])
             bound, which = (float(d_n), "point value") if math.isnan(low) else (low, "lower end")
             ok = bool(bound >= thresholds.min_d_n)
             reasons.append(f"d_N = {format_interval(float(d_n), low, float(entry['ci_high']))}: {which} {bound:.3f} "
                            f"{'>=' if ok else '<'} {thresholds.min_d_n:g} (min d_N)")
-            passed = passed and ok
+            optional_ok = optional_ok and ok
     if thresholds.max_psnr is not None:
         psnr_mean = entry.get("psnr_mean")
         psnr_ok = psnr_mean is not None and bool(float(psnr_mean) <= thresholds.max_psnr)
@@ -252,8 +252,9 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
         outcome = "reconstructions poor enough" if psnr_ok else "still reconstructs the concept's images"
         shown = "-" if psnr_mean is None else f"{float(psnr_mean):.2f}"
         reasons.append(f"mean PSNR = {shown} dB {relation} {thresholds.max_psnr:g} dB (max PSNR): {outcome}")
-        passed = passed and psnr_ok
-    return passed, inconclusive, reasons
+        optional_ok = optional_ok and psnr_ok
+    # a d_N or PSNR rule the user set that fails on its own numbers makes it a fail, not inconclusive
+    return passed and optional_ok, inconclusive and optional_ok, reasons
 
 
 def overall(decisions: dict[str, Decision]) -> Decision:

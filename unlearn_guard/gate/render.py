@@ -98,7 +98,8 @@ def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
 
 def report_exit_code(report: dict[str, Any]) -> int:
     """The command line's exit code for a gate report: 0 pass, 1 fail, 4 inconclusive."""
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[report["verdict"]]
+    verdict = report.get("verdict") or ("pass" if report.get("passed") else "fail")
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[verdict]
 
 
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
