@@ -60,7 +60,7 @@ def gate_command(args: argparse.Namespace) -> int:
 
 def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any, checkpoints: list, gate_config: Any,
              output: Path) -> int:
-    from ..gate.render import report_exit_code
+    from ..gate.render import report_exit_code, report_verdict
     from ..gate.runner import run_gate, verdict_json
 
     settings = gate_config.attacks
@@ -85,7 +85,7 @@ def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any
     if out.silent:
         return code
     verdict = {"pass": "PASS", "fail": "FAIL (still remembers)",
-               "inconclusive": "INCONCLUSIVE (the probe cannot read memory in this model)"}[report["verdict"]]
+               "inconclusive": "INCONCLUSIVE (the probe cannot read memory in this model)"}[report_verdict(report)]
     out.essential(f"gate: {verdict}: {'; '.join(report['reasons'])}")
     out.essential(f"wrote {output / 'gate.json'} and {output / 'report.html'}")
     if args.json:

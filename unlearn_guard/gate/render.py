@@ -96,10 +96,14 @@ def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def report_verdict(report: dict[str, Any]) -> str:
+    """"pass", "fail" or "inconclusive" of a gate report (one written before inconclusive existed: from "passed")."""
+    return report.get("verdict") or ("pass" if report.get("passed") else "fail")
+
+
 def report_exit_code(report: dict[str, Any]) -> int:
     """The command line's exit code for a gate report: 0 pass, 1 fail, 4 inconclusive."""
-    verdict = report.get("verdict") or ("pass" if report.get("passed") else "fail")
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[verdict]
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[report_verdict(report)]
 
 
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
