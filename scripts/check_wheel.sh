@@ -54,12 +54,12 @@ save_image_folder("reference", R, R_prompts, prefix="other")
 PY
 set +e
 "$work/venv/bin/unlearn-guard" gate --model shapes-world --concept-images concept --reference-images reference \
-  --preset fast --set inversion.num_steps=3 --set bootstrap_samples=50 --thumbnails 2 --quiet --threads 1 \
+  --preset fast --set inversion.num_steps=5 --set bootstrap_samples=50 --thumbnails 2 --quiet --threads 1 \
   --output gate >>"$log" 2>&1
 code=$?
 set -e
-# 0 (pass) or 1 (still remembers) are verdicts; anything else means the installed gate is broken.
-[ "$code" = 0 ] || [ "$code" = 1 ] || fail "unlearn-guard gate on the shipped world exited $code"
+# 0 (pass), 1 (still remembers) and 4 (inconclusive) are verdicts; anything else means the installed gate is broken.
+[ "$code" = 0 ] || [ "$code" = 1 ] || [ "$code" = 4 ] || fail "unlearn-guard gate on the shipped world exited $code"
 [ -s gate/gate.json ] && [ -s gate/report.html ] || fail "the gate wrote no gate.json/report.html"
 echo "check_wheel: ok ($(basename "$wheel"): every module imports, gate --help runs, the gate on the shipped world exited $code)"
 rm -rf "$work"

@@ -40,6 +40,7 @@ CASES = {
     "distributed_scaling.py": ["--world-sizes", "2", "--images", "2", "--threads", "1", "--timeout", "600"],
     "concept_inversion_attack.py": ["--concepts", "circle", "--checkpoints", "1", "--images", "2", "--steps", "2",
                                     "--generations", "2", "--threads", "1"],
+    "typical_set_recheck.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     "memory_search.py": ["--images", "2", "--memories", "2", "--preset", "fast", "--esd-iterations", "1",
                          "--decoder-steps", "2", "--mofc-steps", "3", "--threads", "1"],
 }

@@ -91,37 +91,72 @@ def test_settable_keys_cover_every_leaf_field():
 NAN = math.nan
 
 
-def entry(memory=(0.2, 0.1, 0.3), d_n=(2.5, 2.1, 2.9), psnr=30.0, notes=()):
-    """A checkpoint record as the runner builds it: memory score and d_N with intervals, mean PSNR."""
+def entry(memory=(0.2, 0.1, 0.3), d_n=(2.5, 2.1, 2.9), psnr=30.0, notes=(), control=None):
+    """A checkpoint record as the runner builds it: memory score and d_N with intervals, mean PSNR and,
+    when given, the negative control's memory score."""
     record = {"memory": None if memory is None else dict(zip(("value", "ci_low", "ci_high"), memory)),
               "psnr_mean": psnr, "notes": list(notes)}
     record.update(zip(("d_n", "ci_low", "ci_high"), d_n) if d_n is not None else (("d_n", None),))
+    if control is not None:
+        record["control_memory"] = dict(zip(("value", "ci_low", "ci_high"), control))
     return record
 
 
-@pytest.mark.parametrize("record, thresholds, passed, reasons", [
-    (entry(memory=(0.2, 0.1, 0.3)), Thresholds(0.5), True, 1),
-    (entry(memory=(0.2, 0.1, 0.5)), Thresholds(0.5), True, 1),       # the upper end at the threshold passes
-    (entry(memory=(0.2, 0.1, 0.51)), Thresholds(0.5), False, 1),
-    (entry(memory=(1.0, 1.0, 1.0)), Thresholds(1.0), True, 1),       # 1 turns the rule off
-    (entry(memory=None), Thresholds(1.0), True, 1),                  # ... even when it is undefined
-    (entry(memory=(0.45, 0.3, 0.6)), Thresholds(0.5), False, 1),     # point below, upper end above: fails
-    (entry(memory=(0.3, NAN, NAN)), Thresholds(0.5), True, 1),       # no bootstrap: the point value decides
-    (entry(memory=(NAN, NAN, NAN)), Thresholds(0.5), False, 1),      # an undefined score never passes
-    (entry(memory=None, notes=["d_N not computed"]), Thresholds(0.5), False, 1),
-    (entry(), Thresholds(0.5, min_d_n=2.0), True, 2),
-    (entry(d_n=(2.5, 1.9, 3.1)), Thresholds(0.5, min_d_n=2.0), False, 2),  # d_N's lower end decides
-    (entry(d_n=None), Thresholds(0.5, min_d_n=2.0), False, 2),
-    (entry(psnr=25.0), Thresholds(0.5, max_psnr=25.0), True, 2),
-    (entry(psnr=25.01), Thresholds(0.5, max_psnr=25.0), False, 2),  # forgotten by M but still reconstructs
-    (entry(psnr=None), Thresholds(0.5, max_psnr=25.0), False, 2),
+@pytest.mark.parametrize("record, thresholds, verdict, reasons", [
+    (entry(memory=(0.2, 0.1, 0.3)), Thresholds(0.5), "pass", 1),
+    (entry(memory=(0.2, 0.1, 0.5)), Thresholds(0.5), "pass", 1),       # the upper end at the threshold passes
+    (entry(memory=(0.2, 0.1, 0.51)), Thresholds(0.5), "fail", 1),
+    (entry(memory=(1.0, 1.0, 1.0)), Thresholds(1.0), "pass", 1),       # 1 turns the rule off
+    (entry(memory=None), Thresholds(1.0), "pass", 1),                  # ... even when it is undefined
+    (entry(memory=(0.45, 0.3, 0.6)), Thresholds(0.5), "fail", 1),     # point below, upper end above: fails
+    (entry(memory=(0.3, NAN, NAN)), Thresholds(0.5), "pass", 1),       # no bootstrap: the point value decides
+    (entry(memory=(NAN, NAN, NAN)), Thresholds(0.5), "inconclusive", 1),  # an undefined score never decides
+    (entry(memory=None, notes=["d_N not computed"]), Thresholds(0.5), "inconclusive", 1),
+    (entry(memory=(0.9, 0.8, 1.0), control=(0.9, 0.8, 1.0)), Thresholds(0.5), "inconclusive", 1),  # inverts all
+    (entry(memory=(0.2, 0.1, 0.3), control=(0.6, 0.4, 0.8)), Thresholds(0.5), "inconclusive", 1),
+    (entry(memory=(0.9, 0.8, 1.0), control=(0.1, 0.0, 0.3)), Thresholds(0.5), "fail", 1),  # control reads clean
+    (entry(memory=(0.9, 0.8, 1.0), control=(0.5, 0.3, 0.7)), Thresholds(0.5), "fail", 1),  # at the bar: not above
+    (entry(), Thresholds(0.5, min_d_n=2.0), "pass", 2),
+    (entry(d_n=(2.5, 1.9, 3.1)), Thresholds(0.5, min_d_n=2.0), "fail", 2),  # d_N's lower end decides
+    (entry(d_n=None), Thresholds(0.5, min_d_n=2.0), "fail", 2),
+    (entry(psnr=25.0), Thresholds(0.5, max_psnr=25.0), "pass", 2),
+    (entry(psnr=25.01), Thresholds(0.5, max_psnr=25.0), "fail", 2),  # forgotten by M but still reconstructs
+    (entry(psnr=None), Thresholds(0.5, max_psnr=25.0), "fail", 2),
+    (entry(memory=None, psnr=20.0), Thresholds(0.5, max_psnr=25.0), "inconclusive", 2),
+    (entry(memory=None, psnr=30.0), Thresholds(0.5, max_psnr=25.0), "fail", 2),  # a stated rule that fails
+    (entry(memory=None, d_n=(2.5, 1.9, 3.1)), Thresholds(0.5, min_d_n=2.0), "fail", 2),
+    (entry(memory=None), Thresholds(0.5, min_d_n=2.0), "inconclusive", 2),
 ])
-def test_decision_table(record, thresholds, passed, reasons):
+def test_decision_table(record, thresholds, verdict, reasons):
     decision = decide(record, thresholds)
-    assert decision.passed is passed and decision.verdict == ("pass" if passed else "fail")
+    assert decision.verdict == verdict and decision.passed is (verdict == "pass")
+    assert decision.inconclusive is (verdict == "inconclusive")
     assert len(decision.reasons) == reasons
-    assert (f"{thresholds.max_memory:g} (max memory)" in decision.reasons[0] or "not computed" in decision.reasons[0]
-            or "rule off" in decision.reasons[0])
+    assert (f"{thresholds.max_memory:g} (max memory)" in decision.reasons[0] or "rule off" in decision.reasons[0]
+            or decision.reasons[0].startswith("inconclusive: "))
+    assert decision.exit_code == {"pass": 0, "fail": 1, "inconclusive": 4}[verdict]
+
+
+def test_an_inconclusive_reason_says_why_and_never_remembers_or_forgets():
+    undefined = decide(entry(memory=None, notes=["memory score not computed: the memory score is undefined: only 0 "
+                                                 "of 4 reference seeds are typical"]), Thresholds(0.5)).reasons[0]
+    assert undefined.startswith("inconclusive: memory score undefined (the memory score is undefined: only 0 of 4")
+    control = decide(entry(memory=(0.9, 0.8, 1.0), control=(0.7, 0.5, 0.9)), Thresholds(0.5)).reasons[0]
+    assert "regenerates images it cannot have learned" in control and "0.700 [0.500, 0.900] > 0.5" in control
+    for reason in (undefined, control):
+        assert "still remembers" not in reason and "forgotten" not in reason
+
+
+def test_the_gate_fails_before_it_is_inconclusive():
+    decisions = {"a": decide(entry(memory=None), Thresholds(0.5)), "b": decide(entry(), Thresholds(0.5))}
+    assert overall(decisions).verdict == "inconclusive" and "a" in overall(decisions).reasons[0]
+    decisions["c"] = decide(entry(memory=(0.9, 0.8, 1.0)), Thresholds(0.5))
+    both = overall(decisions)
+    assert both.verdict == "fail" and both.reasons[1] == "1 inconclusive: a"
+    # an attack that fails on its own evidence makes an inconclusive memory rule a fail
+    record = {**entry(memory=None), "attacks": ["memory", "concept-inversion"],
+              "concept_inversion": {"attack": {"rate": 0.9, "ci_low": 0.8, "ci_high": 1.0, "successes": 9, "n": 10}}}
+    assert decide(record, Thresholds(0.5)).verdict == "fail"
 
 
 def test_the_reason_names_the_end_that_decided():

@@ -20,9 +20,11 @@ from conftest import assert_close
 
 # 4 DDIM steps, K=1 with reachable windows (regularisation on): the released variant's random
 # draws all happen. DDIM_ONLY has no random draw at all after z0 (K=0, no regularisation).
+# The random-weight tiny model's seeds are not typical N(0, I) draws, so under the default band its memory
+# score is undefined (tests/test_controls.py); these tests check the search's bookkeeping, so the band is open.
 QUICK = ProbeConfig(preset="custom", inversion=InversionConfig(num_steps=4, renoise_steps=1, early_window=(0, 2),
                                                                late_window=(0, 2)),
-                    n_normal=20, bootstrap_samples=50, progress=False)
+                    n_normal=20, bootstrap_samples=50, progress=False, memory_typical_sigmas=1e6)
 DDIM_ONLY = QUICK.replace(inversion=InversionConfig(num_steps=4, renoise_steps=0, early_window=(0, 0),
                                                     late_window=(0, 0), z0_mode="mean",
                                                     regularization=RegularizationConfig(enabled=False)))

@@ -18,10 +18,43 @@ def test_each_image_is_its_likelihood_position_when_it_reconstructs():
     mu_r, mu_n, cut = 330.0, 360.0, 26.0
     nll = np.array([330.0, 345.0, 360.0, 320.0, 370.0, 345.0, math.nan])
     psnr = np.array([31.0, 31.0, 31.0, 31.0, 31.0, 20.0, math.nan])
-    memory = image_memory(nll, psnr, mu_r, mu_n, cut)
+    memory = image_memory(nll, psnr, mu_r, mu_n, cut, nll_normal_std=8.0)
     # as likely as known content -> 1; halfway -> 0.5; like a random draw -> 0; clipped on both sides;
     # a seed that does not regenerate the image -> 0; a diverged image -> 0.
     np.testing.assert_allclose(memory, [1.0, 0.5, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_a_seed_outside_the_typical_set_is_no_memory():
+    # N's NLLs: mean 360, sd 8; k = 6 puts the band at [312, 408]. A seed at 311 is likelier than any
+    # N(0, I) draw ever is: atypically small, as an eps = 0 UNet's shrunken latents are. It regenerates
+    # the image and its position is clipped to 1, yet it holds no memory; one at 313 still does.
+    nll = np.array([313.0, 311.0, 250.0])
+    memory = image_memory(nll, np.array([31.0] * 3), 330.0, 360.0, 26.0, nll_normal_std=8.0, typical_sigmas=6.0)
+    np.testing.assert_allclose(memory, [1.0, 0.0, 0.0])
+    # the band is the config's: a wider one counts the seed at 311
+    wider = image_memory(nll, np.array([31.0] * 3), 330.0, 360.0, 26.0, nll_normal_std=8.0, typical_sigmas=7.0)
+    np.testing.assert_allclose(wider, [1.0, 1.0, 0.0])
+
+
+def test_a_model_whose_reference_seeds_are_atypical_has_no_score():
+    # Every seed shrunk toward zero (NLL far below N's), E and R alike, all reconstructing: the old
+    # position read M = 1 ("remembers"); now the score is undefined and says why.
+    collapsed = [236.0, 236.5, 235.8, 236.2]
+    with pytest.raises(InsufficientDataError, match=r"undefined: only 0 of 4 reference seeds are typical.*eps = 0"):
+        memory_score([236.1, 236.3], [32.0, 33.0], collapsed, [32.0] * 4, NORMAL, bootstrap_samples=0)
+    # half typical is enough; the anchors then use the typical ones only
+    half = memory_score([330.0, 331.0], [31.0, 31.0], [330.0, 331.0, 236.0, 236.5], [31.0] * 4, NORMAL,
+                        bootstrap_samples=0)
+    assert half.reference_typical == 2 and half.reference_found == 4
+    assert half.nll_reference_mean == pytest.approx(330.5) and half.value > 0.9
+    with pytest.raises(InsufficientDataError, match="only 1 of 3"):
+        memory_score([330.0], [31.0], [330.0, 236.0, 236.5], [31.0] * 3, NORMAL, bootstrap_samples=0)
+
+
+def test_atypical_concept_seeds_are_counted():
+    result = memory_score([330.0, 250.0, 240.0], [31.0] * 3, REF_NLL, REF_PSNR, NORMAL, bootstrap_samples=0)
+    assert result.n_atypical == 2 and result.value == pytest.approx(1 / 3)
+    assert result.to_dict()["typical_sigmas"] == 6.0 and result.nll_normal_std == pytest.approx(np.std(NORMAL, ddof=1))
 
 
 def test_remembering_and_never_knowing_land_at_the_two_ends():
@@ -41,7 +74,7 @@ def test_direction_matters_unlike_d_n():
     from unlearn_guard.stats.functional import memory_relative_distance
 
     unlikely = [400.0, 405.0, 398.0]
-    likely = [300.0, 305.0, 298.0]
+    likely = [320.0, 325.0, 318.0]  # likelier than R (330), still inside N's typical set (mean 360, sd 8)
     assert memory_relative_distance(unlikely, REF_NLL, NORMAL) > 1.5 and memory_relative_distance(likely, REF_NLL, NORMAL) > 1.5
     assert memory_score(unlikely, [31.0] * 3, REF_NLL, REF_PSNR, NORMAL, bootstrap_samples=0).value == 0.0
     assert memory_score(likely, [31.0] * 3, REF_NLL, REF_PSNR, NORMAL, bootstrap_samples=0).value == 1.0
@@ -72,6 +105,7 @@ def test_interval_is_seeded_and_resamples_every_set():
         ({"nll_reference": [365.0, 366.0, 364.0, 365.0]}, InsufficientDataError, "not below the N set"),
         ({"psnr_erased": [31.0]}, InputError, "same non-zero length"),
         ({"psnr_margin_db": -1.0}, InputError, "psnr_margin_db"),
+        ({"typical_sigmas": 0.0}, InputError, "typical_sigmas"),
         ({"nll_erased": [[330.0, 331.0]], "psnr_erased": [[31.0, 31.0]]}, InputError, "1-D"),
     ],
 )

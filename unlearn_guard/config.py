@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InputError
-from .validation import require_field, require_known_fields
+from .validation import is_int, is_number, require_field, require_known_fields
 
 Z0Mode = Literal["sample", "mean"]
 DistanceKind = Literal["mofc", "w1"]
@@ -41,6 +41,10 @@ RngMode = Literal["per_image", "released"]
 # (shared/parity) was drawn from manual_seed(0).
 RELEASED_IMAGE_SEED = 42
 RELEASED_NORMAL_SEED = 0
+# The memory score's typical band, |NLL - mu_N| <= k s_N (benchmarks/calibrate_memory_signal.py, RESULTS.md).
+DEFAULT_TYPICAL_SIGMAS = 6.0
+# Images in the negative control (each inverted with two prompts; `unlearn_guard.controls`).
+DEFAULT_CONTROL_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,12 @@ class ProbeConfig:
         memory_psnr_margin_db: the memory score counts an image's seed only when its
             reconstruction is within this many dB of the reference images' median PSNR
             (`unlearn_guard.signal.memory_score`).
+        memory_typical_sigmas: ... and only when its NLL lies within this many standard deviations
+            of the N set's mean (the typical set of N(0, I); `unlearn_guard.signal.memory_score`).
+        control_images: the negative control (`unlearn_guard.controls`): this many images no model
+            can have learned, made from `seed`, each inverted with the concept's prompt and with the
+            neutral prompt "" (2 x control_images more inversions); 0 turns it off (with a warning).
+            Needs a reference set (its memory score uses R's anchors).
     """
 
     preset: PresetName = "mofc"
@@ -204,6 +214,8 @@ class ProbeConfig:
     image_seed: int | None = None
     normal_seed: int | None = None
     memory_psnr_margin_db: float = 5.0
+    memory_typical_sigmas: float = DEFAULT_TYPICAL_SIGMAS
+    control_images: int = DEFAULT_CONTROL_IMAGES
 
     def __post_init__(self) -> None:
         if isinstance(self.inversion, dict):
@@ -222,6 +234,10 @@ class ProbeConfig:
         require_field("config", self.rng in ("per_image", "released"), "rng", self.rng, "'per_image' or 'released'")
         require_field("config", isinstance(self.memory_psnr_margin_db, (int, float)) and 0 <= self.memory_psnr_margin_db < float("inf"),
                  "memory_psnr_margin_db", self.memory_psnr_margin_db, "a number >= 0 (dB)")
+        require_field("config", is_number(self.memory_typical_sigmas) and 0 < self.memory_typical_sigmas < float("inf"),
+                      "memory_typical_sigmas", self.memory_typical_sigmas, "a number > 0")
+        require_field("config", is_int(self.control_images) and 0 <= self.control_images <= 64, "control_images",
+                      self.control_images, "an int in [0, 64] (0 turns the negative control off)")
         require_field("config", _is_seed(self.seed), "seed", self.seed, "an int (torch.Generator.manual_seed range)")
         for name in ("image_seed", "normal_seed"):
             value = getattr(self, name)
@@ -290,7 +306,9 @@ _BOOKKEEPING = frozenset({"seed", "batch_size", "keep_seeds", "keep_reconstructi
                           # How the numbers are computed, not which: same science within dtype tolerance.
                           "backend", "compile_unet",
                           # Which random stream, not which algorithm: like `seed`.
-                          "rng", "image_seed", "normal_seed"})
+                          "rng", "image_seed", "normal_seed",
+                          # An extra set beside E and R (the negative control); E's numbers do not change.
+                          "control_images"})
 
 PRESETS: dict[str, ProbeConfig] = {
     "mofc": ProbeConfig(preset="mofc"),

@@ -43,10 +43,12 @@ from .attacks import ShapeJudge
 from .callbacks import MonitorConfig, ProbeMonitor, PromptCheck
 from .config import ProbeConfig
 from .gate.decision import Thresholds, decide
+from .gate.finish import control_record
 from .gate.folders import save_image_folder
 from .losses import AnchorPathConfig
 from .probe import probe
 from .provenance import provenance
+from .results import interval_record
 from .files import write_text_atomic
 from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
 from .signal import DEFAULT_MAX_MEMORY
@@ -167,7 +169,9 @@ def _report_markdown(rows: list[dict[str, Any]], gate: dict[str, Any], target: d
     if stopped_at is not None:
         lines += ["", f"Early stop at step {stopped_at}: the memory score's upper end on the decision images reached "
                       f"the target and the prompt's accuracy was at most {config.max_prompt_accuracy:g}."]
-    verdict = "PASS (forgotten like a model that never saw it)" if gate["passed"] else "FAIL (still remembers)"
+    verdict = {"pass": "PASS (forgotten like a model that never saw it)", "fail": "FAIL (still remembers)",
+               "inconclusive": "INCONCLUSIVE (the probe cannot read memory in this model)"}[
+        gate.get("verdict", "pass" if gate["passed"] else "fail")]
     lines += [
         "",
         f"## Gate: {verdict}",
@@ -328,15 +332,16 @@ def _gate(model: Any, held_out: Any, config: DemoConfig, progress: bool,
                         config=ProbeConfig.from_preset(config.gate_preset, seed=config.seed, progress=progress))
     md, memory = gate_result.memory_distance, gate_result.memory
     psnr_mean = float(gate_result.erased.psnr.nanmean())
-    entry = {"memory": None if memory is None else {"value": memory.value, "ci_low": memory.ci_low, "ci_high": memory.ci_high},
+    entry = {"memory": interval_record(memory), "control_memory": control_record(gate_result),
              "d_n": None if md is None else md.value, "ci_low": None if md is None else md.ci_low,
              "ci_high": None if md is None else md.ci_high, "psnr_mean": psnr_mean, "notes": gate_result.notes}
     decision = decide(entry, Thresholds(max_memory=config.gate_max_memory))
     gate = {"preset": config.gate_preset, "max_memory": config.gate_max_memory,
             "memory": entry["memory"] and memory.value, "memory_low": entry["memory"] and memory.ci_low,
             "memory_high": entry["memory"] and memory.ci_high, "d_n": entry["d_n"], "ci_low": entry["ci_low"],
-            "ci_high": entry["ci_high"], "psnr_mean": psnr_mean, "passed": decision.passed, "reasons": decision.reasons}
-    verdict = "PASS" if gate["passed"] else "FAIL: still remembers"
+            "ci_high": entry["ci_high"], "psnr_mean": psnr_mean, "passed": decision.passed, "verdict": decision.verdict,
+            "control_memory": entry["control_memory"] and entry["control_memory"]["value"], "reasons": decision.reasons}
+    verdict = {"pass": "PASS", "fail": "FAIL: still remembers", "inconclusive": "INCONCLUSIVE"}[decision.verdict]
     echo(f"gate ({config.gate_preset}, {len(held_out.concept)} + {len(held_out.reference)} held-out images): "
          f"{'; '.join(decision.reasons)}; d_N = "
          f"{_interval(gate['d_n'], gate['ci_low'], gate['ci_high'])} -> {verdict}")

@@ -13,6 +13,7 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_BAD_INPUT = 2
 EXIT_PROBE_FAILED = 3
+EXIT_INCONCLUSIVE = 4
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
@@ -25,6 +26,9 @@ EXIT_CODES_HELP = """exit codes:
      that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
      unknown preset or --set key, bad threshold, missing device, an output that cannot be written
   3  the probe itself failed (out of memory at batch size 1, NaN/Inf in a latent, a crash)
+  4  inconclusive: no checkpoint failed, but the probe cannot read memory in at least one: its
+     memory score is undefined (e.g. its seeds of known content are not typical N(0, I) draws)
+     or its negative control (images no model can have learned) reads as remembered
   130  interrupted (Ctrl-C): finished checkpoints are cached; rerun with --resume
 """
 

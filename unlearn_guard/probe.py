@@ -323,7 +323,7 @@ def probe(
     record = provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops,
                         distributed=distributed_work.describe(None))
     return finish_probe(results["erased"], results.get("reference"), seed_shape_of(model, sets["erased"]), config,
-                        external_normal, record)
+                        external_normal, record, results.get("control"))
 
 
 def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, prompts: Any, reference: Any,
@@ -364,7 +364,8 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
     results = sets_from_units(outputs, local["sets"], config)
     record = {**parts[0]["provenance"], "distributed": {**group.describe(), "units": local["units"],
                                                          "wall_seconds": max(part["seconds"] for part in parts)}}
-    return finish_probe(results["erased"], results.get("reference"), local["seed_shape"], config, local["normal"], record)
+    return finish_probe(results["erased"], results.get("reference"), local["seed_shape"], config, local["normal"], record,
+                        results.get("control"))
 
 
 __all__ = [  # the probe's parts live in probe_inputs, probe_seeds, probe_batching, probe_measure

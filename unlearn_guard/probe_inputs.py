@@ -4,11 +4,13 @@ N set."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
 from .config import PRESETS, ProbeConfig
+from .controls import control_set
 from .errors import InputError, InsufficientDataError
 from .io import ImageSet, load_image_set
 from .kernels.dispatch import resolve_backend
@@ -68,7 +70,8 @@ def prepare_model(model: Any, config: ProbeConfig) -> tuple[DiffusionModel, str]
 
 def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference: Any, reference_prompts: Any,
                     config: ProbeConfig, warn_stacklevel: int | None = 4) -> dict[str, ImageSet]:
-    """{"erased": E} or {"erased": E, "reference": R}, validated (sizes, prompts, 2+ images each for d_N).
+    """{"erased": E} or {"erased": E, "reference": R, "control": C}, validated (sizes, prompts, 2+ images
+    each for d_N); C is the negative control (`unlearn_guard.controls`), absent when it is off.
 
     Prompts the text encoder cuts are warned about at `warn_stacklevel` (4: the line that called
     `probe`); None: no warning.
@@ -84,6 +87,13 @@ def load_probe_sets(model: DiffusionModel, images: Any, prompts: Any, reference:
                     f"d_N needs at least 2 images in each set; {label} has {len(part)}. "
                     "Add images, or probe without `reference` to get per-image NLL and PSNR only"
                 )
+        control = control_set(config, model.resolution, sets["erased"].prompts)
+        if control is not None:
+            sets["control"] = control
+        elif warn_stacklevel is not None:
+            warnings.warn("the negative control is off (control_images=0): nothing will show that this model does not "
+                          "invert every image, so a 'remembers' reading cannot be checked", UserWarning,
+                          stacklevel=warn_stacklevel)
     if warn_stacklevel is not None:
         warn_long_prompts(model, {"images": sets["erased"], "reference": sets.get("reference")}, stacklevel=warn_stacklevel)
     return sets

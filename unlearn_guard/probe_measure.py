@@ -43,11 +43,7 @@ def measure_memory(
                      f"{len(nll_e)} (E) and {len(found_r)} of {len(nll_r)} (R)")
     memory = None
     try:
-        memory = memory_score(
-            nll_e, erased.psnr, nll_r, reference.psnr, normal, psnr_margin_db=config.memory_psnr_margin_db,
-            bootstrap_samples=config.bootstrap_samples, confidence=config.confidence,
-            seed=derive_seed(config.seed, "memory_bootstrap", 0),
-        )
+        memory = score_set(erased, reference, normal, config, "memory_bootstrap")
     except InsufficientDataError as error:
         notes.append(f"memory score not computed: {error}")
     for part in (erased, reference):
@@ -58,9 +54,21 @@ def measure_memory(
     return distance, memory, notes
 
 
+def score_set(part: SetProbe, reference: SetProbe, normal: torch.Tensor, config: ProbeConfig,
+              stream: str) -> MemoryScoreResult:
+    """The memory score of `part` against R and N with the config's margins (raises when undefined)."""
+    return memory_score(
+        part.nll, part.psnr, reference.nll, reference.psnr, normal, psnr_margin_db=config.memory_psnr_margin_db,
+        bootstrap_samples=config.bootstrap_samples, confidence=config.confidence,
+        seed=derive_seed(config.seed, stream, 0), typical_sigmas=config.memory_typical_sigmas,
+    )
+
+
 def finish_probe(erased_result: SetProbe, reference_result: SetProbe | None, seed_shape: tuple[int, ...],
-                 config: ProbeConfig, external_normal: torch.Tensor | None, provenance_record: dict[str, Any]) -> ProbeResult:
-    """Steps 4-5 on measured sets: the N set, d_N and the memory score, and the `ProbeResult`."""
+                 config: ProbeConfig, external_normal: torch.Tensor | None, provenance_record: dict[str, Any],
+                 control_result: SetProbe | None = None) -> ProbeResult:
+    """Steps 4-5 on measured sets: the N set, d_N, the memory score of E and of the negative
+    control, and the `ProbeResult`."""
     parts = [erased_result] + ([reference_result] if reference_result is not None else [])
     if all(bool(part.diverged.all()) for part in parts):
         raise NonFiniteError(
@@ -68,9 +76,11 @@ def finish_probe(erased_result: SetProbe, reference_result: SetProbe | None, see
             f"{erased_result.images[0].diverged}; nothing was measured"
         )
     normal = normal_set(config, seed_shape) if external_normal is None else external_normal
-    distance, memory, notes = None, None, []
+    distance, memory, notes, control_memory = None, None, [], None
     if reference_result is not None:
         distance, memory, notes = measure_memory(erased_result, reference_result, normal, config)
+        if control_result is not None and memory is not None:
+            control_memory = score_set(control_result, reference_result, normal, config, "control_bootstrap")
     return ProbeResult(
         erased=erased_result,
         reference=reference_result,
@@ -79,5 +89,7 @@ def finish_probe(erased_result: SetProbe, reference_result: SetProbe | None, see
         notes=notes,
         normal_nll=normal,
         config=config,
+        control=control_result,
+        control_memory=control_memory,
         provenance={**provenance_record, "normal_set": "external" if external_normal is not None else "drawn"},
     )

@@ -114,6 +114,9 @@ class ProbeResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     memory: MemoryScoreResult | None = None
     notes: list[str] = field(default_factory=list)
+    # The negative control (`unlearn_guard.controls`): its set and its memory score against E's anchors.
+    control: SetProbe | None = None
+    control_memory: MemoryScoreResult | None = None
 
     @property
     def d_n(self) -> float | None:
@@ -132,6 +135,8 @@ class ProbeResult:
             "memory_distance": None if self.memory_distance is None else self.memory_distance.to_dict(),
             "erased": self.erased.to_dict(),
             "reference": None if self.reference is None else self.reference.to_dict(),
+            "control": None if self.control is None else self.control.to_dict(),
+            "control_memory": None if self.control_memory is None else self.control_memory.to_dict(),
             "normal": {
                 "count": int(self.normal_nll.numel()),
                 "nll_mean": float(self.normal_nll.mean()),
@@ -166,7 +171,7 @@ class ProbeResult:
             return "-" if value is None else f"{float(value):.{digits}f}"
 
         rows = [("set", "images", "diverged", "NLL mean", "NLL std", "PSNR mean (dB)", "s/image")]
-        for part in (self.erased, self.reference):
+        for part in (self.erased, self.reference, self.control):
             if part is None:
                 continue
             s = part.summary()
@@ -183,6 +188,17 @@ class ProbeResult:
             lines.append(f"memory M = {memory.value:.3f}{interval}; {memory.n_reconstructed} of {memory.n_images} "
                          f"concept images regenerated within {memory.psnr_margin_db:g} dB of R's median PSNR "
                          f"({memory.psnr_reference_median:.2f} dB); 1 = remembers like known content, 0 = never saw it")
+            if memory.n_atypical:
+                lines.append(f"  {memory.n_atypical} concept seed(s) outside the typical set (|NLL - mu_N| > "
+                             f"{memory.typical_sigmas:g} s_N) count as no memory")
+        control = self.control_memory
+        if control is not None:
+            lines.append(f"control M = {control.value:.3f}" + (f" [{control.ci_low:.3f}, {control.ci_high:.3f}]"
+                         if control.bootstrap_samples else "") + f"; {control.n_reconstructed} of {control.n_images} "
+                         "control inversions regenerated (images no model can have learned: near 0 when the probe "
+                         "is informative)")
+        elif self.control is None and self.reference is not None:
+            lines.append("control: off (control_images=0): nothing shows that this model does not invert everything")
         lines += [f"note: {note}" for note in self.notes]
         md = self.memory_distance
         if md is None:

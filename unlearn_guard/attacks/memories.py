@@ -355,7 +355,7 @@ def _image_memories(i: int, queries: ImageSet, support_set: ImageSet | None, sin
     count = best = None
     if anchors is not None:
         per = image_memory(np.asarray(nll), np.asarray(values), anchors.nll_reference_mean, anchors.nll_normal_mean,
-                           anchors.psnr_cut)
+                           anchors.psnr_cut, anchors.nll_normal_std, anchors.typical_sigmas)
         m = [float(v) for v in per]
         reconstructs = [bool(values[j] >= anchors.psnr_cut and m[j] > 0) for j in range(search.memories)]
         flags = _distinct(m, [bool(r) for r in reconstructs], cosine, search.distinct_cosine)
@@ -381,7 +381,8 @@ def _best_of_m_score(best_nll: list[float], best_psnr: list[float], single: Any,
     try:
         return memory_score(best_nll, best_psnr, reference_part.nll, reference_part.psnr, single.normal_nll,
                             psnr_margin_db=config.memory_psnr_margin_db, bootstrap_samples=config.bootstrap_samples,
-                            confidence=config.confidence, seed=anchors_seed(config)), None
+                            confidence=config.confidence, seed=anchors_seed(config),
+                            typical_sigmas=config.memory_typical_sigmas), None
     except InsufficientDataError as error:
         return None, f"best-of-M memory score not computed: {error}"
 

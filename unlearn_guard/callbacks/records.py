@@ -37,6 +37,8 @@ class ProbeRecord:
     is the share of the prompt's generations its judge called the concept; with separate
     `loss_images`, `loss_memory*` is the memory score on those images (what the memory loss
     trains on; the decisions never read it) and every other number is on `images` alone.
+    `control_memory` is the negative control's memory score (None when the control is off): near 0
+    when the probe can read memory in the model at this step.
     """
 
     step: int
@@ -55,6 +57,7 @@ class ProbeRecord:
     loss_memory: float | None = None
     loss_memory_low: float | None = None
     loss_memory_high: float | None = None
+    control_memory: float | None = None
 
     @classmethod
     def failed(cls, step: int, seconds: float, error: BaseException) -> "ProbeRecord":
@@ -67,7 +70,8 @@ class ProbeRecord:
 
     def describe(self) -> str:
         """Both signals with their intervals, for the log: "memory M = 0.8000 [0.7000, 0.9000], d_N = ..."."""
-        return (f"memory M = {_shown(self.memory, self.memory_low, self.memory_high)}, "
+        control = "" if self.control_memory is None else f", control M = {self.control_memory:.4f}"
+        return (f"memory M = {_shown(self.memory, self.memory_low, self.memory_high)}{control}, "
                 f"d_N = {_shown(self.d_n, self.ci_low, self.ci_high)}")
 
     def signal_of(self, name: SignalName) -> Signal | None:
@@ -105,7 +109,8 @@ class ProbeRecord:
                    memory_high=number(memory and memory.ci_high), diverged=int(summary["diverged"]),
                    prompt_success=prompt_success, loss_memory=number(loss_memory and loss_memory.value),
                    loss_memory_low=number(loss_memory and loss_memory.ci_low),
-                   loss_memory_high=number(loss_memory and loss_memory.ci_high))
+                   loss_memory_high=number(loss_memory and loss_memory.ci_high),
+                   control_memory=number(result.control_memory and result.control_memory.value))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -114,7 +119,7 @@ class ProbeRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeRecord":
         numbers = ("d_n", "ci_low", "ci_high", "erased_nll_mean", "erased_psnr_mean", "memory", "memory_low",
-                   "memory_high", "prompt_success", "loss_memory", "loss_memory_low", "loss_memory_high")
+                   "memory_high", "prompt_success", "loss_memory", "loss_memory_low", "loss_memory_high", "control_memory")
         return cls(
             step=int(data["step"]),
             **{name: optional_float(data.get(name)) for name in numbers},

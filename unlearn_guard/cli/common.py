@@ -41,7 +41,7 @@ class Output:
 
 
 def probe_config(args: argparse.Namespace):
-    """The ProbeConfig of --preset, --seed, --batch-size, --resize and --set."""
+    """The ProbeConfig of --preset, --seed, --batch-size, --resize, --control-images and --set."""
     from ..config import ProbeConfig
     from ..gate.knobs import apply_settings
 
@@ -54,6 +54,8 @@ def probe_config(args: argparse.Namespace):
         overrides["batch_size"] = args.batch_size
     if args.resize is not None:
         overrides["resize"] = args.resize
+    if getattr(args, "control_images", None) is not None:
+        overrides["control_images"] = args.control_images
     config = ProbeConfig.from_preset(args.preset, **overrides)
     return apply_settings(config, args.set).replace(progress=not args.quiet)
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAIL, EXIT_PASS, InputError
+from ..errors import InputError
 from .common import Output, probe_config, ranks, search_config, single_checkpoint
 
 
@@ -60,6 +60,7 @@ def gate_command(args: argparse.Namespace) -> int:
 
 def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any, checkpoints: list, gate_config: Any,
              output: Path) -> int:
+    from ..gate.render import report_exit_code, report_verdict
     from ..gate.runner import run_gate, verdict_json
 
     settings = gate_config.attacks
@@ -80,11 +81,13 @@ def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any
     out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when "
              + " and ".join(rules))
     report = run_gate(gate_config, echo=out.info, notice=out.essential)
+    code = report_exit_code(report)
     if out.silent:
-        return EXIT_PASS if report["passed"] else EXIT_FAIL
-    verdict = "PASS" if report["passed"] else "FAIL (still remembers)"
+        return code
+    verdict = {"pass": "PASS", "fail": "FAIL (still remembers)",
+               "inconclusive": "INCONCLUSIVE (the probe cannot read memory in this model)"}[report_verdict(report)]
     out.essential(f"gate: {verdict}: {'; '.join(report['reasons'])}")
     out.essential(f"wrote {output / 'gate.json'} and {output / 'report.html'}")
     if args.json:
         print(json.dumps(verdict_json(report, output), default=str))
-    return EXIT_PASS if report["passed"] else EXIT_FAIL
+    return code

@@ -74,6 +74,10 @@ def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="change any ProbeConfig field, repeatable: e.g. --set inversion.num_steps=20 "
                             "--set distance=w1 --set inversion.regularization.enabled=false --set bootstrap_samples=200")
     group.add_argument("--seed", type=int, help="seed for every random draw (default: the preset's, 0)")
+    group.add_argument("--control-images", type=int, metavar="N",
+                       help="the negative control: N images no model can have learned (noise and patterns), each "
+                            "inverted with the concept's prompt and with \"\", so 2N more inversions (default: 4); "
+                            "0 turns it off (with a warning)")
     group.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: where the model loads, CPU)")
     group.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (default: as loaded)")
     group.add_argument("--batch-size", type=int, help="images per chunk (default: automatic; OOM halves it)")

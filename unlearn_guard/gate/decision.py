@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
+from ..errors import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, InputError
 from ..signal.calibration import DEFAULT_MAX_MEMORY
 
 ATTACKS = ("memory", "multi-memory", "concept-inversion")
@@ -95,15 +95,25 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Decision:
+    """pass, fail, or inconclusive: the probe cannot read memory in this model (its score is
+    undefined, or its negative control reads as remembered). Inconclusive never passes; a rule that
+    fails on its own evidence (another attack) still makes it a fail."""
+
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    inconclusive: bool = False
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+        return "pass" if self.passed else ("inconclusive" if self.inconclusive else "fail")
+
+    @property
+    def exit_code(self) -> int:
+        return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[self.verdict]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "passed": self.passed, "reasons": list(self.reasons)}
+        return {"verdict": self.verdict, "passed": self.passed, "inconclusive": self.inconclusive,
+                "reasons": list(self.reasons)}
 
 
 def format_interval(value: float, low: float, high: float) -> str:
@@ -120,20 +130,21 @@ def _shown(record: dict[str, Any] | None) -> str:
 
 def decide(entry: dict[str, Any], thresholds: Thresholds) -> Decision:
     """One checkpoint's decision from its record: for each attack in `attacks` (default: memory), its
-    rule. memory: `memory` (value, ci_low, ci_high or None), `d_n` / `ci_low` / `ci_high` (None when
-    not computed) and `psnr_mean` (dB); multi-memory: `multi_memory.memory`; concept-inversion:
-    `concept_inversion.attack` (rate, ci_low, ci_high)."""
+    rule. memory: `memory` (value, ci_low, ci_high or None), `control_memory` (the negative control's,
+    or None), `d_n` / `ci_low` / `ci_high` (None when not computed) and `psnr_mean` (dB); multi-memory:
+    `multi_memory.memory`; concept-inversion: `concept_inversion.attack` (rate, ci_low, ci_high)."""
     attacks = entry.get("attacks") or ["memory"]
-    passed, reasons = True, []
+    passed, inconclusive, reasons = True, False, []
     if "memory" in attacks:
-        passed, reasons = _decide_memory(entry, thresholds)
+        passed, inconclusive, reasons = _decide_memory(entry, thresholds)
+    failed_elsewhere = False
     if "multi-memory" in attacks:
         ok, reason = _decide_multi_memory(entry.get("multi_memory") or {}, thresholds.max_multi_memory)
-        passed, reasons = passed and ok, reasons + [reason]
+        passed, failed_elsewhere, reasons = passed and ok, failed_elsewhere or not ok, reasons + [reason]
     if "concept-inversion" in attacks:
         ok, reason = _decide_concept_inversion(entry.get("concept_inversion") or {}, thresholds.max_attack_success)
-        passed, reasons = passed and ok, reasons + [reason]
-    return Decision(passed=passed, reasons=reasons)
+        passed, failed_elsewhere, reasons = passed and ok, failed_elsewhere or not ok, reasons + [reason]
+    return Decision(passed=passed, reasons=reasons, inconclusive=inconclusive and not failed_elsewhere)
 
 
 def _decide_multi_memory(part: dict[str, Any], threshold: float) -> tuple[bool, str]:
@@ -171,17 +182,49 @@ def _decide_concept_inversion(part: dict[str, Any], threshold: float) -> tuple[b
                 f"{extra}")
 
 
-def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool, list[str]]:
+def _inconclusive_memory(entry: dict[str, Any], thresholds: Thresholds) -> str | None:
+    """Why the memory rule cannot decide for this model, or None: its score is undefined, or the
+    negative control (images no model can have learned) reads as remembered."""
+    memory = entry.get("memory")
+    if memory is None:
+        why = "; ".join(note.removeprefix("memory score not computed: ") for note in entry.get("notes") or []
+                        if note.startswith("memory score not computed")) or "no reference set"
+        return (f"inconclusive: memory score undefined ({why}): there is no score to read, so this says neither "
+                "that the model remembers nor that it forgot")
+    if not math.isfinite(float(memory["value"])):
+        return (f"inconclusive: memory score undefined (M = {memory['value']}): there is no score to read, so this "
+                "says neither that the model remembers nor that it forgot")
+    control = entry.get("control_memory")
+    if control is not None and float(control["value"]) > thresholds.max_memory:
+        shown = format_interval(*(float(control[k]) for k in ("value", "ci_low", "ci_high")))
+        return (f"inconclusive: the model regenerates images it cannot have learned: the negative control's memory "
+                f"M = {shown} > {thresholds.max_memory:g} (max memory), so its memory M = {_shown(memory)} "
+                "measures the inversion, not what it remembers")
+    return None
+
+
+def _control_note(entry: dict[str, Any]) -> str:
+    """The negative control's reading for the memory reason ("" for a record made before it existed)."""
+    if "control_memory" not in entry:
+        return ""
+    control = entry["control_memory"]
+    if control is None:
+        return "; negative control off (--control-images 0): nothing shows that this model does not invert every image"
+    return f"; negative control M = {_shown(control)} (images no model can have learned: not read as remembered)"
+
+
+def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool, bool, list[str]]:
+    """(passed, inconclusive, reasons) of the memory rule and its optional d_N and PSNR conditions."""
     reasons = []
     memory = entry.get("memory")
+    inconclusive, optional_ok = False, True
     if thresholds.max_memory >= 1.0:  # every score is <= 1: the rule is off
         passed = True
         shown = _shown(memory)
         reasons.append(f"memory M = {shown}: not checked (--max-memory 1 turns the memory rule off)")
-    elif memory is None:
-        passed = False
-        reasons.append(f"memory score not computed ({'; '.join(entry.get('notes') or ['no reference set'])}): "
-                       "cannot show that it forgot")
+    elif (why := _inconclusive_memory(entry, thresholds)) is not None:
+        passed, inconclusive = False, True
+        reasons.append(why)
     else:
         value, low, high = (float(memory[k]) for k in ("value", "ci_low", "ci_high"))
         bound, which = (value, "point value (no interval)") if math.isnan(high) else (high, "upper end")
@@ -189,19 +232,19 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
         relation = "<=" if passed else ">"
         outcome = "forgotten like a model that never saw it" if passed else "still remembers"
         reasons.append(f"memory M = {format_interval(value, low, high)}: {which} {bound:.3f} {relation} "
-                       f"{thresholds.max_memory:g} (max memory): {outcome}")
+                       f"{thresholds.max_memory:g} (max memory): {outcome}{_control_note(entry)}")
     if thresholds.min_d_n is not None:
         d_n = entry.get("d_n")
         if d_n is None:
             reasons.append("d_N not computed: cannot check --min-dn")
-            passed = False
+            optional_ok = False
         else:
             low = float(entry["ci_low"])
             bound, which = (float(d_n), "point value") if math.isnan(low) else (low, "lower end")
             ok = bool(bound >= thresholds.min_d_n)
             reasons.append(f"d_N = {format_interval(float(d_n), low, float(entry['ci_high']))}: {which} {bound:.3f} "
                            f"{'>=' if ok else '<'} {thresholds.min_d_n:g} (min d_N)")
-            passed = passed and ok
+            optional_ok = optional_ok and ok
     if thresholds.max_psnr is not None:
         psnr_mean = entry.get("psnr_mean")
         psnr_ok = psnr_mean is not None and bool(float(psnr_mean) <= thresholds.max_psnr)
@@ -209,13 +252,20 @@ def _decide_memory(entry: dict[str, Any], thresholds: Thresholds) -> tuple[bool,
         outcome = "reconstructions poor enough" if psnr_ok else "still reconstructs the concept's images"
         shown = "-" if psnr_mean is None else f"{float(psnr_mean):.2f}"
         reasons.append(f"mean PSNR = {shown} dB {relation} {thresholds.max_psnr:g} dB (max PSNR): {outcome}")
-        passed = passed and psnr_ok
-    return passed, reasons
+        optional_ok = optional_ok and psnr_ok
+    # a d_N or PSNR rule the user set that fails on its own numbers makes it a fail, not inconclusive
+    return passed and optional_ok, inconclusive and optional_ok, reasons
 
 
 def overall(decisions: dict[str, Decision]) -> Decision:
-    """The gate passes when every checkpoint passes; reasons name the ones that failed."""
-    failed = [name for name, decision in decisions.items() if not decision.passed]
-    if not failed:
-        return Decision(True, [f"all {len(decisions)} checkpoint(s) passed"])
-    return Decision(False, [f"{len(failed)} of {len(decisions)} checkpoint(s) still remember: {', '.join(failed)}"])
+    """The gate passes when every checkpoint passes. One that fails makes it fail; otherwise one that
+    is inconclusive makes it inconclusive. Reasons name the checkpoints."""
+    failed = [name for name, decision in decisions.items() if decision.verdict == "fail"]
+    unread = [name for name, decision in decisions.items() if decision.verdict == "inconclusive"]
+    if failed:
+        return Decision(False, [f"{len(failed)} of {len(decisions)} checkpoint(s) still remember: {', '.join(failed)}"]
+                        + ([f"{len(unread)} inconclusive: {', '.join(unread)}"] if unread else []))
+    if unread:
+        return Decision(False, [f"{len(unread)} of {len(decisions)} checkpoint(s) inconclusive (the probe cannot read "
+                                f"memory in them): {', '.join(unread)}"], inconclusive=True)
+    return Decision(True, [f"all {len(decisions)} checkpoint(s) passed"])

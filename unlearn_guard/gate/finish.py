@@ -34,7 +34,9 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
         **checkpoint.to_dict(),
         "weight_sha256": hashes,
         "memory": None if memory is None else {**interval_record(memory), "n_reconstructed": memory.n_reconstructed,
-                                               "n_diverged": memory.n_diverged, "n_images": memory.n_images},
+                                               "n_diverged": memory.n_diverged, "n_images": memory.n_images,
+                                               "n_atypical": memory.n_atypical},
+        "control_memory": control_record(result),
         "d_n": None if md is None else md.value,
         "ci_low": None if md is None else md.ci_low,
         "ci_high": None if md is None else md.ci_high,
@@ -49,6 +51,15 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
         "normal_nll": [float(v) for v in result.normal_nll],
         "thumbnails": thumbnail_rows(images, result, thumbnails),
     }
+
+
+def control_record(result: ProbeResult) -> dict[str, Any] | None:
+    """The negative control's memory score, its size and cost in UNet evaluations, or None when off."""
+    control = result.control_memory
+    if control is None:
+        return None
+    return {**interval_record(control), "n_reconstructed": control.n_reconstructed, "n_images": control.n_images,
+            "n_atypical": control.n_atypical, "unet_evaluations": result.control.unet_evaluations}
 
 
 def decided_record(entry: dict[str, Any], config: GateConfig, keys: dict[str, Any], from_cache: bool,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS
 from ..io import ImageSet
 from ..results import ProbeResult
 from .decision import format_interval
@@ -43,7 +44,11 @@ def summary_line(entry: dict[str, Any]) -> str:
         memory = entry.get("memory") or {}
         psnr_mean = entry.get("psnr_mean")
         diverged = f", {entry['diverged']} diverged" if entry.get("diverged") else ""
+        control = entry.get("control_memory")
+        shown_control = "off" if control is None else _interval(control.get("value"), control.get("ci_low"),
+                                                                  control.get("ci_high"))
         parts.append(f"memory M = {_interval(memory.get('value'), memory.get('ci_low'), memory.get('ci_high'))}, "
+                     f"control M = {shown_control}, "
                      f"d_N = {_interval(entry.get('d_n'), entry.get('ci_low'), entry.get('ci_high'))} "
                      f"({entry.get('distance_kind')}), "
                      f"mean PSNR {'-' if psnr_mean is None else f'{float(psnr_mean):.2f} dB'}{diverged}")
@@ -91,14 +96,24 @@ def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def report_verdict(report: dict[str, Any]) -> str:
+    """"pass", "fail" or "inconclusive" of a gate report (one written before inconclusive existed: from "passed")."""
+    return report.get("verdict") or ("pass" if report.get("passed") else "fail")
+
+
+def report_exit_code(report: dict[str, Any]) -> int:
+    """The command line's exit code for a gate report: 0 pass, 1 fail, 4 inconclusive."""
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[report_verdict(report)]
+
+
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
     """The machine-readable verdict `--json` prints: no per-image data, no thumbnails."""
-    keys = ("name", "step", "memory", "d_n", "ci_low", "ci_high", "confidence", "distance_kind", "psnr_mean", "diverged",
+    keys = ("name", "step", "memory", "control_memory", "d_n", "ci_low", "ci_high", "confidence", "distance_kind", "psnr_mean", "diverged",
             "verdict", "passed", "reasons", "from_cache", "reused_from")
     verdict = {
         "verdict": report["verdict"],
         "passed": report["passed"],
-        "exit_code": 0 if report["passed"] else 1,
+        "exit_code": report_exit_code(report),
         "reasons": report["reasons"],
         "thresholds": report["thresholds"],
         "preset": report["config"]["preset"],

@@ -83,6 +83,8 @@ def _verdict_block(report: dict[str, Any]) -> str:
         css, title = "none", "NO VERDICT (probe only, no thresholds)"
     elif report.get("passed"):
         css, title = "pass", "PASS &mdash; forgotten enough"
+    elif verdict == "inconclusive":
+        css, title = "none", "INCONCLUSIVE &mdash; the probe cannot read memory in this model"
     else:
         css, title = "fail", "FAIL &mdash; still remembers"
     reasons = "".join(f"<li>{_e(r)}</li>" for r in report.get("reasons") or [])
@@ -127,7 +129,8 @@ def _summary_table(records: list[dict[str, Any]]) -> str:
     columns = _attack_columns(records)
     extra = ("<th>best-of-M M</th><th>interval</th><th>distinct / image</th>" if columns[0] else "") + (
         "<th>CI success</th><th>Wilson interval</th><th>plain prompt</th>" if columns[1] else "")
-    rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>d_N</th><th>interval</th>'
+    rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>control M</th>'
+            '<th>d_N</th><th>interval</th>'
             f'<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th>{extra}<th class="l">verdict</th>'
             '<th class="l">weights</th></tr>']
     for r in records:
@@ -136,15 +139,17 @@ def _summary_table(records: list[dict[str, Any]]) -> str:
                     else "&ndash;")
         memory = r.get("memory") or {}
         memory_interval = (f"[{_num(memory.get('ci_low'))}, {_num(memory.get('ci_high'))}]" if memory else "&ndash;")
+        control = r.get("control_memory")
+        control_cell = "off" if control is None else _num(control.get("value"))
         verdict = r.get("verdict")
-        cls = "" if verdict is None else ("ok" if r.get("passed") else "bad")
+        cls = "" if verdict in (None, "inconclusive") else ("ok" if r.get("passed") else "bad")
         # file or folder names only; full paths and hashes are in the Inputs section
         weights = ", ".join(f"{k}: {Path(v).name}" for k, v in (r.get("weights") or {}).items() if v)
         weights = weights or "base model"
         cached = " (cached)" if r.get("from_cache") else ""
         rows.append(
             f'<tr><td class="l">{_e(r["name"])}</td><td>{_e(r.get("step") if r.get("step") is not None else "")}</td>'
-            f'<td>{_num(memory.get("value"))}</td><td>{memory_interval}</td>'
+            f'<td>{_num(memory.get("value"))}</td><td>{memory_interval}</td><td>{_e(control_cell)}</td>'
             f'<td>{_num(r.get("d_n"))}</td><td>{interval}</td><td>{_e(r.get("distance_kind") or "")}</td>'
             f'<td>{_num(r.get("psnr_mean"), 2)}</td><td>{_num(r.get("nll_mean"), 1)}</td><td>{_e(r.get("diverged") or 0)}</td>'
             f'{_attack_cells(r, columns)}<td class="l {cls}">{_e((verdict or "").upper())}{_e(cached)}</td><td class="l w"><code>{_e(weights)}</code></td></tr>'
@@ -218,6 +223,18 @@ def _memory_sections(record: dict[str, Any]) -> list[str]:
         _images_table(erased, "E", (result.get("memory") or {}).get("per_image")),
         _images_table(reference, "R"),
     ]
+    control = result.get("control")
+    if control:
+        summary = record.get("control_memory") or {}
+        body += [
+            "<h3>Negative control</h3>",
+            f"<p>Images no model can have learned (noise and patterns), each inverted with the concept's prompt and "
+            f"with the empty prompt: {_e(summary.get('unet_evaluations', '?'))} more UNet evaluations. Their memory "
+            f"M = {_num(summary.get('value'))}; near 0 when the probe is informative.</p>",
+            _images_table(control, "control", (result.get("control_memory") or {}).get("per_image")),
+        ]
+    else:
+        body.append("<p>Negative control: off. Nothing shows that this model does not invert every image.</p>")
     return body
 
 
