@@ -208,6 +208,7 @@ def per_image(record: dict[str, Any]) -> dict[str, np.ndarray]:
     ref_psnr = np.array([float(i["psnr"]) for i in record["reference"]])
     keep = np.isfinite(ref_nll) & ~np.isnan(ref_psnr)
     mu_r, mu_n = ref_nll[keep].mean(), float(np.mean(record["normal_nll"]))
+    sd_n = float(np.std(record["normal_nll"], ddof=1))
     p_r = float(np.median(ref_psnr[keep]))
     position = (mu_n - nll) / (mu_n - mu_r)
     margin = record["memory"]["psnr_margin_db"] if record["memory"] else 5.0
@@ -215,7 +216,7 @@ def per_image(record: dict[str, Any]) -> dict[str, np.ndarray]:
         "-NLL": np.nan_to_num(-nll, nan=-1e9),
         "u (likelihood position)": np.nan_to_num(position, nan=-1e9),
         "PSNR": np.nan_to_num(psnr, nan=-1e9),
-        "m (memory)": image_memory(nll, psnr, mu_r, mu_n, p_r - margin),
+        "m (memory)": image_memory(nll, psnr, mu_r, mu_n, p_r - margin, sd_n),
     }
 
 

@@ -64,7 +64,8 @@ def tiny_images():
 
 # The slowest files first (measured under pytest-xdist on 2 cores): scripts/test.sh hands each worker
 # a whole file at a time (--dist loadfile), so a slow file picked up last would run alone at the end.
-SLOWEST_FILES_FIRST = ("test_released_parity.py", "test_divergence.py", "test_benchmarks.py", "test_demo.py", "test_ground_truth.py",
+SLOWEST_FILES_FIRST = ("test_benchmarks.py", "test_benchmarks_more.py", "test_released_parity.py", "test_demo.py",
+                       "test_ground_truth.py", "test_divergence.py",
                        "test_fast_path.py", "test_world.py", "test_sd14_shaped.py", "test_distributed.py",
                        "test_readme.py", "test_renoise.py", "test_memories.py", "test_cli_hardening.py",
                        "test_cli_gate.py", "test_controls.py")

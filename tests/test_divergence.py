@@ -56,8 +56,10 @@ def test_a_diverging_image_is_marked_and_the_rest_still_count(world):
     # With the unscaled step, seed 2's image 6 diverges at t=1 under `fast`; the other 7 are measured.
     images = random_rgb(2)
     reference = random_rgb(12, count=3)
+    # R is random RGB too: its seeds lie above the typical band, so the band is opened for this
+    # bookkeeping check (under the default band M is undefined here: tests/test_controls.py).
     result = probe_quietly(world, images, "a circle", reference=reference, reference_prompts="a square",
-                           config=unscaled("fast"), seed=2)
+                           config=unscaled("fast").replace(memory_typical_sigmas=1e6), seed=2)
     diverged = [image.name for image in result.erased.images if image.diverged]
     assert diverged == ["image[6]"]
     assert result.erased.images[6].diverged == "inversion at timestep t=1 (step 1/10)"

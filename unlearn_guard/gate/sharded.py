@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed as distributed_work
+from ..controls import control_set
 from ..errors import OutputError
 from ..io import ImageSet
 from ..models.checks import warn_long_prompts
@@ -101,7 +102,11 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
         if main:
             check_output(output, config.resume, config.overwrite)
         inputs = load_gate_inputs(config, local["device_name"])
-        local.update(inputs=inputs, sets={"erased": inputs.concept, "reference": inputs.reference})
+        sets = {"erased": inputs.concept, "reference": inputs.reference}
+        control = control_set(inputs.probe_config, inputs.concept.pixels.shape[-1], inputs.concept.prompts)
+        if control is not None:  # the negative control, as the one-process gate's probe makes it
+            sets["control"] = control
+        local.update(inputs=inputs, sets=sets)
         if not main:
             return None
         local["fingerprint"] = model_fingerprint(inputs.source)
@@ -211,7 +216,8 @@ def _cache_rounds(pending: list, plan: list[dict[str, Any]], config: GateConfig,
             record["distributed"] = {**group.describe(), "units": len(outputs),
                                      "ranks": [r for r, part in enumerate(parts) if index in part["seconds"]]}
             results = sets_from_units(outputs, sets, probe_config.replace(keep_seeds=False))
-            result = finish_probe(results["erased"], results["reference"], seed_shape, probe_config, None, record)
+            result = finish_probe(results["erased"], results["reference"], seed_shape, probe_config, None, record,
+                                  results.get("control"))
             seconds = max(part["seconds"].get(index, 0.0) for part in parts)
             entry = checkpoint_entry(checkpoint, result, sets["erased"], config.thumbnails, plan[index]["hashes"], seconds)
             try:
