@@ -132,7 +132,7 @@ def test_sharded_probe_equals_one_process_bitwise_on_every_rank(two_ranks):
     # Negative control: other chunks move the numbers, so the bitwise match above is no accident.
     assert not torch.equal(rank0["batch_one"]["erased_seeds"], rank0["alone"]["erased_seeds"])
     record = rank0["dict"]["provenance"]["distributed"]
-    assert record["world_size"] == 2 and record["backend"] == "gloo" and record["sharded"] and record["units"] == 5
+    assert record["world_size"] == 2 and record["backend"] == "gloo" and record["sharded"] and record["units"] == 9  # 5 of E and R, 4 of the negative control
     assert rank0["alone_provenance"] == {"world_size": 2, "backend": "gloo", "sharded": False}
     out = two_ranks["out"]
     assert (out / "probe_result.rank0.json").exists() and not (out / "probe_result.rank1.json").exists()
