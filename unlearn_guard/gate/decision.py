@@ -29,6 +29,8 @@ from ..errors import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, InputError
 from ..signal.calibration import DEFAULT_MAX_MEMORY
 
 ATTACKS = ("memory", "multi-memory", "concept-inversion")
+# The command line's exit code for each verdict (errors.py's table).
+VERDICT_EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 # Concept Inversion's default bar on the Wilson upper end of the attack success rate. Not calibrated:
 # in the small world no fixed bar separates every erased model from both retrained ones
 # (benchmarks/concept_inversion_attack.py, numbers in benchmarks/RESULTS.md). Compare with the attack
@@ -109,7 +111,7 @@ class Decision:
 
     @property
     def exit_code(self) -> int:
-        return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[self.verdict]
+        return VERDICT_EXIT_CODES[self.verdict]
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "passed": self.passed, "inconclusive": self.inconclusive,
@@ -196,9 +198,8 @@ def _inconclusive_memory(entry: dict[str, Any], thresholds: Thresholds) -> str |
                 "says neither that the model remembers nor that it forgot")
     control = entry.get("control_memory")
     if control is not None and float(control["value"]) > thresholds.max_memory:
-        shown = format_interval(*(float(control[k]) for k in ("value", "ci_low", "ci_high")))
         return (f"inconclusive: the model regenerates images it cannot have learned: the negative control's memory "
-                f"M = {shown} > {thresholds.max_memory:g} (max memory), so its memory M = {_shown(memory)} "
+                f"M = {_shown(control)} > {thresholds.max_memory:g} (max memory), so its memory M = {_shown(memory)} "
                 "measures the inversion, not what it remembers")
     return None
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS
 from ..io import ImageSet
 from ..results import ProbeResult
-from .decision import format_interval
+from .decision import VERDICT_EXIT_CODES, format_interval
 from .output import GATE_JSON, REPORT_HTML
 
 
@@ -103,7 +102,7 @@ def report_verdict(report: dict[str, Any]) -> str:
 
 def report_exit_code(report: dict[str, Any]) -> int:
     """The command line's exit code for a gate report: 0 pass, 1 fail, 4 inconclusive."""
-    return {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}[report_verdict(report)]
+    return VERDICT_EXIT_CODES[report_verdict(report)]
 
 
 def verdict_json(report: dict[str, Any], output: Path | None = None) -> dict[str, Any]:
