@@ -167,7 +167,8 @@ def _probe_rounds(config: GateConfig, plan: list[dict[str, Any]], local: dict[st
 
 def _load(checkpoint: Checkpoint, config: GateConfig, local: dict[str, Any]) -> Any:
     """The checkpoint's model on this rank's device, prepared for the probe; and its fused ops."""
-    model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype)
+    model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype,
+                                  config.model_config)
     model, fused_ops = prepare_model(model, local["inputs"].probe_config)
     warn_long_prompts(model, local["sets"])
     return model, fused_ops
