@@ -108,7 +108,8 @@ def convert_ldm_unet_names(ldm_keys: list[str], config: Any) -> dict[str, str]:
     return {name: ldm for name, ldm in converted.items() if ldm}
 
 
-def _ldm_parts(state: Mapping[str, torch.Tensor], file: Path, unet: torch.nn.Module) -> Parts:
+def _ldm_parts(state: Mapping[str, torch.Tensor], file: Path, unet: torch.nn.Module,
+               text_encoder: torch.nn.Module | None) -> Parts:
     """A whole LatentDiffusion state dict or a partial ldm delta, converted by diffusers."""
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
 
@@ -117,9 +118,16 @@ def _ldm_parts(state: Mapping[str, torch.Tensor], file: Path, unet: torch.nn.Mod
     taken = {LDM_UNET_PREFIX + ldm for ldm in names.values()}
     parts = Parts(format="ldm", unet={name: state[LDM_UNET_PREFIX + ldm] for name, ldm in names.items()})
     text_keys = {k: v for k, v in state.items() if k.startswith(LDM_TEXT_PREFIX) and not k.endswith("position_ids")}
-    parts.text_encoder = convert_ldm_clip_checkpoint(text_keys)
-    if text_keys and not parts.text_encoder:
+    clip = convert_ldm_clip_checkpoint(text_keys)
+    if text_keys and not clip:
         parts.notes.append(f"{len(text_keys)} cond_stage_model tensors ignored (not a CLIP text model diffusers converts)")
+    elif clip and text_encoder is None:
+        parts.notes.append(f"{len(clip)} cond_stage_model (text encoder) tensors ignored: no text encoder given")
+    elif clip:
+        parts.text_encoder, te_unknown = text_encoder_names(clip, set(text_encoder.state_dict()))
+        if te_unknown:
+            raise _unknown_error(file, [LDM_TEXT_PREFIX + "transformer." + k for k in te_unknown],
+                                 "an ldm (CompVis) checkpoint", "text encoder")
     vae = [k for k in state if k.startswith(LDM_VAE_PREFIX)]
     ema = [k for k in state if k.startswith(LDM_EMA_PREFIX)]
     schedule = [k for k in state if k in LDM_SCHEDULE_BUFFERS]
@@ -164,7 +172,7 @@ def unet_parts(state: Mapping[str, torch.Tensor], file: Path, unet: torch.nn.Mod
     _refuse_receler(state, file)
     _refuse_lora(state, file, argument)
     if any(k.startswith(LDM_PREFIXES) for k in state):
-        return _ldm_parts(state, file, unet)
+        return _ldm_parts(state, file, unet, text_encoder)
     unet_keys = set(unet.state_dict())
     parts = Parts(format="diffusers UNet")
     te_state = {k.removeprefix("text_encoder."): v for k, v in state.items() if k.startswith("text_encoder.")}
