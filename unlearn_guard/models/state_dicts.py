@@ -124,8 +124,8 @@ def conversion_snippet(file: Path) -> str:
     """
     target = file.with_suffix(".safetensors")
     return ("python -c \"import torch; from safetensors.torch import save_file; "
-            f"sd = torch.load('{file}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
-            "save_file({k: v.detach().clone().contiguous() for k, v in sd.items() if torch.is_tensor(v)}, "
+            f"sd = torch.load('{file}', 'cpu', weights_only=False); sd = sd.get('state_dict', sd); "
+            "save_file({k: v.clone().contiguous() for k, v in sd.items() if torch.is_tensor(v)}, "
             f"'{target}')\"")
 
 
@@ -147,8 +147,8 @@ def refused_pickle_message(file: Path, error: BaseException) -> str:
         if "lightning" in found.group(1).lower() else ""
     return (
         f"weights file {str(file)!r} holds Python objects other than tensors (it references {found.group(1)})"
-        f"{lightning}, so it was not loaded: unpickling it could run arbitrary code. If you trust its source, "
-        f"convert it once to safetensors and pass that file instead: {conversion_snippet(file)}"
+        f"{lightning}, not loaded: unpickling it could run arbitrary code. If you trust its source, convert it "
+        f"once to safetensors and pass that file: {conversion_snippet(file)}"
     )
 
 
