@@ -267,6 +267,23 @@ def test_a_single_file_base_model_loads_with_a_local_config(world, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+def test_a_single_file_models_fingerprint_holds_its_config_folder(world, tmp_path):
+    """The gate's cache key: the same single file read with other configs is another model."""
+    import shutil
+
+    from unlearn_guard.gate.checkpoints import model_fingerprint
+
+    (tmp_path / "sd.safetensors").write_bytes(b"stand-in bytes: only hashed here")
+    configs = tmp_path / "configs"
+    shutil.copytree(world["base"], configs)
+    first = model_fingerprint(str(tmp_path / "sd.safetensors"), configs)
+    assert first["config_files"][1] >= 1 and first == model_fingerprint(str(tmp_path / "sd.safetensors"), configs)
+    scheduler = configs / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(scheduler.read_text().replace("{", '{"steps_offset_note": 1,', 1))
+    assert model_fingerprint(str(tmp_path / "sd.safetensors"), configs)["config_files"] != first["config_files"]
+    assert "config" not in model_fingerprint(str(tmp_path / "sd.safetensors"))
+
+
 def _unet_folder(world, folder: Path, **save) -> None:
     unet = build_tiny_components(0)["unet"]
     unet.load_state_dict(world["erased_unet"])

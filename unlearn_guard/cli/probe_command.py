@@ -85,7 +85,7 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
     data = result.to_dict()
     if found is not None:
         data["multi_memory"] = multi_memory_part(found, concept, args.thumbnails)
-    data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
+    data.update(kind=PROBE_KIND, model=model_fingerprint(source, model_config), weights=checkpoint.weights.to_dict(),
                 loaded_weights=list(result.provenance.get("loaded_weights") or []),
                 weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
                 thumbnails=thumbnail_rows(concept, result, args.thumbnails))

@@ -233,18 +233,34 @@ def _cached_revision(repo: str) -> str | None:
         return None
 
 
-def model_fingerprint(source: str) -> dict[str, Any]:
-    """What identifies the base model: file hashes of a local folder, or hub id and cached revision."""
+_WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+
+
+def _folder_digest(folder: Path, configs_only: bool = False) -> tuple[str, int]:
+    """SHA-256 over (relative name, file hash) of a folder's files (only its non-weight files with
+    `configs_only`), and how many files went in."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not (configs_only and p.suffix.lower() in _WEIGHT_FILE_SUFFIXES))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(folder)}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest(), len(files)
+
+
+def model_fingerprint(source: str, config: str | Path | None = None) -> dict[str, Any]:
+    """What identifies the base model: file hashes of a local folder, or hub id and cached revision.
+    A single-file model is hashed with the configs of its `config` folder (--model-config): the same
+    file read with other configs is another model."""
     path = Path(source)
     if path.is_dir():
         if not (path / "model_index.json").is_file():  # checked before hashing a folder that is no model
             raise ModelError(f"--model: folder {str(path)!r} has no model_index.json; expected a Stable Diffusion "
                              "pipeline folder written by pipe.save_pretrained, or a hub id")
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(f"{file.relative_to(path)}:{file_sha256(file)}\n".encode())
-        return {"source": str(source), "kind": "folder", "sha256": digest.hexdigest(), "files": len(files)}
+        digest, count = _folder_digest(path)
+        return {"source": str(source), "kind": "folder", "sha256": digest, "files": count}
     if path.is_file():  # a single-file checkpoint of a whole model
-        return {"source": str(source), "kind": "file", "sha256": file_sha256(path), "files": 1}
+        found = {"source": str(source), "kind": "file", "sha256": file_sha256(path), "files": 1}
+        if config is not None and Path(config).is_dir():
+            found["config"], found["config_files"] = str(config), _folder_digest(Path(config), configs_only=True)
+        return found
     return {"source": str(source), "kind": "hub", "revision": _cached_revision(str(source))}

@@ -112,7 +112,7 @@ def run_gate_one_process(config: GateConfig, echo: Callable[[str], None],
         support = load_support_folder(settings.support_images, settings.search.memories - 1, inputs.resolution,
                                       inputs.probe_config.resize)
     judge = load_judge(settings.judge) if "concept-inversion" in settings.attacks else None
-    fingerprint = model_fingerprint(inputs.source)
+    fingerprint = model_fingerprint(inputs.source, config.model_config)
     cache = ResultCache(output / CACHE_DIR)
     check_output_writable(output, cache)  # before any compute, not after it
     gate = _OneProcessGate(config, inputs, cache, PartKeys.of_run(config, inputs, fingerprint, support), support, judge)

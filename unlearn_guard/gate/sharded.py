@@ -109,7 +109,7 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
         local.update(inputs=inputs, sets=sets)
         if not main:
             return None
-        local["fingerprint"] = model_fingerprint(inputs.source)
+        local["fingerprint"] = model_fingerprint(inputs.source, config.model_config)
         check_output_writable(output, cache)
         plan, local["entries"] = memory_plan(config, PartKeys.of_run(config, inputs, local["fingerprint"]), cache)
         return {"plan": plan}
