@@ -201,7 +201,7 @@ def _touch(path, data=b"w"):
     (["adapter_config.json", "adapter_model.safetensors"], {"lora": "."}),
     (["unet_lora/pytorch_lora_weights.safetensors", "optimizer.bin"], {"lora": "unet_lora"}),
     (["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler.bin"],
-     {"unet_weights": "unet/diffusion_pytorch_model.safetensors"}),
+     {"unet_weights": "unet"}),
     (["text_encoder/config.json", "text_encoder/model.safetensors"], {"text_encoder": "text_encoder"}),
     (["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "scaler.pt"],
      {"unet_weights": "model.safetensors"}),
@@ -241,7 +241,7 @@ def test_weights_check_their_paths(tmp_path):
     with pytest.raises(InputError, match="--unet-weights: .* has suffix '.txt'"):
         _touch(tmp_path / "w.txt")
         Weights(unet_weights=tmp_path / "w.txt")
-    with pytest.raises(InputError, match="--text-encoder: .* is not a folder"):
+    with pytest.raises(InputError, match="--text-encoder: .* has suffix '.txt'"):
         Weights(text_encoder=tmp_path / "w.txt")
     assert Weights().is_base and Weights().describe().startswith("base model")
 

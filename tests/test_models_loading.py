@@ -252,13 +252,14 @@ def test_missing_keys_allowed_when_not_strict(tmp_path):
     torch.testing.assert_close(unet.conv_out.weight, donor["conv_out.weight"], rtol=0, atol=0)
 
 
-def test_ldm_checkpoint_gets_a_conversion_hint(tmp_path):
+def test_diffusers_names_under_the_ldm_prefix_are_named_as_unknown(tmp_path):
+    """Real ldm files load (tests/test_checkpoint_formats.py); diffusers names behind ldm's prefix match nothing."""
     file = tmp_path / "sd-v1-4.ckpt"
     state = {"model.diffusion_model." + k: v for k, v in build_tiny_components(0)["unet"].state_dict().items()}
     save_torch({"state_dict": state}, file)
-    with pytest.raises(StateDictMismatchError, match="diffusers key names") as caught:
+    with pytest.raises(StateDictMismatchError, match="looks like an ldm") as caught:
         load_model(make_pipe(0), unet_weights=file)
-    assert "from_single_file" in str(caught.value)
+    assert "model.diffusion_model.conv_in.bias" in str(caught.value) and "sd-v1-4.ckpt" in str(caught.value)
 
 
 BAD_FILES = [  # (file name, content, error, text the message must hold)

@@ -1,13 +1,35 @@
-"""Writing result files safely: atomically (a reader never sees half a file) and with one clear
-error when the folder cannot take them (unwritable, read-only, a file in the way, a full disk)."""
+"""Files: their SHA-256 (remembered per process), and writing result files safely: atomically (a
+reader never sees half a file) and with one clear error when the folder cannot take them
+(unwritable, read-only, a file in the way, a full disk)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import InputError, OutputError
+
+_HASH_CHUNK = 1 << 22  # 4 MiB
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, remembered per (path, size, mtime) within the process."""
+    file = Path(path).resolve()
+    stat = file.stat()
+    memo_key = (str(file), stat.st_size, stat.st_mtime_ns)
+    if memo_key not in _HASH_MEMO:
+        digest = hashlib.sha256()
+        try:
+            with open(file, "rb") as stream:
+                while chunk := stream.read(_HASH_CHUNK):
+                    digest.update(chunk)
+        except OSError as error:
+            raise InputError(f"cannot read {str(file)!r} to hash it: {error.strerror or error}") from None
+        _HASH_MEMO[memo_key] = digest.hexdigest()
+    return _HASH_MEMO[memo_key]
 
 
 def _reason(error: OSError) -> str:

@@ -321,7 +321,7 @@ def probe(
         runner = with_compiled_unet(model) if config.compile_unet else model
         results = {label: probe_image_set(runner, images_, config, label, schedule) for label, images_ in sets.items()}
     record = provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops,
-                        distributed=distributed_work.describe(None))
+                        distributed=distributed_work.describe(None), loaded_weights=list(model.loaded_weights))
     return finish_probe(results["erased"], results.get("reference"), seed_shape_of(model, sets["erased"]), config,
                         external_normal, record, results.get("control"))
 
@@ -356,7 +356,7 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
                 group.check()  # a rank that failed or died stops this one too
                 outputs.append(run_unit(runner, sets[unit.label], unit, schedule, config, batch_size, bar))
         record = provenance(checked.device, checked.dtype, seed=config.seed, model_source=checked.source,
-                            fused_ops=fused_ops) if group.is_main else None
+                            fused_ops=fused_ops, loaded_weights=list(checked.loaded_weights)) if group.is_main else None
         return {"outputs": outputs, "seconds": time.perf_counter() - started, "provenance": record}
 
     parts = group.gather(produce, "the probe")

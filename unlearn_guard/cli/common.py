@@ -103,6 +103,7 @@ def single_checkpoint(args: argparse.Namespace):
     """The one checkpoint of --unet-weights, --text-encoder and --lora (named "base" when none is given)."""
     from ..gate.checkpoints import Checkpoint, Weights
 
-    weights = Weights(unet_weights=args.unet_weights, text_encoder=args.text_encoder, lora=args.lora)
+    weights = Weights(unet_weights=args.unet_weights, text_encoder=args.text_encoder, lora=args.lora,
+                      text_encoder_subfolder=getattr(args, "text_encoder_subfolder", None))
     names = [Path(p).name for p in (args.unet_weights, args.text_encoder, args.lora) if p]
     return Checkpoint(name=" + ".join(names) if names else "base", weights=weights)

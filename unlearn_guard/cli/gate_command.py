@@ -39,7 +39,7 @@ def gate_command(args: argparse.Namespace) -> int:
     thresholds = Thresholds(**calibrated, min_d_n=args.min_dn, max_psnr=args.max_psnr)
     settings = _attack_settings(args)
     config = probe_config(args)
-    weights_given = any((args.unet_weights, args.text_encoder, args.lora))
+    weights_given = any((args.unet_weights, args.text_encoder, args.lora, args.text_encoder_subfolder))
     if args.checkpoints and weights_given:
         raise InputError("--checkpoints: cannot be combined with --unet-weights/--text-encoder/--lora; "
                          "each checkpoint folder holds its own weights")
@@ -50,6 +50,7 @@ def gate_command(args: argparse.Namespace) -> int:
         reference_images=Path(args.reference_images), thresholds=thresholds, probe=config, output=output,
         device=args.device, dtype=args.dtype, resume=args.resume, overwrite=args.overwrite,
         thumbnails=args.thumbnails, progress=not args.quiet, attacks=settings,
+        model_config=Path(args.model_config) if args.model_config else None,
     )
     with ranks(args) as group:
         if group is not None:

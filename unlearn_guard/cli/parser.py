@@ -45,11 +45,20 @@ def _add_model_arguments(parser: argparse.ArgumentParser, checkpoints: bool) -> 
     group.add_argument("--model", required=True, metavar="ID_OR_FOLDER",
                        help="base model: a hub id in the local Hugging Face cache (e.g. CompVis/stable-diffusion-v1-4), "
                             "a pipeline folder saved with save_pretrained, or 'shapes-world' (the small shipped model)")
+    group.add_argument("--model-config", metavar="FOLDER",
+                       help="when --model is a single-file checkpoint (.ckpt/.safetensors of a whole SD): a diffusers "
+                            "pipeline folder whose configs describe it (read by from_single_file; nothing is downloaded)")
     group.add_argument("--unet-weights", metavar="FILE",
-                       help="erased full UNet state dict with diffusers key names (.safetensors, .pt, .pth, .ckpt, .bin)")
-    group.add_argument("--text-encoder", metavar="FOLDER", help="erased replacement CLIPTextModel folder")
-    group.add_argument("--lora", metavar="FOLDER",
-                       help="erased LoRA adapter folder (diffusers pytorch_lora_weights.safetensors or peft adapter_config.json)")
+                       help="erased UNet weights as shipped, format detected (diffusers or CompVis/ldm names, whole or "
+                            "partial, nested dicts; .safetensors, .pt, .pth, .ckpt, .bin), or a diffusers unet/ folder; "
+                            "see docs/checkpoints.md")
+    group.add_argument("--text-encoder", metavar="FOLDER_FILE_OR_ID",
+                       help="erased text encoder: a CLIPTextModel folder, a state dict file, or a hub id org/name")
+    group.add_argument("--text-encoder-subfolder", metavar="NAME",
+                       help="the subfolder of --text-encoder that holds the model (e.g. nudity_unlearned)")
+    group.add_argument("--lora", metavar="FOLDER_OR_FILE",
+                       help="erased LoRA adapter: diffusers pytorch_lora_weights.safetensors, peft adapter_config.json, "
+                            "or a kohya-style lora_unet_* file (SPM; applied at scale 1, without SPM's gating)")
     if checkpoints:
         group.add_argument("--checkpoints", metavar="FOLDER",
                            help="folder of training checkpoints checkpoint-<step>/, each gated in step order; each holds a "

@@ -42,7 +42,9 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
     if args.html and Path(args.html).exists() and not args.overwrite:
         raise InputError(f"--html: {str(args.html)!r} already exists; pass --overwrite to replace it or choose another file")
     source = resolve_model_source(args.model)
-    sizing = {"resolution": model_resolution(source), "resize": config.resize}
+    model_config = Path(args.model_config) if args.model_config else None
+    sizing = {"resolution": model_resolution(str(model_config) if model_config and Path(source).is_file() else source),
+              "resize": config.resize}
     concept = load_folder(args.concept_images, "--concept-images", minimum=1, **sizing)
     reference = load_folder(args.reference_images, "--reference-images", **sizing) if args.reference_images else None
     check_writable_folder(output.parent, "--output", file=output)  # before any compute, not after it
@@ -66,14 +68,14 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
                          "run the multi-memory search in one process")
     if search is None:
         result = load_and_probe(source, checkpoint, concept, reference, config, args.device, args.dtype,
-                                distributed=group is not None)
+                                distributed=group is not None, model_config=model_config)
         found = None
     else:
         from ..attacks.memories import find_memories
         from ..gate.attacks import multi_memory_part
         from ..gate.runner import attack_failures, load_checkpoint_model
 
-        model = load_checkpoint_model(source, checkpoint, args.device, args.dtype)
+        model = load_checkpoint_model(source, checkpoint, args.device, args.dtype, model_config)
         with attack_failures(checkpoint, "the multi-memory search of"):
             found = find_memories(model, concept, support=support, search=search, reference=reference,
                                   config=config.replace(keep_seeds=True, keep_reconstructions=True))
@@ -83,10 +85,13 @@ def _probe_on(args: argparse.Namespace, group: Any) -> int:
     data = result.to_dict()
     if found is not None:
         data["multi_memory"] = multi_memory_part(found, concept, args.thumbnails)
-    data.update(kind=PROBE_KIND, model=model_fingerprint(source), weights=checkpoint.weights.to_dict(),
+    data.update(kind=PROBE_KIND, model=model_fingerprint(source, model_config), weights=checkpoint.weights.to_dict(),
+                loaded_weights=list(result.provenance.get("loaded_weights") or []),
                 weight_sha256=weight_hashes(checkpoint.weights), normal_nll=[float(v) for v in result.normal_nll],
                 thumbnails=thumbnail_rows(concept, result, args.thumbnails))
     write_text_atomic(output, json.dumps(data, indent=1))
+    for loaded in result.provenance.get("loaded_weights") or []:
+        out.info(f"loaded {loaded['summary']}")
     out.info(result.summary_table())
     if found is not None:
         out.info(found.summary_table())

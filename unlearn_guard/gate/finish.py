@@ -33,6 +33,8 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
     return {
         **checkpoint.to_dict(),
         "weight_sha256": hashes,
+        # what the loader took each file for, the tensors it replaced and the file's SHA-256
+        "loaded_weights": list(result.provenance.get("loaded_weights") or []),
         "memory": None if memory is None else {**interval_record(memory), "n_reconstructed": memory.n_reconstructed,
                                                "n_diverged": memory.n_diverged, "n_images": memory.n_images,
                                                "n_atypical": memory.n_atypical},

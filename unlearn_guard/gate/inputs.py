@@ -44,6 +44,7 @@ class GateConfig:
     progress: bool = True
     distributed: bool | None = None  # None: shard over an initialised group of 2+ ranks (gate/sharded.py)
     attacks: AttackSettings = field(default_factory=AttackSettings)
+    model_config: Path | None = None  # the pipeline folder describing a single-file --model (--model-config)
 
     def __post_init__(self) -> None:
         if "memory" not in self.attacks.attacks:
@@ -177,6 +178,7 @@ class GateInputs:
     probe_config: ProbeConfig
     concept: ImageSet
     reference: ImageSet
+    model_config: Path | None = None
 
 
 def load_gate_inputs(config: GateConfig, device_name: str | None) -> GateInputs:
@@ -184,21 +186,24 @@ def load_gate_inputs(config: GateConfig, device_name: str | None) -> GateInputs:
     device = check_device(device_name)
     check_dtype(config.dtype)
     source = resolve_model_source(config.model)
-    resolution = model_resolution(source)
+    resolution = model_resolution(str(config.model_config) if config.model_config and Path(source).is_file() else source)
     probe_config = config.probe.replace(keep_reconstructions=config.thumbnails > 0, progress=config.progress)
     concept = load_folder(config.concept_images, "--concept-images", resolution=resolution, resize=probe_config.resize)
     reference = load_folder(config.reference_images, "--reference-images", resolution=resolution,
                             resize=probe_config.resize)
-    return GateInputs(device, source, resolution, probe_config, concept, reference)
+    return GateInputs(device, source, resolution, probe_config, concept, reference, config.model_config)
 
 
-def load_checkpoint_model(source: str, checkpoint: Checkpoint, device: str | None = None, dtype: str | None = None):
-    """The base model with the checkpoint's weights on top (a `DiffusionModel`)."""
+def load_checkpoint_model(source: str, checkpoint: Checkpoint, device: str | None = None, dtype: str | None = None,
+                          model_config: Path | None = None):
+    """The base model with the checkpoint's weights on top (a `DiffusionModel`); what was loaded is
+    in its `loaded_weights`."""
     from ..models.loading import load_model
 
     weights = checkpoint.weights
     return load_model(source, unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
-                      lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device))
+                      lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device),
+                      text_encoder_subfolder=weights.text_encoder_subfolder, config=model_config)
 
 
 class attack_failures:  # noqa: N801 - used as a context manager, reads as a phrase
@@ -219,12 +224,12 @@ class attack_failures:  # noqa: N801 - used as a context manager, reads as a phr
 
 def load_and_probe(source: str, checkpoint: Checkpoint, concept: ImageSet, reference: ImageSet | None,
                    probe_config: ProbeConfig, device: str | None = None, dtype: str | None = None,
-                   distributed: bool | None = False) -> ProbeResult:
+                   distributed: bool | None = False, model_config: Path | None = None) -> ProbeResult:
     """Load the base model with the checkpoint's weights on top and probe it (`unlearn-guard probe`).
 
     Errors of ours (bad weights, bad input, non-finite values) propagate as they are; any other
     exception inside the probe becomes a ProbeFailure naming the checkpoint (exit code 3).
     """
-    model = load_checkpoint_model(source, checkpoint, device, dtype)
+    model = load_checkpoint_model(source, checkpoint, device, dtype, model_config)
     with attack_failures(checkpoint, "probing"):
         return probe(model, concept, reference=reference, config=probe_config, distributed=distributed)

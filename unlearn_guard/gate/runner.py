@@ -112,7 +112,7 @@ def run_gate_one_process(config: GateConfig, echo: Callable[[str], None],
         support = load_support_folder(settings.support_images, settings.search.memories - 1, inputs.resolution,
                                       inputs.probe_config.resize)
     judge = load_judge(settings.judge) if "concept-inversion" in settings.attacks else None
-    fingerprint = model_fingerprint(inputs.source)
+    fingerprint = model_fingerprint(inputs.source, config.model_config)
     cache = ResultCache(output / CACHE_DIR)
     check_output_writable(output, cache)  # before any compute, not after it
     gate = _OneProcessGate(config, inputs, cache, PartKeys.of_run(config, inputs, fingerprint, support), support, judge)
@@ -126,6 +126,8 @@ def run_gate_one_process(config: GateConfig, echo: Callable[[str], None],
         resumed += record["from_cache"]
         if record["reused_from"] is not None:
             reused.append(f"{checkpoint.name} (same as {record['reused_from']})")
+        for loaded in entry.get("loaded_weights") or []:
+            echo(f"{checkpoint.name}: loaded {loaded['summary']}")
         echo(checkpoint_line(checkpoint.name, entry, decision.verdict, record["reused_from"]))
     return finish_gate(config, inputs, fingerprint, records, decisions, resumed, reused, cache, notice)
 
@@ -178,7 +180,7 @@ class _OneProcessGate:
         probe_config, settings = self.inputs.probe_config, config.attacks
         parts: dict[str, dict[str, Any]] = {}
         started = time.perf_counter()
-        model = load_checkpoint_model(self.inputs.source, checkpoint, config.device, config.dtype)
+        model = load_checkpoint_model(self.inputs.source, checkpoint, config.device, config.dtype, config.model_config)
         if "multi-memory" in missing:
             from ..attacks.memories import find_memories
 

@@ -109,7 +109,7 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
         local.update(inputs=inputs, sets=sets)
         if not main:
             return None
-        local["fingerprint"] = model_fingerprint(inputs.source)
+        local["fingerprint"] = model_fingerprint(inputs.source, config.model_config)
         check_output_writable(output, cache)
         plan, local["entries"] = memory_plan(config, PartKeys.of_run(config, inputs, local["fingerprint"]), cache)
         return {"plan": plan}
@@ -167,7 +167,8 @@ def _probe_rounds(config: GateConfig, plan: list[dict[str, Any]], local: dict[st
 
 def _load(checkpoint: Checkpoint, config: GateConfig, local: dict[str, Any]) -> Any:
     """The checkpoint's model on this rank's device, prepared for the probe; and its fused ops."""
-    model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype)
+    model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype,
+                                  config.model_config)
     model, fused_ops = prepare_model(model, local["inputs"].probe_config)
     warn_long_prompts(model, local["sets"])
     return model, fused_ops

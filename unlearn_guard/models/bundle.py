@@ -66,6 +66,8 @@ class DiffusionModel:
     scheduler_config: dict[str, Any]
     source: str = "components"
     extras: dict[str, Any] = field(default_factory=dict)
+    # What `load_model` laid over the base model: format, tensors replaced, SHA-256 (one dict per file).
+    loaded_weights: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.scheduler_config = dict(self.scheduler_config)
