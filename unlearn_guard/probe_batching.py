@@ -13,9 +13,10 @@ from .errors import ProbeFailure
 
 _CUDA_AUTO_BATCH = 16
 # On CPU a UNet call on a small latent costs mostly fixed overhead, so bigger chunks are cheaper per
-# image (benchmarks/RESULTS.md, "CPU chunk size"); at SD size (512x512 pixels) the chunk stays 4.
+# image (benchmarks/RESULTS.md, "probe_presets: world ... automatic chunk"); at SD size (512x512
+# pixels) the chunk stays 4, and it grows to at most 16 for small images.
 _CPU_AUTO_BATCH = 4
-_CPU_AUTO_BATCH_MAX = 32
+_CPU_AUTO_BATCH_MAX = 16
 _CPU_REFERENCE_PIXELS = 512 * 512
 
 
@@ -23,7 +24,7 @@ def auto_batch_size(config: ProbeConfig, device: torch.device, count: int, pixel
     """Images per chunk: the config's batch_size, or a default for the device; at most `count`.
 
     On CUDA the default is 16. On CPU it is 4 at SD's 512x512 and grows as the images shrink
-    (4 x 512^2 / pixels, at most 32), where `pixels` is height x width of the model's images
+    (4 x 512^2 / pixels, at most 16), where `pixels` is height x width of the model's images
     (None: 4)."""
     if config.batch_size is not None:
         return min(config.batch_size, count)
