@@ -58,6 +58,10 @@ from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, pr
 
 from _results import append_results, markdown_table
 
+# This script measures the inversion and the memory score, not the negative control: the control is
+# off (control_images=0), which also keeps its images out of the timings, and so is its warning.
+warnings.filterwarnings("ignore", message="the negative control is off")
+
 POOL_SEED, WATCH_SEED, HELD_OUT_SEED = 50_000, 80_000, 900_000  # loss pool, monitor's decision set, evaluation
 
 
@@ -107,7 +111,7 @@ def early_stop_target(concept: str, args: argparse.Namespace) -> tuple[float, st
     if args.target is not None:
         return args.target, "given"
     decided_on = probe_sets(concept, args.pool, seed=decision_seed(args))
-    preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False)
+    preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, control_images=0)
     measured = measure_target(DemoConfig(concept=concept), preset, tuple(decided_on))
     if measured["memory"] is None and measured["target"] is not None:
         return measured["target"], "calibrated threshold (no retrained world)"
@@ -126,7 +130,8 @@ def make_monitor(model, concept: str, args: argparse.Namespace, target: float, m
                  classifier) -> ObservingMonitor:
     pool = probe_sets(concept, args.pool, seed=POOL_SEED + args.seed)
     decided_on = probe_sets(concept, args.pool, seed=decision_seed(args))
-    preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, keep_seeds=True)
+    preset = ProbeConfig.from_preset(args.monitor_preset, seed=args.seed, progress=False, keep_seeds=True,
+                                     control_images=0)
     config = MonitorConfig(every_n_steps=args.every, probe=preset, signal="memory", target=target,
                            regularization_max=args.regularization_max, regularization_min=args.regularization_min)
     separate = memory and args.decide_on == "watch"
@@ -170,7 +175,8 @@ def train(concept: str, args: argparse.Namespace, memory: bool, target: float, c
 
 
 def evaluate(model, concept: str, args: argparse.Namespace, held_out, classifier, ci_images) -> dict[str, Any]:
-    config = ProbeConfig.from_preset(args.eval_preset, seed=args.seed, progress=False, bootstrap_samples=500)
+    config = ProbeConfig.from_preset(args.eval_preset, seed=args.seed, progress=False, bootstrap_samples=500,
+                                     control_images=0)
     result = probe(model, held_out.concept, held_out.concept_prompts, reference=held_out.reference,
                    reference_prompts=held_out.reference_prompts, config=config)
     out: dict[str, Any] = {"memory": result.memory, "d_n": result.memory_distance,

@@ -5,6 +5,8 @@ Appends its rows with date, commit, device and versions to benchmarks/RESULTS.md
 
     .venv/bin/python benchmarks/probe_presets.py                    # tiny model, CPU
     .venv/bin/python benchmarks/probe_presets.py --model sd14-shaped --images 1 --presets fast
+    .venv/bin/python benchmarks/probe_presets.py --model world --images 16 --presets fast,mofc \
+        --batch-sizes 4,16,32 --threads 1                        # CPU chunk sizes on the shipped world
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import time
 import torch
 
 from unlearn_guard import DiffusionModel, ProbeConfig, probe
+from unlearn_guard.probe_batching import auto_batch_size, image_pixels
 from unlearn_guard.models.tiny import build_sd14_shaped_components, build_tiny_components
-from unlearn_guard.world import make_dataset
+from unlearn_guard.world import load_world_model, make_dataset
 
 from _results import append_results, markdown_table
 
 
 def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
+    if model_name == "world":
+        return load_world_model().to(device=device, dtype=dtype)
     builder = build_tiny_components if model_name == "tiny" else build_sd14_shaped_components
     model = DiffusionModel.from_components(**builder(seed=0), source=model_name)
     return model.to(device=device, dtype=dtype)
@@ -29,7 +34,7 @@ def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["tiny", "sd14-shaped"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "world", "sd14-shaped"], default="tiny")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--presets", default="mofc,fast,ddim")
     parser.add_argument("--batch-sizes", default="1,4")
@@ -67,11 +72,13 @@ def main() -> None:
             })
 
     table = markdown_table(list(rows[0]), [list(row.values()) for row in rows])
+    automatic = auto_batch_size(ProbeConfig(), model.device, args.images, image_pixels(images))
     print(table)
+    print(f"automatic chunk (batch_size=None) for {args.images} images of this size on {model.device.type}: {automatic}")
     if not args.no_record:
         side = model.resolution // model.vae_scale_factor
-        append_results(f"probe_presets: {args.model}, {args.dtype}, latent {model.latent_channels}x{side}x{side}",
-                       table, model.device)
+        append_results(f"probe_presets: {args.model}, {args.dtype}, latent {model.latent_channels}x{side}x{side}, "
+                       f"automatic chunk {automatic}", table, model.device)
 
 
 if __name__ == "__main__":

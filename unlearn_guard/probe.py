@@ -37,7 +37,7 @@ from .inversion.schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet
 from .models.bundle import DiffusionModel
 from .models.module_state import preserve_module_state
-from .probe_batching import auto_batch_size, run_chunked
+from .probe_batching import auto_batch_size, image_pixels, run_chunked
 from .probe_inputs import (
     as_model,
     check_normal_nll,
@@ -167,7 +167,7 @@ def probe_image_set(
 ) -> SetProbe:
     """Invert, reconstruct and measure one image set (no d_N). Inputs must be validated already."""
     schedule = schedule or ddim_schedule(model.scheduler_config, config.inversion.num_steps)
-    batch_size = auto_batch_size(config, model.device, len(images))
+    batch_size = auto_batch_size(config, model.device, len(images), image_pixels(images))
     started = time.perf_counter()
     with tqdm(
         total=len(images) * 2 * schedule.num_steps,
@@ -341,7 +341,7 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
                                                warn_stacklevel=7 if group.is_main else None)
         local["seed_shape"] = seed_shape_of(checked, sets["erased"])
         schedule = ddim_schedule(checked.scheduler_config, config.inversion.num_steps)
-        sizes = {label: auto_batch_size(config, checked.device, len(part)) for label, part in sets.items()}
+        sizes = {label: auto_batch_size(config, checked.device, len(part), image_pixels(part)) for label, part in sets.items()}
         units = [unit for label, part in sets.items() for unit in probe_units(label, len(part), sizes[label])]
         local["units"] = len(units)
         mine = [units[i] for i in group.shard([len(unit.indices) for unit in units])]
@@ -379,6 +379,7 @@ __all__ = [  # the probe's parts live in probe_inputs, probe_seeds, probe_batchi
     "derive_seed",
     "finish_probe",
     "image_generators",
+    "image_pixels",
     "load_probe_sets",
     "measure_memory",
     "normal_set",

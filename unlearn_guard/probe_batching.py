@@ -11,15 +11,34 @@ import torch
 from .config import ProbeConfig
 from .errors import ProbeFailure
 
-_CPU_AUTO_BATCH = 4
 _CUDA_AUTO_BATCH = 16
+# On CPU a UNet call on a small latent costs mostly fixed overhead, so bigger chunks are cheaper per
+# image (benchmarks/RESULTS.md, "probe_presets: world ... automatic chunk"); at SD size (512x512
+# pixels) the chunk stays 4, and it grows to at most 16 for small images.
+_CPU_AUTO_BATCH = 4
+_CPU_AUTO_BATCH_MAX = 16
+_CPU_REFERENCE_PIXELS = 512 * 512
 
 
-def auto_batch_size(config: ProbeConfig, device: torch.device, count: int) -> int:
-    """Images per chunk: the config's batch_size, or a default for the device; at most `count`."""
+def auto_batch_size(config: ProbeConfig, device: torch.device, count: int, pixels: int | None = None) -> int:
+    """Images per chunk: the config's batch_size, or a default for the device; at most `count`.
+
+    On CUDA the default is 16. On CPU it is 4 at SD's 512x512 and grows as the images shrink
+    (4 x 512^2 / pixels, at most 16), where `pixels` is height x width of the model's images
+    (None: 4)."""
     if config.batch_size is not None:
         return min(config.batch_size, count)
-    return min(_CUDA_AUTO_BATCH if device.type == "cuda" else _CPU_AUTO_BATCH, count)
+    if device.type == "cuda":
+        return min(_CUDA_AUTO_BATCH, count)
+    scaled = _CPU_AUTO_BATCH if not pixels else _CPU_AUTO_BATCH * _CPU_REFERENCE_PIXELS // pixels
+    return min(max(_CPU_AUTO_BATCH, min(scaled, _CPU_AUTO_BATCH_MAX)), count)
+
+
+def image_pixels(images: Any) -> int | None:
+    """Height x width of an image set's pixels (an `ImageSet` or a (N, 3, H, W) tensor), None if unknown."""
+    pixels = getattr(images, "pixels", images)
+    shape = getattr(pixels, "shape", None)
+    return int(shape[-1] * shape[-2]) if shape is not None and len(shape) == 4 else None
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -34,6 +34,7 @@ from ..probe import (
     ProbeUnit,
     auto_batch_size,
     finish_probe,
+    image_pixels,
     prepare_model,
     probe_units,
     run_unit,
@@ -140,7 +141,8 @@ def _probe_rounds(config: GateConfig, plan: list[dict[str, Any]], local: dict[st
     probe_config, sets = local["inputs"].probe_config, local["sets"]
     device = local["inputs"].device
     kind = device.type if device is not None else "cpu"
-    sizes = {label: auto_batch_size(probe_config, torch.device(kind), len(part)) for label, part in sets.items()}
+    sizes = {label: auto_batch_size(probe_config, torch.device(kind), len(part), image_pixels(part))
+             for label, part in sets.items()}
     per_checkpoint = sum(len(probe_units(label, len(part), sizes[label])) for label, part in sets.items())
     rounds = _rounds(plan, per_checkpoint, group.world_size)
     pending: list[tuple[list[int], list[Any]]] = []  # gathered rounds rank 0 has not cached yet
