@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 py="${PYTHON:-../.venv/bin/python}"
-"$py" kernels.py --batches 1,16,64,256 --autograd-max-batch 16
+"$py" kernel_bandwidth.py --batches 1,16,64,256 --autograd-max-batch 16
 "$py" probe_throughput.py --model world --images 64 --presets mofc,fast --reference-images 4 --compile
 "$py" probe_throughput.py --model sd14-shaped --images 8 --presets mofc,fast --reference-images 2 --compile
 "$py" probe_throughput.py --model sd14-shaped --images 16 --presets fast --skip-reference-style --batch-size 16

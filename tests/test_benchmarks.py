@@ -24,7 +24,7 @@ CASES = {
                                    "--memory-pool", "2", "--accuracy-images", "2", "--threads", "1"],
     "decision_interval.py": ["--sizes", "2", "--sets", "2", "--threads", "1"],
     # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
-    "kernels.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
+    "kernel_bandwidth.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
     "probe_throughput.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     # 2 of the golden run's 50 steps: the script end to end; agreement is the golden test's job.
     "released_parity.py": ["--rows", "batched", "--steps", "2", "--threads", "1"],

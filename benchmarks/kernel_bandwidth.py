@@ -5,8 +5,8 @@ effective GB/s (the op's minimal traffic: every input read once, every output wr
 and that as a fraction of the device-to-device copy bandwidth measured in the same run, plus
 the largest difference from the float64 reference. Appends its table to benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/kernels.py                       # on a CUDA machine: SD 1.x shapes
-    TRITON_INTERPRET=1 .venv/bin/python benchmarks/kernels.py --batches 2 --repeats 1 --no-record
+    .venv/bin/python benchmarks/kernel_bandwidth.py                       # on a CUDA machine: SD 1.x shapes
+    TRITON_INTERPRET=1 .venv/bin/python benchmarks/kernel_bandwidth.py --batches 2 --repeats 1 --no-record
                                                                  # CPU: interpreter, correctness only
 On CPU the Triton rows run interpreted: their times say nothing about a GPU and are marked.
 """
