@@ -1,58 +1,138 @@
-"""Judges: does a generated image show the concept? `images -> bool per image`.
+"""The judge interface: `images (N, 3, H, W) in [0, 1] -> N booleans`, and scores beside them.
 
-An attack's success rate is the share of its generations a judge calls the concept. In the small
-world the judge is the shipped shape classifier (`ShapeJudge`); for a real model, any callable
-that takes (N, 3, H, W) float images in [0, 1] and returns N booleans (a CLIP zero-shot judge,
-NudeNet, a user's detector). `judge_images` checks what a judge returns, so a detector that
-returns scores or the wrong count is named instead of producing a silent rate.
-
-On the command line a judge is a spec (`load_judge`): `shapes-world:SHAPE` for the classifier,
-or `module:callable` (imported from the Python path) for anything else.
+A judge is any callable from images to one boolean per image. `judge_images` checks what it
+returns, so a detector that returns scores or the wrong count is named instead of producing a
+silent rate. Our judges (`ScoredJudge` subclasses) also give the score their rule thresholds
+(`evaluate -> JudgeOutput`) and describe themselves for reports (`describe()`: package, version,
+model and its file hashes, threshold, classes); `judge_with_scores` and `describe_judge` work for
+any judge, a plain callable included (its scores are its verdicts as 0/1).
 """
 
 from __future__ import annotations
 
-import importlib
+import abc
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
+from ...files import file_sha256
+from ...validation import require_known_fields
 
 Judge = Callable[[torch.Tensor], Any]
-WORLD_JUDGE_PREFIX = "shapes-world:"
 
 
-class ShapeJudge:
-    """The small world's judge: True where the shipped classifier says the image shows `shape`.
+@dataclass(frozen=True)
+class JudgeOutput:
+    """A judge's answer on N images: `verdicts` (N,) bool, and `scores` (N,) float32, the number
+    its rule thresholds (a detector's top score, a class probability; a plain callable's 0/1)."""
 
-    Args:
-        shape: one of `unlearn_guard.world.SHAPES`.
-        classifier: a `ShapeClassifier`; default the shipped one (`load_classifier()`).
-    """
+    verdicts: torch.Tensor
+    scores: torch.Tensor
 
-    def __init__(self, shape: str, classifier: torch.nn.Module | None = None) -> None:
-        from ..world import SHAPES, load_classifier
+    def __post_init__(self) -> None:
+        verdicts_ok = isinstance(self.verdicts, torch.Tensor) and self.verdicts.dtype == torch.bool
+        if not (verdicts_ok and self.verdicts.dim() == 1):
+            raise InputError(f"JudgeOutput.verdicts: got {_shown(self.verdicts)}; expected a (N,) bool tensor")
+        if not (isinstance(self.scores, torch.Tensor) and self.scores.is_floating_point()
+                and self.scores.shape == self.verdicts.shape and bool(torch.isfinite(self.scores).all())):
+            raise InputError(f"JudgeOutput.scores: got {_shown(self.scores)}; expected a finite float tensor of "
+                             f"shape {tuple(self.verdicts.shape)}")
 
-        if shape not in SHAPES:
-            raise InputError(f"shape: got {shape!r}; expected one of {SHAPES}")
-        self.shape = shape
-        self.label = SHAPES.index(shape)
-        self.classifier = classifier if classifier is not None else load_classifier()
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdicts": [bool(v) for v in self.verdicts], "scores": [float(s) for s in self.scores]}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+class ScoredJudge(abc.ABC):
+    """Base of our judges: `evaluate` gives verdicts and scores, calling gives the verdicts."""
+
+    @abc.abstractmethod
+    def evaluate(self, images: torch.Tensor) -> JudgeOutput:
+        """(N, 3, H, W) float in [0, 1] (or uint8) -> JudgeOutput with N verdicts and scores."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What a report records: name, package, version, model, model_files (name -> SHA-256),
+        threshold, classes and the rule in words."""
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 32, 32) in [0, 1] -> (N,) bool."""
-        return self.classifier.predict(images.to(next(self.classifier.parameters()).device)).cpu() == self.label
+        """(N, 3, H, W) in [0, 1] -> (N,) bool."""
+        return self.evaluate(images).verdicts
 
-    def __repr__(self) -> str:
-        return f"ShapeJudge({self.shape!r})"
+
+class JudgeConfig:
+    """`to_dict` / `from_dict` / `replace` for a judge's frozen dataclass config (tuples as lists in JSON)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        require_known_fields(cls, data)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def replace(self, **changes: Any) -> Any:
+        require_known_fields(type(self), changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 def judge_name(judge: Judge) -> str:
     """A short description of a judge for reports: its repr for ours, the qualified name otherwise."""
-    if isinstance(judge, ShapeJudge):
+    if isinstance(judge, ScoredJudge):
         return repr(judge)
     return getattr(judge, "__qualname__", None) or type(judge).__name__
+
+
+def describe_judge(judge: Judge) -> dict[str, Any]:
+    """`judge.describe()` for ours; the name alone for a plain callable."""
+    if isinstance(judge, ScoredJudge):
+        return judge.describe()
+    return {"name": judge_name(judge), "package": None, "version": None, "model": None, "model_files": {},
+            "threshold": None, "classes": [], "rule": "a user callable's booleans"}
+
+
+def judge_input(images: torch.Tensor, name: str) -> torch.Tensor:
+    """`images` checked for a judge: (N, 3, H, W) float in [0, 1] or uint8; returned as float32 in [0, 1]."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise InputError(f"{name}: images: got {_shown(images)}; expected (N, 3, H, W) with N >= 1")
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise InputError(f"{name}: images: got dtype {images.dtype}; expected float in [0, 1] or uint8")
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        raise InputError(f"{name}: images: image {int((~finite).nonzero()[0])} holds NaN or Inf")
+    if float(images.min()) < 0 or float(images.max()) > 1:
+        raise InputError(f"{name}: images: values in [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+                         "expected [0, 1]")
+    return images.float()
+
+
+def uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8 RGB, as UnlearnDiffAtk stores its generations.
+
+    The product and rounding are float32 (`(image * 255).round()` on a float32 array): images
+    upsampled from 8-bit ones often land on exact halves, where float64 would round differently.
+    """
+    return (images.detach().cpu().float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def weight_files(folder: str | Path) -> dict[str, str]:
+    """SHA-256 of a model folder's weight files (`*.safetensors`, else `*.bin`), by file name."""
+    path = Path(folder)
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    return {file.name: file_sha256(file) for file in files}
 
 
 def judge_images(judge: Judge, images: torch.Tensor) -> torch.Tensor:
@@ -84,26 +164,17 @@ def judge_images(judge: Judge, images: torch.Tensor) -> torch.Tensor:
     return verdicts
 
 
-def load_judge(spec: str) -> Judge:
-    """A judge from a command-line spec: `shapes-world:SHAPE` or `module:callable`.
+def judge_with_scores(judge: Judge, images: torch.Tensor) -> JudgeOutput:
+    """Verdicts and scores of any judge on `images` (N, 3, H, W) in [0, 1].
 
-    `module:callable` imports `module` from the Python path and takes its attribute `callable`
-    (dotted attributes allowed); it must be callable as images -> booleans.
+    Ours give their real scores (`ScoredJudge.evaluate`); a plain callable's scores are its
+    verdicts as 0.0/1.0.
     """
-    if not isinstance(spec, str) or ":" not in spec:
-        raise InputError(f"--judge: got {spec!r}; expected shapes-world:SHAPE (the shipped classifier) or "
-                         "module:callable (a function images -> one bool per image)")
-    if spec.startswith(WORLD_JUDGE_PREFIX):
-        return ShapeJudge(spec[len(WORLD_JUDGE_PREFIX):])
-    module_name, _, attribute = spec.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - any import failure is the spec's fault
-        raise InputError(f"--judge {spec}: cannot import {module_name!r} ({type(error).__name__}: {error})") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise InputError(f"--judge {spec}: {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise InputError(f"--judge {spec}: {attribute!r} is a {type(target).__name__}, not callable")
-    return target
+    if not isinstance(judge, ScoredJudge):
+        verdicts = judge_images(judge, images)
+        return JudgeOutput(verdicts, verdicts.float())
+    output = judge.evaluate(images)
+    if len(output.verdicts) != len(images):
+        raise InputError(f"judge {judge_name(judge)}: returned {len(output.verdicts)} verdicts for "
+                         f"{len(images)} images")
+    return output
