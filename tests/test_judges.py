@@ -284,7 +284,7 @@ def set_head(judge: ImageNetJudge, winner: int, margin: float = 3.0) -> None:
         linear.bias[winner] = margin
 
 
-@pytest.mark.parametrize("concept, class_id", [(2, 2), ("garbage truck", 2), ("Garbage Truck, dustcart", 2),
+@pytest.mark.parametrize("concept, class_id", [(2, 2), ("2", 2), ("garbage truck", 2), ("Garbage Truck, dustcart", 2),
                                                ("dustcart", 2), ("church", 1), (0, 0)])
 def test_imagenet_judge_top1_rule_with_a_controlled_head(classifier_folder, concept, class_id):
     judge = ImageNetJudge(ImageNetConfig(concept, model=str(classifier_folder)))

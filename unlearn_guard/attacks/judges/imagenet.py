@@ -29,7 +29,7 @@ class ImageNetConfig(JudgeConfig):
     """The classifier judge's rule.
 
     Args:
-        concept: the class id (int) or a label name from the model's `config.id2label`: the whole
+        concept: the class id (an int, or its digits) or a label name from the model's `config.id2label`: the whole
             label ("church, church building") or one of its comma-separated names ("church"),
             case-insensitive.
         model: a hub id (default microsoft/resnet-50) or a folder with the model and its image processor.
@@ -51,7 +51,9 @@ class ImageNetConfig(JudgeConfig):
 
 
 def resolve_class(concept: int | str, id2label: dict[int, str], where: str) -> int:
-    """The class id of `concept` (an id or a label name) in `id2label`; InputError naming it otherwise."""
+    """The class id of `concept` (an id, its digits, or a label name) in `id2label`; InputError naming it otherwise."""
+    if isinstance(concept, str) and concept.strip().isdigit():
+        concept = int(concept)
     if is_int(concept):
         if concept not in id2label:
             raise InputError(f"{where}: class id {concept} is not one of the model's {len(id2label)} classes "
