@@ -14,15 +14,17 @@ import torch
 _PACKAGES = ("unlearn_guard", "torch", "diffusers", "transformers", "peft", "numpy", "scipy", "torchmetrics")
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of distribution `name`, None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages a probe result depends on (None when missing)."""
-    versions: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: package_version(name) for name in _PACKAGES}
 
 
 def git_commit() -> str | None:

@@ -5,7 +5,9 @@
   - `concept_inversion` / `attack_success` (concept_inversion.py): textual inversion against the
     erased model, then the share of generations a judge calls the concept (SPEC 7);
     `ConceptInversionConfig`, `LearnedEmbedding`, `AttackSuccess`.
-  - judges.py: `ShapeJudge` (the small world's classifier) and `load_judge` for the command line.
+  - judges/: one interface, images -> booleans and scores (`judge_with_scores`), for `ShapeJudge`
+    (the small world's classifier), `NudeNetJudge`, `ImageNetJudge`, `ClipZeroShotJudge` and any
+    callable; `load_judge` for the command line.
 
 They take models, images and prompts exactly as `probe` does (same loaders, errors, provenance).
 """
@@ -18,23 +20,45 @@ from .concept_inversion import (
     load_learned_embedding,
     prompt_success,
 )
-from .judges import ShapeJudge, judge_images, load_judge
+from .judges import (
+    ClipZeroShotConfig,
+    ClipZeroShotJudge,
+    ImageNetConfig,
+    ImageNetJudge,
+    JudgeOutput,
+    NudeNetConfig,
+    NudeNetJudge,
+    ShapeJudge,
+    describe_judge,
+    judge_images,
+    judge_with_scores,
+    load_judge,
+)
 from .memories import MemorySearchConfig, find_memories
 from .results import AttackSuccess, ImageMemories, Memory, MemorySearchResult
 
 __all__ = [
     "AttackSuccess",
+    "ClipZeroShotConfig",
+    "ClipZeroShotJudge",
     "ConceptInversionConfig",
     "ImageMemories",
+    "ImageNetConfig",
+    "ImageNetJudge",
+    "JudgeOutput",
     "LearnedEmbedding",
     "Memory",
     "MemorySearchConfig",
     "MemorySearchResult",
+    "NudeNetConfig",
+    "NudeNetJudge",
     "ShapeJudge",
     "attack_success",
     "concept_inversion",
+    "describe_judge",
     "find_memories",
     "judge_images",
+    "judge_with_scores",
     "load_judge",
     "load_learned_embedding",
     "prompt_success",

@@ -135,8 +135,12 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     ci = parser.add_argument_group("concept inversion (textual inversion against the checkpoint): "
                                    "--attacks concept-inversion")
     ci.add_argument("--judge", metavar="SPEC",
-                    help="what counts as the concept in a generated image: shapes-world:SHAPE (the shipped classifier) "
-                         "or module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python path")
+                    help="what counts as the concept in a generated image: shapes-world:SHAPE (the shipped classifier), "
+                         "nudenet[:THRESHOLD] (NudeNet, UnlearnDiffAtk's exposed classes above 0.45), "
+                         "imagenet:CLASS[@MODEL] (top-1 of microsoft/resnet-50 or MODEL; CLASS an id or label), "
+                         "clip:CONCEPT|ALT[|ALT...][@MODEL] (CLIP zero-shot: CONCEPT beats every ALT), or "
+                         "module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python path; "
+                         "models load from a folder or the local Hugging Face cache")
     ci.add_argument("--ci-steps", type=int, metavar="N", help="textual-inversion steps (default: 300, the small world's budget; "
                                                              "the paper ran 5000 on SD 1.4)")
     ci.add_argument("--ci-lr", type=float, metavar="X", help="textual-inversion learning rate (default: 5e-3)")

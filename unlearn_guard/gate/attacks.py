@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..attacks.concept_inversion import ConceptInversionConfig, attack_success, concept_inversion, prompt_success
-from ..attacks.judges import Judge
+from ..attacks.judges import JUDGE_SPECS, Judge
 from ..attacks.memories import MemorySearchConfig
 from ..attacks.results import MemorySearchResult
 from ..errors import InputError
@@ -51,7 +51,8 @@ class AttackSettings:
         support_images: folder of other content for multi-memory (the first M - 1 images are used).
         search: the multi-memory search (M, fidelity, variant).
         concept_inversion: the textual-inversion settings (steps, lr, init token, templates).
-        judge: the judge's spec (`shapes-world:SHAPE` or `module:callable`), for concept-inversion.
+        judge: the judge's spec for concept-inversion (`load_judge`: shapes-world:SHAPE, nudenet, imagenet:CLASS,
+            clip:CONCEPT|ALT, module:callable).
         generations: images generated with the learned token (and with the plain prompts) per checkpoint.
     """
 
@@ -72,8 +73,7 @@ class AttackSettings:
                 raise InputError(f"--memories: got {self.search.memories}; multi-memory needs at least 2 (the image's "
                                  "own seed and one found from a support image)")
         if "concept-inversion" in self.attacks and not self.judge:
-            raise InputError("--attacks concept-inversion needs --judge: shapes-world:SHAPE (the shipped classifier) or "
-                             "module:callable (a function images -> one bool per image)")
+            raise InputError(f"--attacks concept-inversion needs --judge: {JUDGE_SPECS}")
         if isinstance(self.generations, bool) or not isinstance(self.generations, int) or self.generations < 1:
             raise InputError(f"--ci-generations: got {self.generations!r}; expected an int >= 1")
 

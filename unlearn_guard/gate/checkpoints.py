@@ -28,7 +28,7 @@ from ..files import file_sha256
 from ..models.loading import SLD_PIPELINES, SLD_REFUSAL
 from ..models.lora_loading import DIFFUSERS_LORA_FILE, PEFT_CONFIG_FILE
 from ..models.state_dicts import WEIGHT_SUFFIXES
-from ..models.text_encoders import looks_like_hub_id
+from ..models.hub import looks_like_hub_id
 
 __all__ = ["Checkpoint", "Weights", "discover_checkpoints", "file_sha256", "model_fingerprint", "weight_hashes",
            "weights_in"]

@@ -27,9 +27,10 @@ from ..files import file_sha256
 from .bundle import DiffusionModel, unwrap_unet
 from .checks import listing, non_finite_tensors
 from .formats import Parts, subset_name, unet_parts
+from .hub import looks_like_hub_id
 from .lora_loading import load_lora
 from .state_dicts import WEIGHT_SUFFIXES, one_line_error, overlay, read_state_dict
-from .text_encoders import check_text_encoder_fits, load_text_encoder, load_text_encoder_file, looks_like_hub_id
+from .text_encoders import check_text_encoder_fits, load_text_encoder, load_text_encoder_file
 
 PathLike = str | os.PathLike
 _UNET_WEIGHT_FILE = re.compile(r"^diffusion_pytorch_model(?:-\d+-of-\d+)?\.(?:(?P<variant>\w+)\.)?(?:safetensors|bin)$")

@@ -20,16 +20,10 @@ from ..errors import InputError, ModelError, NonFiniteWeightsError
 from .bundle import module_device_dtype, unwrap_unet
 from .checks import listing, non_finite_tensors
 from .formats import text_encoder_parts
+from .hub import from_pretrained_or_explain, looks_like_hub_id
 from .state_dicts import WEIGHT_SUFFIXES, overlay, read_state_dict
 
 PathLike = str | os.PathLike
-
-
-def looks_like_hub_id(text: str) -> bool:
-    """'org/name' or 'name': no path anchors, at most one slash."""
-    if not text or text.startswith((".", "/", "~")) or "\\" in text or text.endswith("/"):
-        return False
-    return text.count("/") <= 1 and all(part for part in text.split("/"))
 
 
 def _check_finite(encoder: torch.nn.Module, where: str) -> None:
@@ -37,22 +31,6 @@ def _check_finite(encoder: torch.nn.Module, where: str) -> None:
     if non_finite:
         raise NonFiniteWeightsError(f"text encoder {where} holds NaN or Inf in {len(non_finite)} tensor(s): "
                                     f"{listing(non_finite)}; expected finite weights")
-
-
-def _from_pretrained(name: str, subfolder: str | None, local_files_only: bool, is_folder: bool) -> torch.nn.Module:
-    from transformers import CLIPTextModel
-
-    where = f"{name!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
-    try:
-        return CLIPTextModel.from_pretrained(name, subfolder=subfolder or "", local_files_only=local_files_only)
-    except Exception as error:  # OSError, ValueError or hub errors
-        if is_folder:
-            raise ModelError(f"could not load a CLIPTextModel from {where}: {type(error).__name__}: "
-                             f"{' '.join(str(error).split())[:300]}") from None
-        offline = "not in the local Hugging Face cache (local_files_only=True)" if local_files_only else "not found"
-        raise ModelError(f"text encoder {where} is not a folder here and is {offline}: {type(error).__name__}. "
-                         f"Download it first (`hf download {name}`), pass a local folder, or use "
-                         "local_files_only=False") from None
 
 
 def load_text_encoder(source: PathLike, like: torch.nn.Module | None = None, *, subfolder: str | None = None,
@@ -79,8 +57,11 @@ def load_text_encoder(source: PathLike, like: torch.nn.Module | None = None, *, 
     elif is_folder and not (path / subfolder / "config.json").is_file():
         raise InputError(f"text_encoder: folder {str(path)!r} has no {subfolder}/config.json; "
                          "expected a CLIPTextModel saved there with save_pretrained")
-    encoder = _from_pretrained(str(path) if is_folder else str(source), subfolder, local_files_only or is_folder,
-                               is_folder)
+    from transformers import CLIPTextModel
+
+    encoder = from_pretrained_or_explain(CLIPTextModel.from_pretrained, str(path) if is_folder else str(source),
+                                         what="text encoder", kind="CLIPTextModel", subfolder=subfolder,
+                                         local_files_only=local_files_only, is_folder=is_folder)
     _check_finite(encoder, repr(str(source)))
     encoder.eval()
     if like is not None:

@@ -5,6 +5,8 @@ One place builds the models that the tests and the default run use:
     latents) with random weights; same classes and code paths as Stable Diffusion.
   - `build_sd14_shaped_components`: the SD 1.4 architecture (UNet 860M, VAE 84M, CLIP-L text
     encoder) with random weights, for "does it run at full size" checks on CPU.
+  - `save_tiny_image_classifier`, `save_tiny_clip`: folders that load like `microsoft/resnet-50`
+    and `openai/clip-vit-*` (model and processor), a few kB, for the judges.
 The tokenizer is a real `CLIPTokenizer` over a byte-level vocabulary with no merges (every
 character is a token); transformers 4 reads it from files, so it is written to a temporary folder.
 """
@@ -186,3 +188,36 @@ def build_sd14_shaped_components(seed: int = 0) -> dict[str, Any]:
     for module in (unet, vae, text_encoder):
         module.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def save_tiny_image_classifier(folder: str | Path, id2label: dict[int, str], seed: int = 0) -> Path:
+    """A random-weight ResNet image classifier and its ConvNext image processor (32 px) in `folder`.
+
+    Loads with `AutoModelForImageClassification` / `AutoImageProcessor` as microsoft/resnet-50 does.
+    """
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                          num_labels=len(id2label), id2label=dict(id2label),
+                          label2id={label: i for i, label in id2label.items()})
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(folder)
+    return Path(folder)
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A random-weight `CLIPModel` (32 px images, the character tokenizer) and its `CLIPProcessor` in `folder`."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(seed)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    return Path(folder)

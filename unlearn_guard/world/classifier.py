@@ -29,13 +29,20 @@ class ShapeClassifier(nn.Module):
         return self.head(self.features(images * 2 - 1).flatten(1))
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Shape indices (B,) for images in [0, 1]."""
+    def _eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         was_training = self.training
         self.eval()
-        labels = self(images.float()).argmax(dim=1)
+        logits = self(images.float())
         self.train(was_training)
-        return labels
+        return logits
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Shape indices (B,) for images in [0, 1]."""
+        return self._eval_logits(images).argmax(dim=1)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax over the shapes (B, len(SHAPES)) for images in [0, 1]."""
+        return self._eval_logits(images).softmax(dim=1)
 
 
 def concept_accuracy(classifier: ShapeClassifier, images: torch.Tensor, shape: str) -> float:
