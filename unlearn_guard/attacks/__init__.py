@@ -5,11 +5,17 @@
   - `concept_inversion` / `attack_success` (concept_inversion.py): textual inversion against the
     erased model, then the share of generations a judge calls the concept (SPEC 7);
     `ConceptInversionConfig`, `LearnedEmbedding`, `AttackSuccess`.
+  - `adversarial_prompt_attack` (adversarial_prompt.py): UnlearnDiffAtk, k adversarial tokens per
+    prompt chosen against the erased model's denoising loss on a target image, batched over
+    prompts, with Pre-ASR and ASR (SPEC 9); `AdversarialPromptConfig`, `AdversarialPromptResult`.
   - judges.py: `ShapeJudge` (the small world's classifier) and `load_judge` for the command line.
 
 They take models, images and prompts exactly as `probe` does (same loaders, errors, provenance).
 """
 
+from .adversarial_config import AdversarialPromptConfig
+from .adversarial_prompt import adversarial_prompt_attack, load_target_images
+from .adversarial_results import AdversarialPromptResult, PromptAttack
 from .concept_inversion import (
     ConceptInversionConfig,
     LearnedEmbedding,
@@ -23,6 +29,8 @@ from .memories import MemorySearchConfig, find_memories
 from .results import AttackSuccess, ImageMemories, Memory, MemorySearchResult
 
 __all__ = [
+    "AdversarialPromptConfig",
+    "AdversarialPromptResult",
     "AttackSuccess",
     "ConceptInversionConfig",
     "ImageMemories",
@@ -30,12 +38,15 @@ __all__ = [
     "Memory",
     "MemorySearchConfig",
     "MemorySearchResult",
+    "PromptAttack",
     "ShapeJudge",
+    "adversarial_prompt_attack",
     "attack_success",
     "concept_inversion",
     "find_memories",
     "judge_images",
     "load_judge",
     "load_learned_embedding",
+    "load_target_images",
     "prompt_success",
 ]
