@@ -281,18 +281,18 @@ def load_target_images(folder: PathLike, count: int | None = None, resolution: i
 def _target_latents(model: DiffusionModel, attacks: list[PromptAttack], targets: Any, base: DiffusionModel | None,
                     config: AdversarialPromptConfig, counter: list[int]) -> dict[int, torch.Tensor]:
     """Step 2: x0 (C, h, w) of each attacked prompt's target image, by prompt index."""
-    if not attacks:
-        return {}
-    if targets is not None:
-        pixels = targets.pixels[[a.index for a in attacks]]  # (A, 3, H, W) in [-1, 1]
-    else:
-        with preserve_module_state(*base.modules()), _counting_unet(base.unet) as base_counter:
-            images = _generate(base, [a.prompt for a in attacks], [a.seed for a in attacks], config)
-        counter[0] += base_counter[0]
-        pixels = images * 2 - 1
-    latents = torch.cat([model.encode_images(pixels[s : s + config.batch_size], None, mode="mean")
-                         for s in range(0, len(pixels), config.batch_size)])  # (A, C, h, w)
-    return {a.index: latent for a, latent in zip(attacks, latents)}
+    latents: dict[int, torch.Tensor] = {}
+    for start in range(0, len(attacks), config.batch_size):
+        chunk = attacks[start : start + config.batch_size]
+        if targets is not None:
+            pixels = targets.pixels[[a.index for a in chunk]]  # (b, 3, H, W) in [-1, 1]
+        else:
+            with preserve_module_state(*base.modules()), _counting_unet(base.unet) as base_counter:
+                pixels = _generate(base, [a.prompt for a in chunk], [a.seed for a in chunk], config) * 2 - 1
+            counter[0] += base_counter[0]
+        for attack, latent in zip(chunk, model.encode_images(pixels, None, mode="mean")):  # (b, C, h, w)
+            latents[attack.index] = latent
+    return latents
 
 
 # --------------------------------------------------------------------------- the attack
@@ -362,11 +362,13 @@ def adversarial_prompt_attack(
     with preserve_module_state(*model.modules()), _counting_unet(model.unet) as counter:
         for module in model.modules():
             module.requires_grad_(False)  # gradients reach only u; flags come back on exit
-        # 1. Pre-attack: the plain prompts with their seeds
-        images = _generate(model, prompt_list, seed_list, config)
-        for attack, verdict, image in zip(attacks, judge_images(judge, images).tolist(), images):
-            attack.pre_success = bool(verdict)
-            attack.image = image if config.keep_images else None
+        # 1. Pre-attack: the plain prompts with their seeds, judged batch by batch
+        for start in range(0, len(attacks), config.batch_size):
+            chunk = attacks[start : start + config.batch_size]
+            images = _generate(model, [a.prompt for a in chunk], [a.seed for a in chunk], config)
+            for attack, verdict, image in zip(chunk, judge_images(judge, images).tolist(), images):
+                attack.pre_success = bool(verdict)
+                attack.image = image if config.keep_images else None
         counts["pre_attack"] = counter[0]
         seconds["pre_attack"] = time.perf_counter() - started
         # 2. targets of the prompts to attack
