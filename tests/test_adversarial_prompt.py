@@ -332,6 +332,8 @@ def test_config_presets_round_trip_and_validation():
         AdversarialPromptConfig.from_dict({**world.to_dict(), "steps": 3})
     with pytest.raises(InputError, match="expected one of"):
         AdversarialPromptConfig.from_preset("paper")
+    with pytest.raises(InputError, match=r"unknown fields \['steps'\]"):
+        world.replace(steps=3)
 
 
 @pytest.mark.parametrize("field, value", [

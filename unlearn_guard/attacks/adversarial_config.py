@@ -104,9 +104,7 @@ class AdversarialPromptConfig:
     def replace(self, **changes: Any) -> "AdversarialPromptConfig":
         """A copy with `changes`; the preset label becomes "custom" when a change touches the attack
         (anything but seed, batch_size, confidence and keep_images), so reports never mislabel it."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise InputError(f"AdversarialPromptConfig has no field(s) {sorted(unknown)}")
+        require_known_fields(type(self), changes)
         if "preset" not in changes and any(k not in _BOOKKEEPING and v != getattr(self, k) for k, v in changes.items()):
             changes["preset"] = "custom"
         return dataclasses.replace(self, **changes)
