@@ -43,6 +43,9 @@ CASES = {
     "typical_set_recheck.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     "memory_search.py": ["--images", "2", "--memories", "2", "--preset", "fast", "--esd-iterations", "1",
                          "--decoder-steps", "2", "--mofc-steps", "3", "--threads", "1"],
+    # 2 prompts, 2 blocks of 2 steps, in process only (a process per prompt pays ~10 s of start-up each)
+    "adversarial_prompt_speed.py": ["--prompts", "2", "--timesteps", "50,150", "--steps", "2",
+                                    "--modes", "batched,batch1", "--threads", "1"],
 }
 
 

@@ -5,6 +5,9 @@
   - `concept_inversion` / `attack_success` (concept_inversion.py): textual inversion against the
     erased model, then the share of generations a judge calls the concept (SPEC 7);
     `ConceptInversionConfig`, `LearnedEmbedding`, `AttackSuccess`.
+  - `adversarial_prompt_attack` (adversarial_prompt.py): UnlearnDiffAtk, k adversarial tokens per
+    prompt chosen against the erased model's denoising loss on a target image, batched over
+    prompts, with Pre-ASR and ASR (SPEC 9); `AdversarialPromptConfig`, `AdversarialPromptResult`.
   - judges/: one interface, images -> booleans and scores (`judge_with_scores`), for `ShapeJudge`
     (the small world's classifier), `NudeNetJudge`, `ImageNetJudge`, `ClipZeroShotJudge` and any
     callable; `load_judge` for the command line.
@@ -12,6 +15,9 @@
 They take models, images and prompts exactly as `probe` does (same loaders, errors, provenance).
 """
 
+from .adversarial_config import AdversarialPromptConfig
+from .adversarial_prompt import adversarial_prompt_attack, load_target_images
+from .adversarial_results import AdversarialPromptResult, PromptAttack
 from .concept_inversion import (
     ConceptInversionConfig,
     LearnedEmbedding,
@@ -38,6 +44,8 @@ from .memories import MemorySearchConfig, find_memories
 from .results import AttackSuccess, ImageMemories, Memory, MemorySearchResult
 
 __all__ = [
+    "AdversarialPromptConfig",
+    "AdversarialPromptResult",
     "AttackSuccess",
     "ClipZeroShotConfig",
     "ClipZeroShotJudge",
@@ -52,7 +60,9 @@ __all__ = [
     "MemorySearchResult",
     "NudeNetConfig",
     "NudeNetJudge",
+    "PromptAttack",
     "ShapeJudge",
+    "adversarial_prompt_attack",
     "attack_success",
     "concept_inversion",
     "describe_judge",
@@ -61,5 +71,6 @@ __all__ = [
     "judge_with_scores",
     "load_judge",
     "load_learned_embedding",
+    "load_target_images",
     "prompt_success",
 ]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError, NonFiniteError
+from ..inversion.schedule import alphas_cumprod
 from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.checks import check_finite_weights
@@ -50,17 +51,6 @@ from .learned_embedding import EMBEDDING_FILE, METADATA_FILE, LearnedEmbedding, 
 from .token_slot import carrier_id, encode_with_token, spliced_embedding, template_slots
 
 _ENCODE_CHUNK = 64  # images per VAE call when caching posteriors
-
-
-def _alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
-    """abar_t for t = 0..T-1 from the model's own scheduler config (SPEC 1), float64."""
-    import inspect
-
-    from diffusers import DDIMScheduler
-
-    config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
-    known = set(inspect.signature(DDIMScheduler.__init__).parameters)
-    return DDIMScheduler(**{k: v for k, v in config.items() if k in known}).alphas_cumprod.to(torch.float64)
 
 
 @torch.no_grad()
@@ -164,7 +154,7 @@ def concept_inversion(
                       f"from the unknown token's embedding", UserWarning, stacklevel=2)
     slots, slot_positions = template_slots(tokenizer, config.templates, config.init_token)  # (T, L), (T,)
     init_id, _ = carrier_id(tokenizer, config.init_token)
-    abar = _alphas_cumprod(model.scheduler_config).to(model.device)  # (T_train,)
+    abar = alphas_cumprod(model.scheduler_config).to(model.device)  # (T_train,)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     vector, losses = _learn_vector(model, training, config, slots, slot_positions, init_id, abar, generator)

@@ -64,13 +64,19 @@ def template_slots(tokenizer: Any, templates: Sequence[str], carrier: str) -> tu
 @contextmanager
 def spliced_embedding(text_encoder: torch.nn.Module, positions: torch.Tensor, vector: torch.Tensor) -> Iterator[None]:
     """For the body: the text encoder's input-embedding layer returns `vector` at (row b, positions[b])
-    of its output, every other entry as computed. Gradients flow into `vector`. Removed on exit."""
+    of its output, every other entry as computed. Gradients flow into `vector`. Removed on exit.
+
+    positions (B,) with vector (D,) puts one row in each prompt; positions (B, k) with vector
+    (B, k, D) puts k rows in each (the adversarial prompt's tokens). Position embeddings, the
+    causal mask and end-token pooling act on the spliced rows exactly as on a tokenized prompt."""
     layer = text_encoder.get_input_embeddings()
 
     def splice(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        index = positions.to(output.device)
         rows = torch.arange(output.shape[0], device=output.device)
+        rows = rows[:, None] if index.dim() == 2 else rows  # (B, 1) against (B, k)
         spliced = output.clone()
-        spliced[rows, positions.to(output.device)] = vector.to(output.device, output.dtype)
+        spliced[rows, index] = vector.to(output.device, output.dtype)
         return spliced
 
     handle = layer.register_forward_hook(splice)
@@ -82,7 +88,8 @@ def spliced_embedding(text_encoder: torch.nn.Module, positions: torch.Tensor, ve
 
 def encode_with_token(model: DiffusionModel, input_ids: torch.Tensor, positions: torch.Tensor,
                       vector: torch.Tensor) -> torch.Tensor:
-    """Text embeddings c (B, L, D_text) of token rows `input_ids` (B, L) with `vector` at `positions` (B,)."""
+    """Text embeddings c (B, L, D_text) of token rows `input_ids` (B, L) with `vector` at `positions`:
+    (D,) at (B,), or (B, k, D) at (B, k) (see `spliced_embedding`)."""
     with spliced_embedding(model.text_encoder, positions, vector):
         hidden = model.text_encoder(input_ids.to(model.device))[0]
     return hidden.to(model.dtype)

@@ -56,20 +56,30 @@ class DDIMSchedule:
         return float(self.alpha_prod[index]), float(self.alpha_prod_prev[index])
 
 
-def ddim_schedule(scheduler_config: dict[str, Any], num_steps: int) -> DDIMSchedule:
-    """Build the schedule for `num_steps` from a model's scheduler config (SPEC 1)."""
+def _ddim_scheduler(scheduler_config: dict[str, Any]) -> Any:
+    """diffusers' `DDIMScheduler` built from a model's scheduler config, clipping and thresholding off."""
     from diffusers import DDIMScheduler
 
     config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
     config.update(clip_sample=False, thresholding=False)
-    prediction_type = config.get("prediction_type", "epsilon")
+    known = set(inspect.signature(DDIMScheduler.__init__).parameters)
+    return DDIMScheduler(**{k: v for k, v in config.items() if k in known})
+
+
+def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
+    """abar_t for t = 0..T-1 (T = num_train_timesteps), float64, from a model's scheduler config (SPEC 1)."""
+    return _ddim_scheduler(scheduler_config).alphas_cumprod.to(torch.float64)
+
+
+def ddim_schedule(scheduler_config: dict[str, Any], num_steps: int) -> DDIMSchedule:
+    """Build the schedule for `num_steps` from a model's scheduler config (SPEC 1)."""
+    prediction_type = dict(scheduler_config).get("prediction_type", "epsilon")
     if prediction_type != "epsilon":
         raise ModelError(
             f"scheduler prediction_type={prediction_type!r}; ReNoise inversion here supports 'epsilon' "
             "models (SD 1.x) only"
         )
-    known = set(inspect.signature(DDIMScheduler.__init__).parameters)
-    scheduler = DDIMScheduler(**{k: v for k, v in config.items() if k in known})
+    scheduler = _ddim_scheduler(scheduler_config)
     scheduler.set_timesteps(num_steps)
     sampling = [int(t) for t in scheduler.timesteps]  # descending
     inversion = sorted(sampling)

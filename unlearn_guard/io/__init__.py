@@ -7,8 +7,8 @@ the argument or file, what was received and what was expected.
 
 The parts, one job each: `checks` (arguments, pixel invariants, message helpers), `decode`
 (files, PIL images, tensors, RGB conversion and hashing; its docstring has the conversion
-rules), `sizes` (the size policy), `prompts` (prompts.csv, lists and mappings). The resize
-policy itself lives in the config.
+rules), `sizes` (the size policy), `prompts` (prompts.csv, lists and mappings; prompts with
+seeds). The resize policy itself lives in the config.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from .decode import IMAGE_EXTENSIONS, Decoded, decode, hash_float
 from .prompts import (
     CSV_FILE_COLUMNS,
     CSV_PROMPT_COLUMN,
+    CSV_SEED_COLUMNS,
     PROMPTS_CSV,
+    PromptSeeds,
+    read_prompt_seeds,
     resolve_prompts,
     warn_mixed_empty_prompts,
 )
@@ -182,13 +185,16 @@ def _recheck_image_set(
 __all__ = [
     "CSV_FILE_COLUMNS",
     "CSV_PROMPT_COLUMN",
+    "CSV_SEED_COLUMNS",
     "IMAGE_EXTENSIONS",
     "LATENT_FACTOR",
     "PROMPTS_CSV",
     "ImageSet",
     "ImagesInput",
     "PathLike",
+    "PromptSeeds",
     "PromptsInput",
     "Resolution",
     "load_image_set",
+    "read_prompt_seeds",
 ]

@@ -1,12 +1,16 @@
-"""One prompt per image: from a str, a list, a dict name -> prompt, or a folder's prompts.csv."""
+"""One prompt per image: from a str, a list, a dict name -> prompt, or a folder's prompts.csv; and
+prompts with seeds from a CSV (`read_prompt_seeds`, for the prompt attacks)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InputError
 from .checks import MAX_LISTED, listing
@@ -14,6 +18,7 @@ from .checks import MAX_LISTED, listing
 PROMPTS_CSV = "prompts.csv"
 CSV_FILE_COLUMNS = ("file", "file_name", "filename", "image")
 CSV_PROMPT_COLUMN = "prompt"
+CSV_SEED_COLUMNS = ("seed", "evaluation_seed")  # ours, and I2P / UnlearnDiffAtk's
 
 
 def resolve_prompts(prompts: object, names: list[str], folder: Path | None, label: str) -> list[str]:
@@ -65,17 +70,21 @@ def _prompts_from_mapping(mapping: dict[str, str], names: list[str], where: str,
     return [mapping[name] for name in names]
 
 
-def _read_prompts_csv(path: Path) -> dict[str, str]:
-    """file name -> prompt from a CSV with a header; file names and prompts are stripped."""
-    where = f"prompts file {str(path)!r}"
+def _csv_rows(path: Path, where: str) -> list[list[str]]:
+    """Every row of a CSV file (the header first); InputError naming `where` when it cannot be read."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig drops the BOM spreadsheets write
-        rows = list(csv.reader(io.StringIO(text)))
+        return list(csv.reader(io.StringIO(text)))
     except UnicodeDecodeError as exc:
         raise InputError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, csv.Error) as exc:
         raise InputError(f"{where} cannot be read: {exc}") from exc
 
+
+def _read_prompts_csv(path: Path) -> dict[str, str]:
+    """file name -> prompt from a CSV with a header; file names and prompts are stripped."""
+    where = f"prompts file {str(path)!r}"
+    rows = _csv_rows(path, where)
     header = rows[0] if rows else []
     columns = [cell.strip().lower() for cell in header]
     file_columns = [c for c in columns if c in CSV_FILE_COLUMNS]
@@ -102,6 +111,55 @@ def _read_prompts_csv(path: Path) -> dict[str, str]:
     if not mapping:
         raise InputError(f"{where} has a header but no rows; expected one row per image")
     return mapping
+
+
+class PromptSeeds(NamedTuple):
+    """Prompts with one generation seed each, in file order (`read_prompt_seeds`)."""
+
+    prompts: list[str]
+    seeds: list[int]
+
+
+def read_prompt_seeds(path: str | os.PathLike) -> PromptSeeds:
+    """Prompts and their seeds from a CSV with a header: a `prompt` column and a `seed` or
+    `evaluation_seed` column (the I2P / UnlearnDiffAtk layout, `case_number,prompt,evaluation_seed,
+    evaluation_guidance`). Other columns are ignored; blank lines are skipped; a seed is an int >= 0
+    (written "42" or "42.0"). Every problem is a one-line InputError naming the file and row."""
+    path = Path(path)
+    where = f"prompts file {str(path)!r}"
+    if not path.is_file():
+        raise InputError(f"{where} does not exist; expected a CSV with columns prompt,seed (or prompt,evaluation_seed)")
+    rows = _csv_rows(path, where)
+    header = rows[0] if rows else []
+    columns = [cell.strip().lower() for cell in header]
+    seed_columns = [c for c in CSV_SEED_COLUMNS if c in columns]
+    if columns.count(CSV_PROMPT_COLUMN) != 1 or len(seed_columns) != 1 or columns.count(seed_columns[0]) != 1:
+        raise InputError(f"{where}: expected a header row with one '{CSV_PROMPT_COLUMN}' column and one seed column "
+                         f"(one of {', '.join(CSV_SEED_COLUMNS)}); found columns {header}")
+    prompt_index, seed_index = columns.index(CSV_PROMPT_COLUMN), columns.index(seed_columns[0])
+    prompts: list[str] = []
+    seeds: list[int] = []
+    for row_number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) <= max(prompt_index, seed_index):
+            raise InputError(f"{where}, row {row_number}: expected a prompt and a seed, got {row}")
+        seeds.append(_seed_cell(row[seed_index], f"{where}, row {row_number}, column {seed_columns[0]!r}"))
+        prompts.append(row[prompt_index].strip())
+    if not prompts:
+        raise InputError(f"{where} has no rows; expected one row per prompt under the header {header}")
+    return PromptSeeds(prompts, seeds)
+
+
+def _seed_cell(cell: str, where: str) -> int:
+    text = cell.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value == int(value) and 0 <= value < 2**63):
+        raise InputError(f"{where}: got {cell!r}; expected an int >= 0 (a generation seed)")
+    return int(text) if text.lstrip("+").isdigit() else int(value)
 
 
 def warn_mixed_empty_prompts(prompts: list[str], names: list[str], label: str) -> None:
