@@ -36,7 +36,7 @@ def _weights(folder: str | Path | None) -> Path:
 
 
 def retrained_world_dir(shape: str) -> Path:
-    """The shipped world retrained without `shape` (`train-world --exclude`): circle and square."""
+    """The shipped world retrained without `shape` (`train-world --exclude`): circle, square and triangle."""
     folder = WEIGHTS_DIR / f"without-{shape}"
     if not (folder / "pipeline" / "model_index.json").is_file():
         shipped = sorted(p.name.removeprefix("without-") for p in WEIGHTS_DIR.glob("without-*") if p.is_dir())
@@ -58,7 +58,7 @@ def load_world_pipeline(folder: str | Path | None = None):
 
 def load_world_model(folder: str | Path | None = None, *, without: str | None = None):
     """The shipped model as a `DiffusionModel` (float32, CPU); `without="circle"` loads the world
-    retrained without that shape (the ground truth of unlearning; shipped for circle and square)."""
+    retrained without that shape (the ground truth of unlearning; shipped for circle, square and triangle)."""
     from ..models.bundle import DiffusionModel
 
     if without is not None:
