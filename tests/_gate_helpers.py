@@ -1,8 +1,9 @@
 """Inputs for the gate and report tests, built from the shipped small world (no network).
 
-`world_inputs(root, ...)` writes concept images (renders of "a circle") and reference images
-(the other shapes) as folders with prompts.csv, and a `checkpoints/` folder holding the ESD-LoRA
-adapter saved at the given iterations of one short erasure run.
+`image_folders(root, n)` writes concept images (renders of "a circle") and reference images (the
+other shapes) as folders with prompts.csv; `world_inputs(root, ...)` writes them and a
+`checkpoints/` folder holding the ESD-LoRA adapter saved at the given iterations of one short
+erasure run.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ CHEAP = ["--preset", "fast", "--set", "inversion.num_steps=3", "--set", "bootstr
          "--thumbnails", "2", "--quiet"]
 
 
-def world_inputs(root: Path, images: int = 4, save_at: tuple[int, ...] = (10, 20), ddim_steps: int = 10) -> Path:
+def image_folders(root: Path, images: int = 4) -> Path:
+    """root/concept (renders of "a circle") and root/reference (the other shapes), with prompts.csv."""
     E, E_prompts, R, R_prompts = probe_sets("circle", images, seed=10_000)
     save_image_folder(root / "concept", E, E_prompts, prefix="circle")
     save_image_folder(root / "reference", R, R_prompts, prefix="other")
+    return root
+
+
+def world_inputs(root: Path, images: int = 4, save_at: tuple[int, ...] = (10, 20), ddim_steps: int = 10) -> Path:
+    image_folders(root, images)
     model = load_world_model()
     config = ESDConfig(concept="a circle", iterations=max(save_at), lr=1e-3, ddim_steps=ddim_steps, seed=0)
 

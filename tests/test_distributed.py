@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _gate_helpers import gate_args, run_cli, world_inputs
+from _gate_helpers import gate_args, image_folders, run_cli, world_inputs
 from unlearn_guard import distributed as distributed_work
 from unlearn_guard.errors import InputError
 
@@ -278,3 +278,63 @@ def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, t
                               "--resume")) == code
     alone = json.loads((tmp_path / "elastic" / "gate.json").read_text())
     assert alone["resumed_from_cache"] == 3 and numbers(alone) == numbers(one)
+
+
+# --------------------------------------------------------------------------- adversarial prompts on 2 ranks
+ADVERSARIAL_SEEDS = [12, 3, 0]  # 3 prompts: rank 0 attacks the first, rank 1 the other two
+ADVERSARIAL_KNOBS = [*GATE_KNOBS, "--set", "inversion.num_steps=3", "--attacks", "memory,adversarial-prompt",
+                     "--judge", "shapes-world:circle", "--adv-set", "timesteps=50,150", "--adv-set", "num_steps=6"]
+
+
+@pytest.fixture(scope="module")
+def adversarial_world(tmp_path_factory):
+    """2 circles and 2 other shapes, 3 prompts, the world retrained without circles as the checkpoint
+    (its UNet on the shipped world, which makes the targets); the one-process gate's report."""
+    import unlearn_guard.cli as cli
+    from unlearn_guard.world import retrained_world_dir
+
+    root = image_folders(tmp_path_factory.mktemp("adversarial_world"), 2)
+    (root / "prompts.csv").write_text("prompt,seed\n" + "".join(f"a circle,{s}\n" for s in ADVERSARIAL_SEEDS))
+    argv = [*gate_args(root, root / "one", "--unet-weights", str(retrained_world_dir("circle") / "pipeline" / "unet"),
+                       "--adv-prompts", str(root / "prompts.csv"), *ADVERSARIAL_KNOBS)]
+    code = cli.main(argv)
+    return root, argv, code, json.loads((root / "one" / "gate.json").read_text())
+
+
+def without_timings(part: dict) -> dict:
+    """An adversarial-prompt part's results: no seconds, provenance or thumbnails; losses rounded
+    (a batch of other prompts moves them by float rounding only: tests/test_adversarial_prompt.py)."""
+    rows = [{**{k: v for k, v in row.items() if k not in ("image", "block_losses", "final_loss")},
+             "block_losses": [round(v, 4) for v in row["block_losses"]], "thumbnail": "image" in row}
+            for row in part["prompts"]]
+    return {**{k: v for k, v in part.items() if k not in ("seconds", "provenance", "prompts", "cache_key")},
+            "prompts": rows}
+
+
+def test_adversarial_prompts_under_torchrun_equal_one_process(adversarial_world, tmp_path):
+    """Each rank attacks a contiguous slice of the prompts; rank 0 gathers them into the part a one-process
+    run writes, caches it (a one-process --resume takes it from there) and decides the same."""
+    root, argv, code, one = adversarial_world
+    two_argv = [a if a != str(root / "one") else str(tmp_path / "two") for a in argv]
+    done = torchrun(["-m", "unlearn_guard.cli", *two_argv])
+    assert (tmp_path / "two" / "gate.json").is_file(), done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "gate.json").read_text())
+    (alone,), (shared,) = one["checkpoints"], two["checkpoints"]
+    part_one, part_two = alone["adversarial_prompt"], shared["adversarial_prompt"]
+    assert without_timings(part_two) == without_timings(part_one)
+    assert [row["index"] for row in part_two["prompts"]] == [0, 1, 2]
+    rows = part_one["prompts"]
+    assert rows[0]["attacked"] and any(row["attacked"] for row in rows[1:])  # both ranks ran gradient steps
+    assert part_two["provenance"]["distributed"]["prompts_per_rank"] == [1, 2]
+    assert two["provenance"]["distributed"] == {"world_size": 2, "backend": "gloo", "sharded": True}
+    assert (shared["memory"], shared["d_n"], shared["reasons"], shared["verdict"]) == \
+        (alone["memory"], alone["d_n"], alone["reasons"], alone["verdict"])
+    assert shared["cache_keys"] == alone["cache_keys"] and (done.returncode == 0) == (code == 0)
+    assert done.stdout.count("gate: ") == 1  # rank 0 speaks for both
+    # the cache the ranks wrote serves one process: everything resumed, nothing attacked again
+    import unlearn_guard.cli as cli
+
+    assert cli.main([*two_argv, "--resume"]) == code
+    resumed = json.loads((tmp_path / "two" / "gate.json").read_text())
+    assert resumed["resumed_from_cache"] == 1 and without_timings(resumed["checkpoints"][0]["adversarial_prompt"]) == \
+        without_timings(part_one)

@@ -20,8 +20,9 @@ EXIT_CODES_HELP = """exit codes:
   0  every gated checkpoint passes (probe/report: done)
   1  at least one checkpoint still remembers (memory score's upper end > --max-memory, or
      d_N's lower end < --min-dn, or mean PSNR > --max-psnr; with --attacks, also the best-of-M
-     memory score's upper end > --max-multi-memory, or the concept-inversion success rate's
-     Wilson upper end > --max-attack-success)
+     memory score's upper end > --max-multi-memory, the concept-inversion success rate's
+     Wilson upper end > --max-attack-success, or the adversarial prompts' ASR's Wilson upper
+     end > --max-asr)
   2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
      that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
      unknown preset or --set key, bad threshold, missing device, an output that cannot be written

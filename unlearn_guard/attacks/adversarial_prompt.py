@@ -53,7 +53,6 @@ from ..probe_inputs import as_model
 from ..probe_seeds import derive_seed
 from ..provenance import provenance
 from ..sampling import sample_from_embeddings
-from ..stats.proportion import wilson_interval
 from ..validation import is_int
 from .adversarial_config import ADVERSARIAL_PRESETS, AdversarialPromptConfig
 from .adversarial_results import AdversarialPromptResult, PromptAttack, Rate
@@ -387,12 +386,9 @@ def adversarial_prompt_attack(
     seconds["total"] = time.perf_counter() - started
 
     # 4. Pre-ASR and ASR over all prompts
-    def rate(successes: int) -> Rate:
-        low, high = wilson_interval(successes, len(attacks), config.confidence)
-        return Rate(successes, len(attacks), low, high, config.confidence)
-
     return AdversarialPromptResult(
-        prompts=attacks, pre_asr=rate(sum(a.pre_success for a in attacks)), asr=rate(sum(a.broken for a in attacks)),
+        prompts=attacks, pre_asr=Rate.of(sum(a.pre_success for a in attacks), len(attacks), config.confidence),
+        asr=Rate.of(sum(a.broken for a in attacks), len(attacks), config.confidence),
         config=config, judge=judge_name(judge), unet_evaluations=counts, seconds=seconds,
         provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source,
                               base_model_source=None if base is None else base.source),

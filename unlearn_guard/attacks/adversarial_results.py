@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..files import write_text_atomic
+from ..stats.proportion import wilson_interval
 from ..validation import json_number
 
 
@@ -76,6 +77,12 @@ class Rate:
     ci_low: float
     ci_high: float
     confidence: float
+
+    @classmethod
+    def of(cls, successes: int, n: int, confidence: float) -> "Rate":
+        """`successes` of `n` with its Wilson interval at `confidence`."""
+        low, high = wilson_interval(successes, n, confidence)
+        return cls(successes, n, low, high, confidence)
 
     @property
     def value(self) -> float:

@@ -13,17 +13,23 @@ from .common import Output, probe_config, ranks, search_config, single_checkpoin
 
 
 def _attack_settings(args: argparse.Namespace):
+    from ..attacks.adversarial_config import AdversarialPromptConfig
     from ..attacks.concept_inversion import ConceptInversionConfig
     from ..gate.attacks import AttackSettings, parse_attacks
+    from ..gate.inputs import default_adversarial_preset
+    from ..gate.knobs import apply_adversarial_settings
 
     changes = {"progress": not args.quiet}
     for flag, name in (("ci_steps", "steps"), ("ci_lr", "lr"), ("ci_init_token", "init_token")):
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
+    adversarial = AdversarialPromptConfig.from_preset(args.adv_preset or default_adversarial_preset(args.model))
     return AttackSettings(
         attacks=parse_attacks(args.attacks), support_images=Path(args.support_images) if args.support_images else None,
         search=search_config(args), concept_inversion=ConceptInversionConfig(**changes), judge=args.judge,
-        generations=args.ci_generations,
+        generations=args.ci_generations, adversarial=apply_adversarial_settings(adversarial, args.adv_set),
+        adversarial_prompts=Path(args.adv_prompts) if args.adv_prompts else None,
+        adversarial_targets=Path(args.adv_targets) if args.adv_targets else None,
     )
 
 
@@ -34,7 +40,7 @@ def gate_command(args: argparse.Namespace) -> int:
     from ..gate.runner import GateConfig
 
     out = Output(args)
-    calibrated = {key: getattr(args, key) for key in ("max_memory", "max_multi_memory", "max_attack_success")
+    calibrated = {key: getattr(args, key) for key in ("max_memory", "max_multi_memory", "max_attack_success", "max_asr")
                   if getattr(args, key) is not None}
     thresholds = Thresholds(**calibrated, min_d_n=args.min_dn, max_psnr=args.max_psnr)
     settings = _attack_settings(args)
@@ -79,8 +85,14 @@ def _gate_on(args: argparse.Namespace, out: Output, config: Any, thresholds: Any
         rules.append(f"the concept-inversion success rate's Wilson upper end <= {thresholds.max_attack_success:g} "
                      f"(judge {settings.judge}, {settings.concept_inversion.steps} steps, "
                      f"{settings.generations} generations)")
-    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model} with preset {config.preset}: pass when "
-             + " and ".join(rules))
+    if "adversarial-prompt" in settings.attacks:
+        adversarial = settings.adversarial
+        rules.append(f"the adversarial-prompt ASR's Wilson upper end <= {thresholds.max_asr:g} (judge {settings.judge}, "
+                     f"preset {adversarial.preset}: {len(adversarial.timesteps)} timesteps x "
+                     f"{adversarial.steps_per_timestep} steps)")
+    probed = {"memory", "multi-memory"} & set(settings.attacks)  # the probe preset means nothing to the others
+    out.info(f"gating {len(checkpoints)} checkpoint(s) of {args.model}"
+             + (f" with preset {config.preset}" if probed else "") + ": pass when " + " and ".join(rules))
     report = run_gate(gate_config, echo=out.info, notice=out.essential)
     code = report_exit_code(report)
     if out.silent:

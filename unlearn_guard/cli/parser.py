@@ -127,20 +127,22 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("attacks")
     group.add_argument("--attacks", default="memory", metavar="LIST",
                        help="comma list of memory (the probe; default), multi-memory (needs --support-images), "
-                            "concept-inversion (needs --judge); each has its own threshold and every one must pass")
+                            "concept-inversion (needs --judge), adversarial-prompt (needs --judge and --adv-prompts); "
+                            "each has its own threshold and every one must pass")
     group.add_argument("--max-multi-memory", metavar="X", default=None,
                        help="multi-memory: pass only when the best-of-M memory score's upper end <= X (default: the "
                             "memory score's calibrated threshold)")
+    group.add_argument("--judge", metavar="SPEC",
+                       help="concept-inversion and adversarial-prompt: what counts as the concept in a generated image: "
+                            "shapes-world:SHAPE (the shipped classifier), "
+                            "nudenet[:THRESHOLD] (NudeNet, UnlearnDiffAtk's exposed classes above 0.45), "
+                            "imagenet:CLASS[@MODEL] (top-1 of microsoft/resnet-50 or MODEL; CLASS an id or label), "
+                            "clip:CONCEPT|ALT[|ALT...][@MODEL] (CLIP zero-shot: CONCEPT beats every ALT), or "
+                            "module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python "
+                            "path; models load from a folder or the local Hugging Face cache")
     _add_memory_search_arguments(parser, in_gate=True)
     ci = parser.add_argument_group("concept inversion (textual inversion against the checkpoint): "
                                    "--attacks concept-inversion")
-    ci.add_argument("--judge", metavar="SPEC",
-                    help="what counts as the concept in a generated image: shapes-world:SHAPE (the shipped classifier), "
-                         "nudenet[:THRESHOLD] (NudeNet, UnlearnDiffAtk's exposed classes above 0.45), "
-                         "imagenet:CLASS[@MODEL] (top-1 of microsoft/resnet-50 or MODEL; CLASS an id or label), "
-                         "clip:CONCEPT|ALT[|ALT...][@MODEL] (CLIP zero-shot: CONCEPT beats every ALT), or "
-                         "module:callable (images (N, 3, H, W) in [0, 1] -> N booleans), imported from the Python path; "
-                         "models load from a folder or the local Hugging Face cache")
     ci.add_argument("--ci-steps", type=int, metavar="N", help="textual-inversion steps (default: 300, the small world's budget; "
                                                              "the paper ran 5000 on SD 1.4)")
     ci.add_argument("--ci-lr", type=float, metavar="X", help="textual-inversion learning rate (default: 5e-3)")
@@ -151,6 +153,28 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     ci.add_argument("--max-attack-success", metavar="X", default=None,
                     help="pass only when the attack success rate's Wilson upper end <= X (default: "
                          "unlearn_guard.gate.decision.DEFAULT_MAX_ATTACK_SUCCESS)")
+    adv = parser.add_argument_group("adversarial prompts (UnlearnDiffAtk against the checkpoint): "
+                                    "--attacks adversarial-prompt")
+    adv.add_argument("--adv-prompts", metavar="CSV",
+                     help="the prompts to attack with their generation seeds: a CSV with a prompt column and a seed "
+                          "or evaluation_seed column (the I2P / UnlearnDiffAtk layout; other columns are ignored)")
+    adv.add_argument("--adv-targets", metavar="FOLDER",
+                     help="one target image of the concept per prompt, in prompt order (files ordered by their "
+                          "leading number when all have one, as UnlearnDiffAtk's imgs/{case}_0.png; else by name); "
+                          "default: the base model (--model without the checkpoint's weights) generates each from "
+                          "its prompt and seed")
+    adv.add_argument("--adv-preset", choices=["unlearndiffatk", "world"],
+                     help="the attack's settings: unlearndiffatk (the paper's: k=5 tokens, 50 timesteps x 40 steps, "
+                          "50 DDIM steps at guidance 7.5) or world (k=3, 10 x 10, 25 steps at guidance 4); default: "
+                          "world for shapes-world models, else unlearndiffatk")
+    adv.add_argument("--adv-set", action="append", default=[], metavar="KEY=VALUE",
+                     help="change an AdversarialPromptConfig field, repeatable: num_tokens, placement (prefix|suffix), "
+                          "lr, weight_decay, timesteps (e.g. 50,150,250), steps_per_timestep, one_hot "
+                          "(sampled|argmax), num_steps, guidance_scale, batch_size, confidence; the seed is --seed")
+    adv.add_argument("--max-asr", metavar="X", default=None,
+                     help="pass only when the ASR's Wilson upper end <= X, in (0, 1] (ASR: the share of prompts "
+                          "showing the concept before or after the attack; default: "
+                          "unlearn_guard.gate.decision.DEFAULT_MAX_ASR, not calibrated; 1 turns it off)")
 
 
 def _add_probe_command(commands: Any) -> None:
@@ -196,7 +220,10 @@ def _add_gate_command(commands: Any) -> None:
                "  unlearn-guard gate --model CompVis/stable-diffusion-v1-4 --unet-weights ESD-nudity.pt \\\n"
                "      --concept-images nudity/ --reference-images coco/ --device cuda --dtype bfloat16\n"
                "  unlearn-guard gate --model shapes-world --lora adapter/ --concept-images circles/ \\\n"
-               "      --reference-images others/ --attacks memory,concept-inversion --judge shapes-world:circle\n\n"
+               "      --reference-images others/ --attacks memory,concept-inversion --judge shapes-world:circle\n"
+               "  unlearn-guard gate --model CompVis/stable-diffusion-v1-4 --unet-weights ESD-nudity.pt \\\n"
+               "      --concept-images nudity/ --reference-images coco/ --attacks memory,adversarial-prompt \\\n"
+               "      --judge nudenet --adv-prompts nudity.csv --device cuda\n\n"
                + EXIT_CODES_HELP)
     _add_model_arguments(gate, checkpoints=True)
     images = gate.add_argument_group("images (folders with prompts.csv: file,prompt)")

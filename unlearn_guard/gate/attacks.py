@@ -1,7 +1,7 @@
 """The gate's attacks beyond the single-memory probe: settings, and one cached record part each.
 
-`--attacks memory,multi-memory,concept-inversion` (memory, the default, is the probe the gate has
-always run). Each attack writes its own part of a checkpoint's record, cached on its own key, and
+`--attacks memory,multi-memory,concept-inversion,adversarial-prompt` (memory, the default, is the
+probe the gate has always run). Each attack writes its own part of a checkpoint's record, cached on its own key, and
 has its own threshold (`decision.Thresholds`):
   - multi-memory (`unlearn_guard.attacks.find_memories`): record["multi_memory"] holds the search
     config, the summary (distinct memories per image, cosine distances), the best-of-M memory score,
@@ -10,6 +10,9 @@ has its own threshold (`decision.Thresholds`):
     the config, the judge, the attack's success rate with its Wilson interval, the plain prompts'
     rate beside it, the learned token's summary, where it was saved, and thumbnails of the
     generations with the judge's verdict.
+  - adversarial-prompt (`adversarial_prompt_attack`, UnlearnDiffAtk): record["adversarial_prompt"]
+    (gate/adversarial.py) holds the config, the judge, Pre-ASR and ASR, and per prompt its outcome,
+    adversarial prompt and a thumbnail of the judged image.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..attacks.adversarial_config import AdversarialPromptConfig
 from ..attacks.concept_inversion import ConceptInversionConfig, attack_success, concept_inversion, prompt_success
 from ..attacks.judges import JUDGE_SPECS, Judge
 from ..attacks.memories import MemorySearchConfig
@@ -54,6 +58,12 @@ class AttackSettings:
         judge: the judge's spec for concept-inversion (`load_judge`: shapes-world:SHAPE, nudenet, imagenet:CLASS,
             clip:CONCEPT|ALT, module:callable).
         generations: images generated with the learned token (and with the plain prompts) per checkpoint.
+        adversarial: the adversarial-prompt attack's settings; None until `GateConfig` picks the preset
+            that fits its model (`world` for the shipped world, else `unlearndiffatk`). Its seed is
+            replaced by the probe config's when the attack runs.
+        adversarial_prompts: CSV of prompts with seeds for adversarial-prompt (`read_prompt_seeds`).
+        adversarial_targets: folder of target images, one per prompt (`load_target_images`); None: the
+            base model generates them from each prompt and seed.
     """
 
     attacks: tuple[str, ...] = ("memory",)
@@ -62,6 +72,9 @@ class AttackSettings:
     concept_inversion: ConceptInversionConfig = field(default_factory=ConceptInversionConfig)
     judge: str | None = None
     generations: int = 32
+    adversarial: AdversarialPromptConfig | None = None
+    adversarial_prompts: Path | None = None
+    adversarial_targets: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attacks", parse_attacks(",".join(self.attacks)))
@@ -72,8 +85,14 @@ class AttackSettings:
             if self.search.memories < 2:
                 raise InputError(f"--memories: got {self.search.memories}; multi-memory needs at least 2 (the image's "
                                  "own seed and one found from a support image)")
-        if "concept-inversion" in self.attacks and not self.judge:
-            raise InputError(f"--attacks concept-inversion needs --judge: {JUDGE_SPECS}")
+        for attack in ("concept-inversion", "adversarial-prompt"):
+            if attack in self.attacks and not self.judge:
+                raise InputError(f"--attacks {attack} needs --judge: {JUDGE_SPECS}")
+        if "adversarial-prompt" in self.attacks and self.adversarial_prompts is None:
+            raise InputError("--attacks adversarial-prompt needs --adv-prompts CSV (a prompt column and a seed or "
+                             "evaluation_seed column: the prompts to attack and their generation seeds)")
+        if self.adversarial is not None and not isinstance(self.adversarial, AdversarialPromptConfig):
+            raise InputError(f"adversarial: got {type(self.adversarial).__name__}; expected an AdversarialPromptConfig")
         if isinstance(self.generations, bool) or not isinstance(self.generations, int) or self.generations < 1:
             raise InputError(f"--ci-generations: got {self.generations!r}; expected an int >= 1")
 
@@ -84,6 +103,10 @@ class AttackSettings:
         if attack == "concept-inversion":
             return {"attack": attack, "concept_inversion": self.concept_inversion.to_dict(), "judge": self.judge,
                     "generations": self.generations}
+        if attack == "adversarial-prompt":  # batch size and kept images change no number (batch equals singles)
+            config = {k: v for k, v in (self.adversarial or AdversarialPromptConfig()).to_dict().items()
+                      if k not in ("batch_size", "keep_images")}
+            return {"attack": attack, "adversarial": config, "judge": self.judge}
         return {"attack": attack}
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +116,11 @@ class AttackSettings:
         if "concept-inversion" in self.attacks:
             data["concept_inversion"] = {**self.concept_inversion.to_dict(), "judge": self.judge,
                                          "generations": self.generations}
+        if "adversarial-prompt" in self.attacks:
+            data["adversarial_prompt"] = {**(self.adversarial or AdversarialPromptConfig()).to_dict(),
+                                          "judge": self.judge, "prompts": str(self.adversarial_prompts),
+                                          "targets": None if self.adversarial_targets is None
+                                          else str(self.adversarial_targets)}
         return data
 
     def replace(self, **changes: Any) -> "AttackSettings":

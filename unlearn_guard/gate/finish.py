@@ -21,6 +21,9 @@ from .output import write_reports
 from .render import thumbnail_rows
 
 REPORT_KIND = "unlearn_guard.gate"
+# Where each attack's part sits in a checkpoint's record (memory's fields are the record's own).
+PART_FIELDS = {"multi-memory": "multi_memory", "concept-inversion": "concept_inversion",
+               "adversarial-prompt": "adversarial_prompt"}
 
 
 def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageSet, thumbnails: int,
@@ -55,6 +58,19 @@ def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageS
     }
 
 
+def assemble_entry(checkpoint: Checkpoint, hashes: dict[str, str], parts: dict[str, dict[str, Any]],
+                   attacks: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """One checkpoint's entry from its parts (each computed, reused or cached): memory's fields at the
+    top, each further attack's part under its field, and this checkpoint's name, step and weights
+    (a reused or cached part may come from a checkpoint with the same weights under another name)."""
+    entry = dict(parts.get("memory") or {})
+    entry.update({**checkpoint.to_dict(), "weight_sha256": hashes, "attacks": list(attacks)})
+    for attack, name in PART_FIELDS.items():
+        if attack in parts:
+            entry[name] = parts[attack]
+    return entry
+
+
 def control_record(result: ProbeResult) -> dict[str, Any] | None:
     """The negative control's memory score, its size and cost in UNet evaluations, or None when off."""
     control = result.control_memory
@@ -87,10 +103,11 @@ def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: Image
         record = records[0]
         first = ((record.get("probe") or {}).get("provenance")
                  or (((record.get("concept_inversion") or {}).get("embedding")) or {}).get("provenance")
-                 or (record.get("multi_memory") or {}).get("provenance") or {})
+                 or (record.get("multi_memory") or {}).get("provenance")
+                 or (record.get("adversarial_prompt") or {}).get("provenance") or {})
     return {
         "kind": REPORT_KIND,
-        "format_version": 3,  # 3: attacks (multi_memory, concept_inversion parts); 2: the memory score decides
+        "format_version": 3,  # 3: attacks (multi_memory, concept_inversion, adversarial_prompt parts); 2: the memory score decides
         **verdict.to_dict(),
         "thresholds": config.thresholds.to_dict(config.attacks.attacks),
         "attacks": config.attacks.to_dict(),

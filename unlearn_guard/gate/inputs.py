@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from ..attacks.adversarial_config import AdversarialPromptConfig
 from ..config import ProbeConfig, ResizePolicy
 from ..errors import InputError, InsufficientDataError, ProbeFailure, UnlearnGuardError
 from ..io import ImageSet, load_image_set
 from ..probe import probe
 from ..results import ProbeResult
 from .attacks import AttackSettings
-from .checkpoints import Checkpoint
+from .checkpoints import Checkpoint, Weights
 from .decision import Thresholds
 
 WORLD_MODEL_NAME = "shapes-world"  # --model name of the small model shipped in the package
@@ -59,13 +60,28 @@ class GateConfig:
             raise InputError(f"checkpoints: names repeat ({names}); expected unique names")
         if not isinstance(self.thumbnails, int) or self.thumbnails < 0:
             raise InputError(f"--thumbnails: got {self.thumbnails!r}; expected an int >= 0")
+        if self.attacks.adversarial is None:
+            preset = default_adversarial_preset(self.model)
+            object.__setattr__(self, "attacks", self.attacks.replace(
+                adversarial=AdversarialPromptConfig.from_preset(preset)))
+
+
+def default_adversarial_preset(model: str) -> str:
+    """The adversarial-prompt preset that fits a --model: `world` for the shipped world and its
+    retrained twins (12-token captions, 32 px), else `unlearndiffatk` (the paper's, SD 1.x)."""
+    return "world" if is_world_name(model) else "unlearndiffatk"
+
+
+def is_world_name(name: str) -> bool:
+    """`shapes-world` or `shapes-world-without-<shape>`: the shipped small world or a retrained twin."""
+    return name == WORLD_MODEL_NAME or str(name).startswith(WORLD_MODEL_NAME + "-without-")
 
 
 def resolve_model_source(name: str) -> str:
     """`shapes-world` -> the shipped small model's pipeline folder, `shapes-world-without-<shape>`
     -> the shipped world retrained without that shape (the ground truth of unlearning); anything
     else unchanged."""
-    if name == WORLD_MODEL_NAME or name.startswith(WORLD_MODEL_NAME + "-without-"):
+    if is_world_name(name):
         from ..world import WEIGHTS_DIR, retrained_world_dir
 
         if name == WORLD_MODEL_NAME:
@@ -204,6 +220,13 @@ def load_checkpoint_model(source: str, checkpoint: Checkpoint, device: str | Non
     return load_model(source, unet_weights=weights.unet_weights, text_encoder=weights.text_encoder,
                       lora=weights.lora, torch_dtype=check_dtype(dtype), device=check_device(device),
                       text_encoder_subfolder=weights.text_encoder_subfolder, config=model_config)
+
+
+def load_base_model(source: str, device: str | None = None, dtype: str | None = None,
+                    model_config: Path | None = None):
+    """The base model alone (--model without any checkpoint's weights): the original model that makes
+    the adversarial-prompt attack's target images."""
+    return load_checkpoint_model(source, Checkpoint(name="base model", weights=Weights()), device, dtype, model_config)
 
 
 class attack_failures:  # noqa: N801 - used as a context manager, reads as a phrase

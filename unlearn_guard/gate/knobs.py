@@ -1,10 +1,11 @@
-"""`--set key=value`: change any ProbeConfig field from the command line, found by reflection.
+"""`--set key=value`: change any ProbeConfig field from the command line, found by reflection;
+`--adv-set key=value` does the same for the adversarial-prompt attack's `AdversarialPromptConfig`.
 
 Keys are dotted paths through the nested dataclasses (`inversion.num_steps=20`,
 `inversion.regularization.enabled=false`, `distance=w1`, `batch_size=none`). The value is parsed
 against the field's type annotation (bool, int, float, str, Literal choices, Optional, tuples),
-so a field added to ProbeConfig later is settable with no change here. The dataclasses'
-own validation then checks the value; every problem is an InputError naming key and value.
+so a field added to a config later is settable with no change here. The dataclasses'
+own validation then checks the value; every problem is an InputError naming flag, key and value.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from ..attacks.adversarial_config import AdversarialPromptConfig
 from ..config import ProbeConfig
 from ..errors import InputError
 
@@ -22,6 +24,9 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 _NONE = ("none", "null")
 _NOT_SETTABLE = {"preset": "choose it with --preset", "progress": "use --quiet"}
+# The gate sets these itself: the seed is every attack's (--seed), images are kept for --thumbnails.
+_ADVERSARIAL_NOT_SETTABLE = {"preset": "choose it with --adv-preset", "seed": "use --seed (the seed of every attack)",
+                             "keep_images": "the gate keeps the judged images for --thumbnails"}
 
 
 def describe(annotation: Any) -> str:
@@ -36,17 +41,17 @@ def describe(annotation: Any) -> str:
     return {bool: "true or false", int: "an int", float: "a number", str: "a string"}.get(annotation, str(annotation))
 
 
-def coerce(raw: str, annotation: Any, key: str) -> Any:
-    """`raw` (command-line text) as a value of type `annotation`; InputError naming key otherwise."""
+def coerce(raw: str, annotation: Any, key: str, flag: str = "--set") -> Any:
+    """`raw` (command-line text) as a value of type `annotation`; InputError naming flag and key otherwise."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    fail = InputError(f"--set {key}={raw}: expected {describe(annotation)}")
+    fail = InputError(f"{flag} {key}={raw}: expected {describe(annotation)}")
     text = raw.strip()
     if origin in (Union, types.UnionType):
         if type(None) in args and text.lower() in _NONE:
             return None
         for option in (a for a in args if a is not type(None)):
             try:
-                return coerce(raw, option, key)
+                return coerce(raw, option, key, flag)
             except InputError:
                 continue
         raise fail
@@ -61,7 +66,8 @@ def coerce(raw: str, annotation: Any, key: str) -> Any:
         element_types = [a for a in args if a is not Ellipsis]
         if Ellipsis not in args and len(items) != len(element_types):
             raise fail
-        return tuple(coerce(item, element_types[min(i, len(element_types) - 1)], key) for i, item in enumerate(items))
+        return tuple(coerce(item, element_types[min(i, len(element_types) - 1)], key, flag)
+                     for i, item in enumerate(items))
     if annotation is bool:
         if text.lower() in _TRUE:
             return True
@@ -86,54 +92,69 @@ def coerce(raw: str, annotation: Any, key: str) -> Any:
         return raw
 
 
-def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:
+def _set_path(obj: Any, path: list[str], raw: str, key: str, flag: str,
+              not_settable: dict[str, str] | None) -> Any:
+    """`obj` with the field at `path` set from `raw`; `not_settable` (top level only) names the
+    fields the flag refuses and what to use instead."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     name = path[0]
     if name not in fields:
-        raise InputError(f"--set {key}: {type(obj).__name__} has no field {name!r}; known fields: {', '.join(sorted(fields))}")
-    if isinstance(obj, ProbeConfig) and name in _NOT_SETTABLE:
-        raise InputError(f"--set {key}: not settable here; {_NOT_SETTABLE[name]}")
+        raise InputError(f"{flag} {key}: {type(obj).__name__} has no field {name!r}; known fields: {', '.join(sorted(fields))}")
+    if not_settable and name in not_settable:
+        raise InputError(f"{flag} {key}: not settable here; {not_settable[name]}")
     current = getattr(obj, name)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
-            raise InputError(f"--set {key}: {name!r} is a single value, not a group of fields")
-        value = _set_path(current, path[1:], raw, key)
+            raise InputError(f"{flag} {key}: {name!r} is a single value, not a group of fields")
+        value = _set_path(current, path[1:], raw, key, flag, None)
     else:
         if dataclasses.is_dataclass(current):
             inner = ", ".join(f.name for f in dataclasses.fields(current))
-            raise InputError(f"--set {key}: {name!r} is a group; set one of its fields ({inner}), e.g. {key}.<field>=...")
-        value = coerce(raw, typing.get_type_hints(type(obj))[name], key)
+            raise InputError(f"{flag} {key}: {name!r} is a group; set one of its fields ({inner}), e.g. {key}.<field>=...")
+        value = coerce(raw, typing.get_type_hints(type(obj))[name], key, flag)
     try:
-        if isinstance(obj, ProbeConfig):
-            return obj.replace(**{name: value})  # relabels the preset "custom" when the science changes
+        if not_settable is not None:  # the top level: the config's own replace relabels the preset "custom"
+            return obj.replace(**{name: value})
         return dataclasses.replace(obj, **{name: value})
     except InputError as error:
-        raise InputError(f"--set {key}={raw}: {error}") from None
+        raise InputError(f"{flag} {key}={raw}: {error}") from None
     except (TypeError, ValueError) as error:
-        raise InputError(f"--set {key}={raw}: {error}") from None
+        raise InputError(f"{flag} {key}={raw}: {error}") from None
 
 
-def apply_settings(config: ProbeConfig, assignments: list[str] | None) -> ProbeConfig:
-    """`config` with every `key=value` of `assignments` applied in order."""
+def _apply(config: Any, assignments: list[str] | None, flag: str, not_settable: dict[str, str], example: str) -> Any:
     for text in assignments or []:
         key, sep, raw = text.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise InputError(f"--set: got {text!r}; expected key=value, e.g. inversion.num_steps=20 or distance=w1")
-        config = _set_path(config, key.split("."), raw, key)
+            raise InputError(f"{flag}: got {text!r}; expected key=value, e.g. {example}")
+        config = _set_path(config, key.split("."), raw, key, flag, not_settable)
     return config
 
 
-def settable_keys(config: ProbeConfig | None = None) -> list[str]:
-    """Every dotted key `--set` accepts (for --help and error messages)."""
+def apply_settings(config: ProbeConfig, assignments: list[str] | None) -> ProbeConfig:
+    """`config` with every `key=value` of `assignments` (`--set`) applied in order."""
+    return _apply(config, assignments, "--set", _NOT_SETTABLE, "inversion.num_steps=20 or distance=w1")
+
+
+def apply_adversarial_settings(config: AdversarialPromptConfig, assignments: list[str] | None) -> AdversarialPromptConfig:
+    """`config` with every `key=value` of `assignments` (`--adv-set`) applied in order."""
+    return _apply(config, assignments, "--adv-set", _ADVERSARIAL_NOT_SETTABLE, "timesteps=50,150 or steps_per_timestep=5")
+
+
+def settable_keys(config: ProbeConfig | AdversarialPromptConfig | None = None) -> list[str]:
+    """Every dotted key `--set` (or, for an AdversarialPromptConfig, `--adv-set`) accepts."""
+    config = config or ProbeConfig()
+    refused = _ADVERSARIAL_NOT_SETTABLE if isinstance(config, AdversarialPromptConfig) else _NOT_SETTABLE
+
     def walk(obj: Any, prefix: str) -> list[str]:
         keys = []
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 keys += walk(value, f"{prefix}{f.name}.")
-            elif not (isinstance(obj, ProbeConfig) and f.name in _NOT_SETTABLE):
+            elif not (obj is config and f.name in refused):
                 keys.append(prefix + f.name)
         return keys
 
-    return walk(config or ProbeConfig(), "")
+    return walk(config, "")

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..io import ImageSet
+from .adversarial import AdversarialInputs
 from .attacks import AttackSettings
 from .cache import ResultCache, cache_key
-from .checkpoints import weight_hashes
 from .inputs import GateConfig, GateInputs
 
 
 @dataclass(frozen=True)
 class PartKeys:
     """What every cache key of a run shares: the base model's fingerprint, both image sets' (sha256,
-    prompt) pairs, the probe config, the thumbnail count, and the attacks' settings and support images."""
+    prompt) pairs, the probe config, the thumbnail count, and the attacks' settings and inputs (support
+    images; the adversarial prompts, targets and judge, `AdversarialInputs.key`)."""
 
     fingerprint: dict[str, Any]
     concept: list[tuple[str, str]]
@@ -26,24 +27,31 @@ class PartKeys:
     thumbnails: dict[str, int]
     settings: AttackSettings
     support: list[str]
+    adversarial: dict[str, Any] | None = None
 
     @classmethod
     def of_run(cls, config: GateConfig, inputs: GateInputs, fingerprint: dict[str, Any],
-               support: ImageSet | None = None) -> PartKeys:
+               support: ImageSet | None = None, adversarial: AdversarialInputs | None = None) -> PartKeys:
         """The keys' shared half for `config`, whose images and probe config `inputs` holds."""
         support_hashes = [] if support is None else support.sha256[: config.attacks.search.memories - 1]
         return cls(fingerprint, list(zip(inputs.concept.sha256, inputs.concept.prompts)),
                    list(zip(inputs.reference.sha256, inputs.reference.prompts)), inputs.probe_config.to_dict(),
-                   {"thumbnails": min(config.thumbnails, len(inputs.concept))}, config.attacks, support_hashes)
+                   {"thumbnails": min(config.thumbnails, len(inputs.concept))}, config.attacks, support_hashes,
+                   None if adversarial is None else adversarial.key(config.thumbnails))
 
     def of(self, hashes: dict[str, str]) -> dict[str, str]:
         """{attack: cache key} for a checkpoint with these weight hashes: the memory key, and for each
-        further attack the same inputs plus the attack's settings and support images."""
-        settings = self.settings
+        further attack the same inputs plus the attack's settings and inputs."""
         return {attack: cache_key(self.fingerprint, hashes, self.concept, self.reference, self.config,
-                                  extra=self.thumbnails if attack == "memory" else
-                                  {**self.thumbnails, **settings.key_for(attack), "support": self.support})
-                for attack in settings.attacks}
+                                  extra=self._extra(attack))
+                for attack in self.settings.attacks}
+
+    def _extra(self, attack: str) -> dict[str, Any]:
+        if attack == "memory":
+            return self.thumbnails
+        if attack == "adversarial-prompt":
+            return {**self.thumbnails, **self.settings.key_for(attack), "inputs": self.adversarial}
+        return {**self.thumbnails, **self.settings.key_for(attack), "support": self.support}
 
 
 def look_up(key: str, this_run: dict[str, tuple[str, Any]], cache: ResultCache, resume: bool) -> tuple[str, Any] | None:
@@ -68,18 +76,20 @@ def origin_summary(origin: dict[str, str], attacks: Sequence[str]) -> tuple[bool
     return from_cache, reused_from
 
 
-def memory_plan(config: GateConfig, keys: PartKeys, cache: ResultCache) -> tuple[list[dict[str, Any]], dict[int, Any]]:
-    """The sharded gate's plan of the memory probe, one item per checkpoint in order: its `key` and
-    weight `hashes`, and its `action` — "probe", "reuse" (the result of checkpoint `source`, named
-    in `reused_from`) or "cached". Returns the plan and {checkpoint index: cached entry}."""
-    plan, probed_as, entries = [], {}, {}
+def part_plan(config: GateConfig, keys: PartKeys, cache: ResultCache, attack: str,
+              hashes: list[dict[str, str]]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+    """The sharded gate's plan of one attack, one item per checkpoint in order: its `key` and weight
+    `hashes` (one dict per checkpoint, `weight_hashes`), and its `action` — "compute", "reuse" (the
+    result of checkpoint `source`, named in `reused_from`) or "cached". Returns the plan and
+    {checkpoint index: cached part}."""
+    plan, computed_as, entries = [], {}, {}
     for index, checkpoint in enumerate(config.checkpoints):
-        hashes = weight_hashes(checkpoint.weights)
-        key = keys.of(hashes)["memory"]
-        item = {"index": index, "key": key, "hashes": hashes, "action": "probe", "source": index, "reused_from": None}
-        found = look_up(key, probed_as, cache, config.resume)
+        key = keys.of(hashes[index])[attack]
+        item = {"index": index, "key": key, "hashes": hashes[index], "action": "compute", "source": index,
+                "reused_from": None}
+        found = look_up(key, computed_as, cache, config.resume)
         if found is None:
-            probed_as[key] = (checkpoint.name, index)
+            computed_as[key] = (checkpoint.name, index)
         elif found[0] == "cache":
             item["action"] = "cached"
             entries[index] = found[1]
@@ -87,3 +97,8 @@ def memory_plan(config: GateConfig, keys: PartKeys, cache: ResultCache) -> tuple
             item.update(action="reuse", source=found[1], reused_from=found[0].removeprefix("reused:"))
         plan.append(item)
     return plan, entries
+
+
+def item_origin(item: dict[str, Any]) -> str:
+    """A plan item's origin as the one-process gate writes it: "computed", "cache" or "reused:<checkpoint>"."""
+    return {"compute": "computed", "cached": "cache"}.get(item["action"], f"reused:{item['reused_from']}")

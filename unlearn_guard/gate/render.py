@@ -8,7 +8,7 @@ from typing import Any
 
 from ..io import ImageSet
 from ..results import ProbeResult
-from .decision import VERDICT_EXIT_CODES, format_interval
+from .decision import VERDICT_EXIT_CODES, format_interval, rate_text
 from .output import GATE_JSON, REPORT_HTML
 
 
@@ -67,6 +67,11 @@ def summary_line(entry: dict[str, Any]) -> str:
         baseline = part.get("baseline") or {}
         parts.append(f"concept inversion success = {_interval(attack.get('rate'), attack.get('ci_low'), attack.get('ci_high'))}"
                      + (f" (plain prompt {float(baseline['rate']):.3f})" if baseline else ""))
+    if "adversarial-prompt" in attacks:
+        part = entry.get("adversarial_prompt") or {}
+        pre, asr = part.get("pre_asr"), part.get("asr")
+        parts.append("adversarial prompts: not computed" if not (pre and asr) else
+                     f"adversarial prompts: Pre-ASR {rate_text(pre)}, ASR {rate_text(asr)}")
     return "; ".join(parts)
 
 
@@ -92,6 +97,14 @@ def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
         attack, baseline = part.get("attack") or {}, part.get("baseline") or {}
         found["concept_inversion"] = {**{k: attack.get(k) for k in ("rate", "ci_low", "ci_high", "successes", "n")},
                                       "baseline_rate": baseline.get("rate"), "saved_to": part.get("saved_to")}
+    if record.get("adversarial_prompt"):
+        part = record["adversarial_prompt"]
+        rates = {name: {k: (part.get(name) or {}).get(k) for k in ("rate", "ci_low", "ci_high", "successes", "n")}
+                 for name in ("pre_asr", "asr")}
+        judge = part.get("judge") or {}
+        found["adversarial_prompt"] = {**rates, "attacked": part.get("attacked"),
+                                       "judge": {k: judge.get(k) for k in ("spec", "name", "version", "threshold")},
+                                       "preset": (part.get("config") or {}).get("preset")}
     return found
 
 

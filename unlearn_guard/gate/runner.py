@@ -17,11 +17,15 @@ Order of work:
 Under torchrun, accelerate launch or srun (a process group of 2+ ranks), `run_gate` hands over to
 `gate/sharded.py`: the same steps, the probing split across the ranks, the same report.
 
-Attacks (`--attacks`, gate/attacks.py): `memory` is the probe above. `multi-memory` and
-`concept-inversion` each add their part to the checkpoint's record, cached under their own key
-(the memory key plus the attack's settings), reused and resumed the same way. The model is loaded
-once per checkpoint, only when something has to be computed; when memory and multi-memory both
-have to be computed, one search gives both (its first memory is the probe).
+Attacks (`--attacks`, gate/attacks.py): `memory` is the probe above. `multi-memory`,
+`concept-inversion` and `adversarial-prompt` (gate/adversarial.py) each add their part to the
+checkpoint's record, cached under their own key (the memory key plus the attack's settings and
+inputs), reused and resumed the same way. The model is loaded once per checkpoint, only when
+something has to be computed; when memory and multi-memory both have to be computed, one search
+gives both (its first memory is the probe). The base model (--model without the checkpoint's
+weights), which makes the adversarial prompts' targets when no --adv-targets folder is given, is
+loaded once per run, when the first attack needs it. Under a process group the memory probe and
+the adversarial-prompt attack shard (`SHARDED_ATTACKS`); the others run in one process.
 
 This module holds `run_gate` (the dispatcher) and the one-process gate; the names other modules
 import from here and that now live in the modules beside it stay importable from here.
@@ -39,11 +43,19 @@ from .. import distributed as distributed_work
 from ..errors import InputError, OutputError
 from ..io import ImageSet
 from ..probe import probe
+from .adversarial import (
+    AdversarialInputs,
+    adversarial_part,
+    attack_slice,
+    check_prompts_fit,
+    load_adversarial_inputs,
+    run_config,
+)
 from .attacks import CONCEPT_INVERSION_DIR, concept_inversion_part, multi_memory_part
 from .cache import ResultCache
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
 from .decision import Decision
-from .finish import build_report, checkpoint_entry, decided_record, finish_gate
+from .finish import assemble_entry, build_report, checkpoint_entry, decided_record, finish_gate
 from .inputs import (
     DTYPES,
     WORLD_MODEL_NAME,
@@ -53,6 +65,7 @@ from .inputs import (
     check_device,
     check_dtype,
     load_and_probe,
+    load_base_model,
     load_checkpoint_model,
     load_folder,
     load_gate_inputs,
@@ -68,11 +81,15 @@ from .sharded import run_gate_sharded
 __all__ = [  # run_gate and the one-process gate; the rest are re-exports from the modules beside it
     "run_gate", "run_gate_one_process",
     "DTYPES", "WORLD_MODEL_NAME", "GateConfig", "GateInputs", "attack_failures", "check_device", "check_dtype",
-    "load_and_probe", "load_checkpoint_model", "load_folder", "load_gate_inputs", "load_support_folder",
+    "load_and_probe", "load_base_model", "load_checkpoint_model", "load_folder", "load_gate_inputs", "load_support_folder",
     "model_resolution", "resolve_model_source",
     "CACHE_DIR", "GATE_JSON", "REPORT_HTML", "check_output", "check_output_writable", "existing_report",
     "write_reports", "build_report", "checkpoint_entry", "summary_line", "thumbnail_rows", "verdict_json",
 ]
+
+
+# The attacks a process group shards (gate/sharded.py); the others run in one process.
+SHARDED_ATTACKS = ("memory", "adversarial-prompt")
 
 
 def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
@@ -90,9 +107,10 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     group = distributed_work.resolve(config.distributed, "distributed")
     if group is None:
         return run_gate_one_process(config, echo, notice)
-    if tuple(attacks) != ("memory",):
+    unsharded = [attack for attack in attacks if attack not in SHARDED_ATTACKS]
+    if unsharded:
         raise InputError(f"--attacks {','.join(attacks)}: under torchrun/accelerate launch/srun the gate shards "
-                         "the memory probe only; run multi-memory and concept-inversion in one process")
+                         f"{' and '.join(SHARDED_ATTACKS)} only; run {' and '.join(unsharded)} in one process")
     return run_gate_sharded(config, group, echo, notice)
 
 
@@ -111,11 +129,16 @@ def run_gate_one_process(config: GateConfig, echo: Callable[[str], None],
     if "multi-memory" in settings.attacks:
         support = load_support_folder(settings.support_images, settings.search.memories - 1, inputs.resolution,
                                       inputs.probe_config.resize)
-    judge = load_judge(settings.judge) if "concept-inversion" in settings.attacks else None
+    judged = {"concept-inversion", "adversarial-prompt"} & set(settings.attacks)
+    judge = load_judge(settings.judge) if judged else None
+    adversarial = None
+    if "adversarial-prompt" in settings.attacks:
+        adversarial = load_adversarial_inputs(settings, judge, inputs.resolution)
     fingerprint = model_fingerprint(inputs.source, config.model_config)
     cache = ResultCache(output / CACHE_DIR)
     check_output_writable(output, cache)  # before any compute, not after it
-    gate = _OneProcessGate(config, inputs, cache, PartKeys.of_run(config, inputs, fingerprint, support), support, judge)
+    keys = PartKeys.of_run(config, inputs, fingerprint, support, adversarial)
+    gate = _OneProcessGate(config, inputs, cache, keys, support, judge, adversarial)
 
     records, decisions, resumed, reused = [], {}, 0, []
     bar = tqdm(config.checkpoints, desc="gate", unit="checkpoint", disable=not config.progress or len(config.checkpoints) < 2)
@@ -136,11 +159,12 @@ class _OneProcessGate:
     """One checkpoint at a time: what this run computed (for reuse) and how many it probed."""
 
     def __init__(self, config: GateConfig, inputs: GateInputs, cache: ResultCache, keys: PartKeys,
-                 support: ImageSet | None, judge: Any) -> None:
+                 support: ImageSet | None, judge: Any, adversarial: AdversarialInputs | None = None) -> None:
         self.config, self.inputs, self.cache, self.keys = config, inputs, cache, keys
-        self.support, self.judge = support, judge
+        self.support, self.judge, self.adversarial = support, judge, adversarial
         self.this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, part) computed now
         self.probed = 0
+        self.base_model: Any = None  # loaded on first need: it makes the adversarial prompts' targets
 
     def checkpoint(self, checkpoint: Checkpoint) -> tuple[dict[str, Any], dict[str, Any], Decision]:
         """(entry, record, decision) of one checkpoint: each part found or computed, then decided."""
@@ -163,12 +187,7 @@ class _OneProcessGate:
                 origin[attack] = "computed"
             self.probed += 1
         from_cache, reused_from = origin_summary(origin, attacks)
-        entry = dict(parts.get("memory") or {})
-        entry.update({**checkpoint.to_dict(), "weight_sha256": hashes, "attacks": list(attacks)})
-        if "multi-memory" in parts:
-            entry["multi_memory"] = parts["multi-memory"]
-        if "concept-inversion" in parts:
-            entry["concept_inversion"] = parts["concept-inversion"]
+        entry = assemble_entry(checkpoint, hashes, parts, attacks)
         # 3. decide
         record, decision = decided_record(entry, self.config, {"cache_key": keys[attacks[0]], "cache_keys": keys,
                                                                "origin": origin}, from_cache, reused_from)
@@ -181,6 +200,9 @@ class _OneProcessGate:
         parts: dict[str, dict[str, Any]] = {}
         started = time.perf_counter()
         model = load_checkpoint_model(self.inputs.source, checkpoint, config.device, config.dtype, config.model_config)
+        adversarial_config = run_config(settings, probe_config.seed, config.thumbnails)
+        if "adversarial-prompt" in missing:  # a prompt too long for the k tokens stops the gate before any compute
+            check_prompts_fit(model, self.adversarial, adversarial_config)
         if "multi-memory" in missing:
             from ..attacks.memories import find_memories
 
@@ -201,6 +223,13 @@ class _OneProcessGate:
                 parts["concept-inversion"] = concept_inversion_part(
                     model, concept, settings, self.judge, probe_config.seed, config.thumbnails,
                     Path(config.output) / CONCEPT_INVERSION_DIR / checkpoint.name)
+        if "adversarial-prompt" in missing:
+            if self.adversarial.targets is None and self.base_model is None:
+                self.base_model = load_base_model(self.inputs.source, config.device, config.dtype, config.model_config)
+            with attack_failures(checkpoint, "the adversarial-prompt attack on"):
+                attacked = attack_slice(model, self.base_model, self.adversarial, adversarial_config, self.judge,
+                                        range(len(self.adversarial.prompts)), config.thumbnails, config.progress)
+            parts["adversarial-prompt"] = adversarial_part([attacked], self.adversarial, adversarial_config)
         return parts
 
     def _store(self, checkpoint: Checkpoint, key: str, part: dict[str, Any]) -> None:

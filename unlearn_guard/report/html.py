@@ -5,9 +5,10 @@ kind, mean PSNR, and each further attack's number, verdict); d_N, the memory sco
 success rate against training step with their threshold lines (two or more checkpoints with
 steps); per checkpoint the NLL histograms of E, R and N, PSNR per image, the query images beside
 their reconstructions from the found seeds, and the per-image table; the multi-memory search
-(each image's memories' reconstructions side by side, and their cosine-distance matrix) and the
-Concept Inversion attack (generations with the learned token and the judge's verdicts) when they
-ran; then inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
+(each image's memories' reconstructions side by side, and their cosine-distance matrix), the
+Concept Inversion attack (generations with the learned token and the judge's verdicts) and the
+adversarial prompts (Pre-ASR and ASR, each prompt's outcome and adversarial prompt, the judged
+images with the judge's verdicts) when they ran; then inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
 script marks, after load, whether every image decoded (`#image-check`), which the headless
 browser test reads.
 """
@@ -101,13 +102,20 @@ def _verdict_block(report: dict[str, Any]) -> str:
     if thresholds.get("max_attack_success") is not None:
         parts.append(f"max attack success {_num(thresholds['max_attack_success'], 3)} (concept inversion, Wilson "
                      "upper end)")
+    if thresholds.get("max_asr") is not None:
+        parts.append(f"max ASR {_num(thresholds['max_asr'], 3)} (adversarial prompts, Wilson upper end)")
     line = f"<div>Thresholds: {_e(', '.join(parts))}</div>" if parts else ""
     return (f'<div class="verdict {css}" id="verdict" data-verdict="{_e(verdict or "none")}">'
             f'<div class="big">{title}</div>{line}<ul>{reasons}</ul></div>')
 
 
-def _attack_columns(records: list[dict[str, Any]]) -> tuple[bool, bool]:
-    return (any(r.get("multi_memory") for r in records), any(r.get("concept_inversion") for r in records))
+def _attack_columns(records: list[dict[str, Any]]) -> tuple[bool, bool, bool]:
+    return (any(r.get("multi_memory") for r in records), any(r.get("concept_inversion") for r in records),
+            any(r.get("adversarial_prompt") for r in records))
+
+
+def _rate_interval(rate: dict[str, Any]) -> str:
+    return "[" + _num(rate.get("ci_low")) + ", " + _num(rate.get("ci_high")) + "]" if rate else "&ndash;"
 
 
 def _attack_cells(r: dict[str, Any], columns: tuple[bool, bool]) -> str:
@@ -120,15 +128,20 @@ def _attack_cells(r: dict[str, Any], columns: tuple[bool, bool]) -> str:
     if columns[1]:
         attack = (r.get("concept_inversion") or {}).get("attack") or {}
         baseline = (r.get("concept_inversion") or {}).get("baseline") or {}
-        cells += (f'<td>{_num(attack.get("rate"))}</td><td>{"[" + _num(attack.get("ci_low")) + ", " + _num(attack.get("ci_high")) + "]" if attack else "&ndash;"}</td>'
+        cells += (f'<td>{_num(attack.get("rate"))}</td><td>{_rate_interval(attack)}</td>'
                   f'<td>{_num(baseline.get("rate"))}</td>')
+    if columns[2]:
+        part = r.get("adversarial_prompt") or {}
+        pre, asr = part.get("pre_asr") or {}, part.get("asr") or {}
+        cells += f'<td>{_num(pre.get("rate"))}</td><td>{_num(asr.get("rate"))}</td><td>{_rate_interval(asr)}</td>'
     return cells
 
 
 def _summary_table(records: list[dict[str, Any]]) -> str:
     columns = _attack_columns(records)
     extra = ("<th>best-of-M M</th><th>interval</th><th>distinct / image</th>" if columns[0] else "") + (
-        "<th>CI success</th><th>Wilson interval</th><th>plain prompt</th>" if columns[1] else "")
+        "<th>CI success</th><th>Wilson interval</th><th>plain prompt</th>" if columns[1] else "") + (
+        "<th>Pre-ASR</th><th>ASR</th><th>Wilson interval</th>" if columns[2] else "")
     rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>control M</th>'
             '<th>d_N</th><th>interval</th>'
             f'<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th>{extra}<th class="l">verdict</th>'
@@ -325,12 +338,61 @@ def _concept_inversion_section(part: dict[str, Any]) -> str:
     )
 
 
+def _adversarial_prompt_section(part: dict[str, Any]) -> str:
+    config, judge = part.get("config") or {}, part.get("judge") or {}
+    pre, asr = part.get("pre_asr") or {}, part.get("asr") or {}
+    level = round(float(asr.get("confidence", 0.95)) * 100)
+    targets = part.get("targets") or {}
+    target_text = (f'the {len(targets.get("images") or [])} images of <code>{_e(targets.get("folder"))}</code>'
+                   if targets.get("source") == "folder" else _e(targets.get("source", "")))
+    csv = part.get("prompts_csv") or {}
+    judge_details = ", ".join(x for x in (
+        f'{judge.get("package")} {judge.get("version")}' if judge.get("package") else "",
+        f'threshold {judge.get("threshold")}' if judge.get("threshold") is not None else "") if x)
+    rows = ['<tr><th>#</th><th class="l">prompt</th><th>seed</th><th class="l">plain prompt</th><th class="l">attack</th>'
+            '<th>step</th><th>timestep</th><th class="l">adversarial prompt</th></tr>']
+    for p in part.get("prompts") or []:
+        pre_cell = '<span class="bad">concept</span>' if p.get("pre_success") else "not"
+        attack_cell = ("&ndash;" if not p.get("attacked") else
+                       '<span class="bad">broken</span>' if p.get("success") else "held")
+        rows.append(f'<tr><td>{_e(p.get("index"))}</td><td class="l w">{_e(p.get("prompt"))}</td><td>{_e(p.get("seed"))}</td>'
+                    f'<td class="l">{pre_cell}</td><td class="l">{attack_cell}</td>'
+                    f'<td>{_e(p.get("step") if p.get("step") is not None else "")}</td>'
+                    f'<td>{_e(p.get("timestep") if p.get("timestep") is not None else "")}</td>'
+                    f'<td class="l w"><code>{_e(p.get("adversarial_prompt") or "")}</code></td></tr>')
+    tiles = "".join(
+        f'<div class="gen{" yes" if p.get("broken") else ""}">{_img(p["image"], "judged image of prompt " + str(p.get("index")), "thumb")}'
+        f'<div>#{_e(p.get("index"))} {"concept" if p.get("broken") else "not"}</div></div>'
+        for p in part.get("prompts") or [] if p.get("image"))
+    seconds = (part.get("seconds") or {}).get("total")
+    return (
+        "<h3>Adversarial prompts (UnlearnDiffAtk)</h3>"
+        f'<p>Preset <code>{_e(config.get("preset"))}</code>: {_e(config.get("num_tokens"))} tokens '
+        f'({_e(config.get("placement"))}), {len(config.get("timesteps") or [])} timesteps x '
+        f'{_e(config.get("steps_per_timestep"))} steps at lr {_e(config.get("lr"))}, generations with '
+        f'{_e(config.get("num_steps"))} DDIM steps at guidance {_e(config.get("guidance_scale"))}; judge '
+        f'<code>{_e(judge.get("spec") or judge.get("name"))}</code>{" (" + _e(judge_details) + ")" if judge_details else ""}; '
+        f'targets: {target_text}; prompts from <code>{_e(csv.get("path"))}</code> '
+        f'(sha256 <code>{_e(str(csv.get("sha256", ""))[:16])}</code>){", " + _num(seconds, 1) + " s" if seconds is not None else ""}.</p>'
+        f'<p>Pre-ASR (the plain prompts already show the concept): {_e(pre.get("successes"))}/{_e(pre.get("n"))} = '
+        f'{_num(pre.get("rate"))} {_rate_interval(pre)}; ASR (before or after the attack): '
+        f'{_e(asr.get("successes"))}/{_e(asr.get("n"))} = {_num(asr.get("rate"))} {_rate_interval(asr)} '
+        f'({level}% Wilson); {_e(part.get("attacked"))} prompts attacked.</p>'
+        f'<div class="scroll"><table>{"".join(rows)}</table></div>'
+        + (f'<p class="note">The judged image of each prompt: the plain generation when it already showed the concept, '
+           f'else the attack\'s last judged generation (red border: the judge calls it the concept)</p>'
+           f'<div class="grid">{tiles}</div>' if tiles else "")
+    )
+
+
 def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
     body = _memory_sections(record) if record.get("probe") else []
     if record.get("multi_memory"):
         body.append(_multi_memory_section(record["multi_memory"]))
     if record.get("concept_inversion"):
         body.append(_concept_inversion_section(record["concept_inversion"]))
+    if record.get("adversarial_prompt"):
+        body.append(_adversarial_prompt_section(record["adversarial_prompt"]))
     verdict = record.get("verdict")
     tag = "" if verdict is None else f" &mdash; {_e(verdict.upper())}"
     memory = (record.get("memory") or {}).get("value")
@@ -340,6 +402,8 @@ def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
         numbers.append(f"best-of-M M {_num(((record['multi_memory'].get('memory')) or {}).get('value'))}")
     if record.get("concept_inversion"):
         numbers.append(f"attack success {_num(((record['concept_inversion'].get('attack')) or {}).get('rate'))}")
+    if record.get("adversarial_prompt"):
+        numbers.append(f"ASR {_num(((record['adversarial_prompt'].get('asr')) or {}).get('rate'))}")
     return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: {", ".join(numbers)}{tag}</summary>'
             f'{notes}{"".join(body)}</details>')
 
@@ -368,6 +432,32 @@ def _inputs_section(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _interval_of(record: dict[str, Any] | None, value: str) -> tuple[Any, Any, Any] | None:
+    """(value, low, high) of an interval record ({value or rate, ci_low, ci_high}); None when missing."""
+    return None if not record else (record[value], record["ci_low"], record["ci_high"])
+
+
+# The by-step plots: heading, the threshold that draws the line, (value, low, high) of a record
+# (None: not measured), the y label, the plot's title and its alt text.
+_BY_STEP = [
+    ("Memory score by training step", "max_memory", lambda r: _interval_of(r.get("memory"), "value"),
+     "memory M", "Memory score M by checkpoint", "memory score against training step"),
+    ("d_N by training step", "min_d_n",
+     lambda r: None if r.get("d_n") is None else (r["d_n"], r["ci_low"], r["ci_high"]),
+     "d_N", "Memory relative distance d_N by checkpoint", "d_N against training step"),
+    ("Concept Inversion attack success by training step", "max_attack_success",
+     lambda r: _interval_of((r.get("concept_inversion") or {}).get("attack"), "rate"),
+     "attack success", "Concept Inversion success rate by checkpoint", "attack success against training step"),
+    ("Adversarial-prompt ASR by training step", "max_asr",
+     lambda r: _interval_of((r.get("adversarial_prompt") or {}).get("asr"), "rate"),
+     "ASR", "Adversarial-prompt ASR by checkpoint", "ASR against training step"),
+    ("Best-of-M memory score by training step", "max_multi_memory",
+     lambda r: _interval_of((r.get("multi_memory") or {}).get("memory"), "value"),
+     "best-of-M memory M", "Multi-memory: memory score with each image's best memory",
+     "best-of-M memory score against training step"),
+]
+
+
 def render_report(report: dict[str, Any]) -> str:
     """The HTML text of a report dict (a gate report, or a probe result via `load_report`)."""
     records = report["checkpoints"]
@@ -382,39 +472,14 @@ def render_report(report: dict[str, Any]) -> str:
                         "this report shows tables only.</p>")
     sections += ["<h2>Checkpoints</h2>", f'<div class="scroll">{_summary_table(records)}</div>']
     thresholds = report.get("thresholds") or {}
-    stepped = [r for r in records if r.get("step") is not None and r.get("memory")]
-    if len(stepped) >= 2 and thresholds.get("max_memory") is not None:
-        memory = [r["memory"] for r in stepped]
-        sections += ["<h2>Memory score by training step</h2>", _plot_or_note(
-            plots.signal_by_step([r["step"] for r in stepped], [float(m["value"]) for m in memory],
-                                 [float(m["ci_low"]) for m in memory], [float(m["ci_high"]) for m in memory],
-                                 float(thresholds["max_memory"]), "memory M", 1.0, "Memory score M by checkpoint"),
-            "memory score against training step")]
-    stepped = [r for r in records if r.get("step") is not None and r.get("d_n") is not None]
-    if len(stepped) >= 2 and thresholds.get("min_d_n") is not None:
-        sections += ["<h2>d_N by training step</h2>", _plot_or_note(
-            plots.signal_by_step([r["step"] for r in stepped], [float(r["d_n"]) for r in stepped],
-                                 [float(r["ci_low"]) for r in stepped], [float(r["ci_high"]) for r in stepped],
-                                 float(thresholds["min_d_n"]), "d_N", 1.0, "Memory relative distance d_N by checkpoint"),
-            "d_N against training step")]
-    stepped = [r for r in records if r.get("step") is not None and (r.get("concept_inversion") or {}).get("attack")]
-    if len(stepped) >= 2 and thresholds.get("max_attack_success") is not None:
-        attacks = [r["concept_inversion"]["attack"] for r in stepped]
-        sections += ["<h2>Concept Inversion attack success by training step</h2>", _plot_or_note(
-            plots.signal_by_step([r["step"] for r in stepped], [float(a["rate"]) for a in attacks],
-                                 [float(a["ci_low"]) for a in attacks], [float(a["ci_high"]) for a in attacks],
-                                 float(thresholds["max_attack_success"]), "attack success", 1.0,
-                                 "Concept Inversion success rate by checkpoint"),
-            "attack success against training step")]
-    stepped = [r for r in records if r.get("step") is not None and (r.get("multi_memory") or {}).get("memory")]
-    if len(stepped) >= 2 and thresholds.get("max_multi_memory") is not None:
-        best = [r["multi_memory"]["memory"] for r in stepped]
-        sections += ["<h2>Best-of-M memory score by training step</h2>", _plot_or_note(
-            plots.signal_by_step([r["step"] for r in stepped], [float(b["value"]) for b in best],
-                                 [float(b["ci_low"]) for b in best], [float(b["ci_high"]) for b in best],
-                                 float(thresholds["max_multi_memory"]), "best-of-M memory M", 1.0,
-                                 "Multi-memory: memory score with each image's best memory"),
-            "best-of-M memory score against training step")]
+    for heading, threshold, numbers_of, label, plot_title, alt in _BY_STEP:
+        stepped = [(r["step"], numbers) for r in records
+                   if r.get("step") is not None and (numbers := numbers_of(r)) is not None]
+        if len(stepped) >= 2 and thresholds.get(threshold) is not None:
+            steps, numbers = [step for step, _ in stepped], [n for _, n in stepped]
+            sections += [f"<h2>{heading}</h2>", _plot_or_note(
+                plots.signal_by_step(steps, *([float(n[i]) for n in numbers] for i in range(3)),
+                                     float(thresholds[threshold]), label, 1.0, plot_title), alt)]
     sections.append("<h2>Per checkpoint</h2>")
     sections += [_checkpoint_section(r, open_=len(records) <= 2 or i == len(records) - 1)
                  for i, r in enumerate(records)]
