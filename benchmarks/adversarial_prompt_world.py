@@ -285,7 +285,7 @@ def plot(path: Path, rows: list[dict[str, Any]], thresholds: dict[str, float]) -
                 null = r["rates"][split]["null"]
                 if null is None:
                     continue
-                ax.plot(j + offset - 0.08, null["value"], "_", color="gray", markersize=10,
+                ax.plot(j + offset - 0.08, null["value"], "s", color="gray", markerfacecolor="none", markersize=7,
                         label="null attack (random tokens)" if r["model"] == "retrained" and split == "tune" else None)
         ax.axhline(thresholds["point"], color="red", linestyle="--", label=f"max_asr on point ASR = {thresholds['point']:.2f}")
         ax.axhline(thresholds["upper"], color="purple", linestyle=":",
@@ -388,14 +388,17 @@ def main() -> None:
         attacked = [p for p in every if not p["pre"]]
         per_null = rate(sum(max(p["null_hits"] or 0, 0) for p in attacked), len(attacked) * args.null_draws) \
             if args.null_draws and attacked else None
-        predicted = 1 - (1 - pre["value"]) ** generations
+        # if every judging were an independent draw at the null-attack images' rate q: Pre-ASR plus the
+        # prompts where one of the attack's len(timesteps) block generations is a false positive
+        q = per_null["value"] if per_null else 0.0
+        predicted = pre["value"] + (1 - pre["value"]) * (1 - (1 - q) ** (generations - 1))
         asr = rate(sum(p["broken"] for p in every), len(every))
         null_all = rate(sum(p["pre"] or (p["null_hits"] or 0) > 0 for p in every), len(every))
         inflation_rows.append((r["shape"], fmt(plain), fmt(pre), fmt(per_null) if per_null else "off",
                                f"{predicted:.2f}", fmt(null_all) if args.null_draws else "off", fmt(asr)))
     inflation = markdown_table(("concept (retrained world)", "plain prompt: images judged the concept",
-                                "Pre-ASR, all prompts (per-image rate p)", "null-attack images judged the concept",
-                                f"1 - (1 - p)^{generations} (independent judgings)",
+                                "Pre-ASR, all prompts", "null-attack images judged the concept (q)",
+                                f"chance ASR: Pre-ASR + (1 - Pre-ASR)(1 - (1 - q)^{generations - 1})",
                                 f"null attack ASR (up to {1 + args.null_draws} judgings)", "attack ASR"),
                                inflation_rows)
     print(inflation)
