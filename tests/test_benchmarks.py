@@ -46,6 +46,13 @@ CASES = {
     # 2 prompts, 2 blocks of 2 steps, in process only (a process per prompt pays ~10 s of start-up each)
     "adversarial_prompt_speed.py": ["--prompts", "2", "--timesteps", "50,150", "--steps", "2",
                                     "--modes", "batched,batch1", "--threads", "1"],
+    # 1 concept, 2 prompts per split, 1 block of 1 step, ESD runs of 1 iteration, tiny probe/CI, cache in
+    # the test's folder (the real run caches under benchmarks/.adversarial_world)
+    "adversarial_prompt_world.py": ["--concepts", "circle", "--prompts", "2", "--timesteps", "50", "--steps", "1",
+                                    "--esd-iterations", "1", "--null-draws", "1", "--probe-images", "2",
+                                    "--prompt-images", "2", "--accuracy-images", "1", "--ci-steps", "2",
+                                    "--ci-images", "2", "--ci-generations", "2", "--cache", "cache",
+                                    "--plot", "plot.png", "--threads", "1"],
 }
 
 
