@@ -13,6 +13,16 @@ table and appends it to benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/adversarial_prompt_speed.py --threads 1
     .venv/bin/python benchmarks/adversarial_prompt_speed.py --prompts 2 --timesteps 50,150 --modes batched,batch1
+
+`--model sd14-shaped` (the GPU line in benchmarks/gpu.sh) attacks the SD 1.4 architecture with random
+weights instead, at the `unlearndiffatk` preset's settings (k=5, 40 steps per timestep, 50 DDIM steps at
+guidance 7.5) on `--timesteps` only, with random target images and a judge that never says yes: every
+prompt runs every block, the worst case. From the measured seconds per prompt-block it extrapolates the
+full 50-timestep sweep of the 142-prompt nudity set (UnlearnDiffAtk's I2P subset), in GPU-hours, with
+no early stop (the real attack stops at its first success, so this is an upper bound).
+
+    .venv/bin/python benchmarks/adversarial_prompt_speed.py --model sd14-shaped --device cuda --dtype bfloat16 \\
+        --prompts 16 --batch-size 16 --timesteps 10,510 --modes batched,batch1
 """
 
 from __future__ import annotations
@@ -44,13 +54,36 @@ def prompt_set(concept: str, count: int) -> tuple[list[str], list[int]]:
     return [variants[i % len(variants)] for i in range(count)], list(range(count))
 
 
+NUDITY_PROMPTS = 142  # UnlearnDiffAtk's nudity prompt set (I2P subset)
+
+
 def load(concept: str) -> tuple:
     """(the world retrained without `concept`, the original world, the classifier's judge)."""
     return load_world_model(without=concept), load_world_model(), ShapeJudge(concept)
 
 
+def never(images: torch.Tensor) -> torch.Tensor:
+    """A judge that never sees the concept: every prompt runs every block (the attack's worst case)."""
+    return torch.zeros(len(images), dtype=torch.bool)
+
+
+def load_random(name: str, device: str, dtype: torch.dtype, prompts: int) -> tuple:
+    """(the random-weight model `name` on `device`, random targets for `prompts` prompts, `never`):
+    sd14-shaped for the GPU line, tiny to run the same path on a CPU in seconds."""
+    from unlearn_guard import DiffusionModel
+    from unlearn_guard.models.tiny import build_sd14_shaped_components, build_tiny_components
+
+    build = build_sd14_shaped_components if name == "sd14-shaped" else build_tiny_components
+    model = DiffusionModel.from_components(**build(seed=0)).to(device, dtype)
+    targets = torch.rand(prompts, 3, model.resolution, model.resolution, generator=torch.Generator().manual_seed(0))
+    return model, targets, never
+
+
 def attack(models: tuple, prompts: list[str], seeds: list[int], config: AdversarialPromptConfig):
     erased, base, judge = models
+    if isinstance(base, torch.Tensor):  # sd14-shaped: given targets, one per prompt
+        index = [int(s) for s in seeds]
+        return adversarial_prompt_attack(erased, prompts, seeds, judge, config, targets=base[index], progress=False)
     return adversarial_prompt_attack(erased, prompts, seeds, judge, config, base_model=base, progress=False)
 
 
@@ -97,6 +130,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="gradient steps per timestep (default: the preset's)")
     parser.add_argument("--modes", default="batched,batch1,process", help=f"comma list of {', '.join(MODES)}")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--model", choices=("world", "sd14-shaped", "tiny"), default="world",
+                        help="tiny: the sd14-shaped path (random weights and targets, never-true judge) at toy size")
+    parser.add_argument("--device", default="cpu", help="sd14-shaped/tiny only (cuda on a GPU machine)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="sd14-shaped/tiny only")
+    parser.add_argument("--generation-steps", type=int, default=None,
+                        help="DDIM steps of each judged generation (default: the preset's)")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one prompt, as its own process
     args = parser.parse_args()
@@ -112,10 +152,19 @@ def main() -> None:
         overrides["timesteps"] = tuple(int(t) for t in args.timesteps.split(","))
     if args.steps:
         overrides["steps_per_timestep"] = args.steps
-    config = AdversarialPromptConfig.from_preset("world", **overrides)
+    sd14 = args.model != "world"
+    if sd14 and "process" in modes:
+        raise SystemExit("--modes process: the world only (a process per prompt would rebuild the random model)")
+    if args.generation_steps:
+        overrides["num_steps"] = args.generation_steps
+    config = AdversarialPromptConfig.from_preset("unlearndiffatk" if sd14 else "world", **overrides)
     prompts, seeds = prompt_set(args.concept, args.prompts)
+    if args.model == "sd14-shaped":
+        prompts = [f"a photo of a person, {p}" for p in prompts]
+    elif args.model == "tiny":  # its character tokenizer takes 16 tokens: room for 5 adversarial ones
+        prompts = [f"a {args.concept}"] * len(prompts)
     runs, started = {}, time.perf_counter()
-    models = load(args.concept)
+    models = load_random(args.model, args.device, getattr(torch, args.dtype), args.prompts) if sd14 else load(args.concept)
     attack(models, prompts[:1], seeds[:1], config.replace(timesteps=config.timesteps[:1], steps_per_timestep=1))  # warm-up
     for mode in modes:
         if mode == "process":
@@ -140,10 +189,28 @@ def main() -> None:
               "pre-attack + targets", "total", "s/prompt", f"speedup vs {LABELS['batch1'] if 'batch1' in runs else modes[0]}",
               "answers equal")
     table = markdown_table(header, rows)
+    if sd14:
+        table += "\n\n" + extrapolation(runs, config)
     print(table)
     if not args.no_record:
-        append_results(f"adversarial_prompt_speed: shapes world without {args.concept}, {args.prompts} prompts, "
+        subject = (f"{args.model} random weights on {args.device} {args.dtype}, never-true judge (every block runs)"
+                   if sd14 else f"shapes world without {args.concept}")
+        append_results(f"adversarial_prompt_speed: {subject}, {args.prompts} prompts, "
                        f"{config.describe()}, {args.threads} thread(s), {time.perf_counter() - started:.0f} s", table)
+
+
+def extrapolation(runs: dict, config: AdversarialPromptConfig) -> str:
+    """Seconds per prompt-block measured on the timesteps given, scaled to the full 50-block sweep of
+    the 142 nudity prompts with no early stop (an upper bound: the attack stops at its first success)."""
+    full_blocks = len(range(10, 1000, 20))
+    rows = []
+    for mode, run in runs.items():
+        blocks = len(run["prompts"]) * len(config.timesteps)
+        per_block = run["seconds"] / blocks
+        rows.append((LABELS[mode], f"{per_block:.2f}", f"{per_block * full_blocks:.0f}",
+                     f"{per_block * full_blocks * NUDITY_PROMPTS / 3600:.2f}"))
+    return markdown_table(("run", f"s per prompt-block ({config.steps_per_timestep} steps + 1 generation)", "s per prompt, 50 blocks",
+                           f"hours for {NUDITY_PROMPTS} prompts, no early stop"), rows)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 does ASR keep a model retrained without the concept apart from ESD checkpoints, and where should
 the gate's `max_asr` sit?
 
-Per concept (circle, square: the only shapes with a shipped retrained world; triangle has none, so
-there is nothing to compare an ESD checkpoint against) and model (the original world, the world
+Per concept (circle, square, triangle: each has a shipped retrained world) and model (the original world, the world
 retrained without the concept, ESD-x and ESD-u LoRA checkpoints of the shipped world, lr 1e-3):
 
 - Pre-ASR and ASR of the attack (preset "world", judged by `ShapeJudge(shape)`, targets made by

@@ -10,5 +10,7 @@ py="${PYTHON:-../.venv/bin/python}"
 "$py" probe_throughput.py --model sd14-shaped --images 8 --presets mofc,fast --reference-images 2 --compile
 "$py" probe_throughput.py --model sd14-shaped --images 16 --presets fast --skip-reference-style --batch-size 16
 "$py" probe_presets.py --model sd14-shaped --device cuda --dtype bfloat16 --images 16 --batch-sizes 4,8,16
+# UnlearnDiffAtk (issue 24): seconds per prompt, batched vs batch 1, extrapolated to the 142-prompt nudity set.
+"$py" adversarial_prompt_speed.py --model sd14-shaped --device cuda --dtype bfloat16 --prompts 8 --batch-size 8 --timesteps 10,510 --modes batched,batch1
 # Data-parallel probing (issue 14): 1, 2, 4, ... processes, one GPU each, up to the GPUs present.
 "$py" distributed_scaling.py --device cuda --dtype bfloat16 --model sd14-shaped --images 64 --world-sizes auto --repeats 3

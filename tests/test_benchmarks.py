@@ -130,3 +130,18 @@ def test_the_shared_runner_reports_as_python_would(benchmark_runs):
     assert benchmark_runs["_exits_3.py"]["returncode"] == 3
     returned = benchmark_runs["_returns.py"]
     assert returned["returncode"] == 0 and returned["stdout"] == "|--- _returns True\n", returned
+
+
+def test_the_attacks_gpu_line_runs_its_path_on_a_tiny_model(tmp_path):
+    """benchmarks/gpu.sh's UnlearnDiffAtk line (`--model sd14-shaped`: random weights and targets, a judge
+    that never says yes, the extrapolation to the 142 nudity prompts) on the same path at toy size."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "adversarial_prompt_speed.py"), "--model", "tiny",
+                           "--prompts", "2", "--batch-size", "2", "--timesteps", "10,510", "--steps", "2",
+                           "--generation-steps", "2", "--modes", "batched,batch1", "--threads", "1", "--no-record"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| batch")]
+    assert len(rows) == 4, done.stdout  # two speed rows, two extrapolation rows
+    assert all(row.split("|")[4].strip() == "0/2" for row in rows[:2])  # never-true judge: ASR 0 of 2
+    assert all(row.rstrip(" |").endswith("yes") for row in rows[:2])  # batched answers equal batch 1's
+    assert "hours for 142 prompts" in done.stdout
