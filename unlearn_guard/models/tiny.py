@@ -5,6 +5,7 @@ One place builds the models that the tests and the default run use:
     latents) with random weights; same classes and code paths as Stable Diffusion.
   - `build_sd14_shaped_components`: the SD 1.4 architecture (UNet 860M, VAE 84M, CLIP-L text
     encoder) with random weights, for "does it run at full size" checks on CPU.
+  - `build_tiny_clip`: a tiny CLIP model and processor for the CLIP-score wiring.
 The tokenizer is a real `CLIPTokenizer` over a byte-level vocabulary with no merges (every
 character is a token); transformers 4 reads it from files, so it is written to a temporary folder.
 """
@@ -186,3 +187,34 @@ def build_sd14_shaped_components(seed: int = 0) -> dict[str, Any]:
     for module in (unet, vae, text_encoder):
         module.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def build_tiny_clip(seed: int = 0, image_size: int = 32) -> tuple[Any, Any]:
+    """A random-weight tiny `CLIPModel` and its `CLIPProcessor` (the byte-level tokenizer), no network.
+
+    For the CLIP-score wiring (`unlearn_guard.utility`); save both with `save_pretrained(folder)`
+    and pass the folder as the CLIP model. A random CLIP's text-image cosines straddle 0 and the
+    CLIP score clamps at 0, so both final norms get a positive bias: the projected features share
+    a positive direction (cosines near 1) while the image and text still move them.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = build_char_tokenizer(model_max_length=77)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(image_size=image_size, patch_size=image_size // 4, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=2, num_attention_heads=4),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for norm in (model.text_model.final_layer_norm, model.vision_model.post_layernorm):
+            norm.bias.fill_(2.0)
+        for projection in (model.text_projection, model.visual_projection):
+            projection.weight.abs_()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
