@@ -43,6 +43,11 @@ CASES = {
     "typical_set_recheck.py": ["--images", "2", "--presets", "fast", "--threads", "1"],
     "memory_search.py": ["--images", "2", "--memories", "2", "--preset", "fast", "--esd-iterations", "1",
                          "--decoder-steps", "2", "--mofc-steps", "3", "--threads", "1"],
+    # two settings (one ancestral) of 2 steps, 2 generations, one ESD iteration
+    "sampling_settings.py": ["--settings", "ddim:4:2,euler-a:4:2", "--generations", "2", "--esd-iterations", "1",
+                             "--threads", "1"],
+    "utility_check.py": ["--concepts", "circle", "--perturb", "0.3", "--esd-iterations", "1", "--generations", "1",
+                         "--settings", "ddim:4:2,pndm:3:2", "--threads", "1"],
 }
 
 
