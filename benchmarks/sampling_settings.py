@@ -16,14 +16,14 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import torch
 
 from unlearn_guard.attacks import ShapeJudge, worst_case_prompt_success
-from unlearn_guard.sampling import WORLD_SETTINGS, SamplingSetting
-from unlearn_guard.world import concept_prompt, load_classifier, load_world_model
+from unlearn_guard.sampling import as_settings
+from unlearn_guard.models import load_model
+from unlearn_guard.world import WEIGHTS_DIR, concept_prompt, load_classifier, load_world_model
 
 from _results import append_results, markdown_table
 from concept_inversion_attack import esd_checkpoints
@@ -36,11 +36,12 @@ def cell(result) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="circle", help="a shape with a shipped retrained world (circle, square, triangle)")
-    parser.add_argument("--settings", default=None,
-                        help="comma list of SCHEDULER:GUIDANCE:STEPS (default: WORLD_SETTINGS)")
-    parser.add_argument("--steps", type=int, default=None, help="override every setting's steps (smoke tests)")
+    parser.add_argument("--settings", default="world", help="a named set or a comma list of SCHEDULER:GUIDANCE:STEPS")
     parser.add_argument("--esd-iterations", default="150,300", help="ESD-x checkpoints of one run (comma list; '' for none)")
     parser.add_argument("--esd-lr", type=float, default=3e-3, help="the demo's ESD-x learning rate")
+    parser.add_argument("--adapters", default="",
+                        help="comma list of LoRA adapter folders on the shipped world (e.g. the demo's "
+                             "unlearn_guard_outputs/demo/adapter), measured beside the others")
     parser.add_argument("--generations", type=int, default=64, help="images per model and setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -48,15 +49,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    settings = (WORLD_SETTINGS if args.settings is None
-                else tuple(SamplingSetting.parse(s) for s in args.settings.split(",") if s))
-    if args.steps is not None:
-        settings = tuple(dataclasses.replace(s, num_steps=args.steps) for s in settings)
+    settings = as_settings(args.settings)
     prompt, judge = concept_prompt(args.concept), ShapeJudge(args.concept, load_classifier())
     iterations = sorted(int(i) for i in args.esd_iterations.split(",") if i)
     started = time.perf_counter()
     models = [("original", load_world_model())]
     models += esd_checkpoints(prompt, iterations, args.esd_lr, args.seed) if iterations else []
+    models += [(f"adapter {folder}", load_model(str(WEIGHTS_DIR / "pipeline"), lora=folder))
+               for folder in args.adapters.split(",") if folder]
     models.append((f"retrained without {args.concept}", load_world_model(without=args.concept)))
     rows = []
     for name, model in models:
@@ -72,6 +72,7 @@ def main() -> None:
     print(table)
     if not args.no_record:
         esd = f"ESD-x lr {args.esd_lr} ({args.esd_iterations} it)" if iterations else "no ESD"
+        esd += f", adapters {args.adapters}" if args.adapters else ""
         append_results(f"sampling_settings: shapes world, {prompt!r} judged by the shipped classifier, "
                        f"{args.generations} generations per model and setting (seeds {args.seed}..), {esd}, "
                        f"{args.threads} thread(s), {time.perf_counter() - started:.0f} s", table)

@@ -19,13 +19,12 @@ and appends them to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 
 import torch
 
-from unlearn_guard.sampling import WORLD_SETTINGS, SamplingSetting
+from unlearn_guard.sampling import as_settings
 from unlearn_guard.utility import UtilityConfig, measure_utility, utility_check
 from unlearn_guard.world import concept_prompt, load_classifier, load_world_model
 
@@ -66,8 +65,7 @@ def main() -> None:
     parser.add_argument("--esd-iterations", type=int, default=300, help="an ESD-x LoRA of the first concept (0: none)")
     parser.add_argument("--esd-lr", type=float, default=3e-3, help="the demo's ESD-x learning rate")
     parser.add_argument("--generations", type=int, default=32, help="images per kept shape and setting")
-    parser.add_argument("--settings", default=None, help="comma list of SCHEDULER:GUIDANCE:STEPS (default: WORLD_SETTINGS)")
-    parser.add_argument("--steps", type=int, default=None, help="override every setting's steps (smoke tests)")
+    parser.add_argument("--settings", default="world", help="a named set or a comma list of SCHEDULER:GUIDANCE:STEPS")
     parser.add_argument("--tuning-seed", type=int, default=0)
     parser.add_argument("--held-out-seed", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -75,10 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    settings = (WORLD_SETTINGS if args.settings is None
-                else tuple(SamplingSetting.parse(s) for s in args.settings.split(",") if s))
-    if args.steps is not None:
-        settings = tuple(dataclasses.replace(s, num_steps=args.steps) for s in settings)
+    settings = as_settings(args.settings)
     concepts = [c for c in args.concepts.split(",") if c]
     classifier = load_classifier()
     started = time.perf_counter()

@@ -213,7 +213,8 @@ def test_named_sets():
         assert any(s.guidance_scale == 1.0 for s in chosen) and any(s.stochastic for s in chosen)
     assert as_settings("world") == WORLD_SETTINGS and as_settings(DEFAULT_SETTING) == (DEFAULT_SETTING,)
     assert as_settings([DEFAULT_SETTING.to_dict()]) == (DEFAULT_SETTING,)
-    for bad, match in (("sd", "expected one of"), ([], "non-empty"), ([DEFAULT_SETTING, DEFAULT_SETTING], "more than once"),
+    assert as_settings("ddim:4:25, pndm:3:25") == (DEFAULT_SETTING, SamplingSetting("pndm", 3.0, 25))
+    for bad, match in (("sd", "expected one of"), ("ddim:4", "SCHEDULER:GUIDANCE:STEPS"), ([], "non-empty"), ([DEFAULT_SETTING, DEFAULT_SETTING], "more than once"),
                        ([("ddim", 4, 25)], "SamplingSetting")):
         with pytest.raises(InputError, match=match):
             as_settings(bad)

@@ -73,6 +73,7 @@ def test_the_base_against_itself_has_ratio_one(base, classifier):
     assert [s.ratio for s in result.settings] == [1.0, 1.0] and result.ratio == 1.0 and result.passed
     assert [s.checkpoint == s.base for s in result.settings] == [True, True]
     assert "utility kept" in result.reason
+    assert result.to_dict()["provenance"]["versions"]["torch"] and result.to_dict()["provenance"]["seed"] == 0
 
 
 def destroyed_world(kind: str):

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..files import write_text_atomic
+from ..files import json_text
 from ..results import ProbeResult
 from ..sampling.settings import SamplingSetting
 from ..validation import json_number
@@ -239,10 +238,7 @@ class MemorySearchResult:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The result as JSON text (the single-memory probe included); with `path`, written atomically."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            write_text_atomic(path, text)
-        return text
+        return json_text(self.to_dict(), path)
 
     def summary_table(self) -> str:
         """One row per image, then the means and the best-of-M memory score."""

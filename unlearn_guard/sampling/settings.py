@@ -118,12 +118,15 @@ SETTING_SETS: dict[str, tuple[SamplingSetting, ...]] = {
 
 def as_settings(value: Any, argument: str = "settings") -> tuple[SamplingSetting, ...]:
     """A non-empty tuple of distinct settings from a set's name ("world", "standard", "default"),
-    one `SamplingSetting`, or a sequence of them (dicts allowed, as `to_dict` writes them)."""
+    a comma list of "SCHEDULER:GUIDANCE:STEPS" specs (the command line's form), one
+    `SamplingSetting`, or a sequence of them (dicts allowed, as `to_dict` writes them)."""
     if isinstance(value, str):
-        if value not in SETTING_SETS:
-            raise InputError(f"{argument}: got {value!r}; expected one of {', '.join(SETTING_SETS)} "
-                             "or a sequence of SamplingSetting")
-        return SETTING_SETS[value]
+        if value in SETTING_SETS:
+            return SETTING_SETS[value]
+        if ":" not in value:
+            raise InputError(f"{argument}: got {value!r}; expected one of {', '.join(SETTING_SETS)}, a comma "
+                             "list of SCHEDULER:GUIDANCE:STEPS, or a sequence of SamplingSetting")
+        value = [SamplingSetting.parse(spec.strip()) for spec in value.split(",") if spec.strip()]
     if isinstance(value, SamplingSetting):
         return (value,)
     if not isinstance(value, Sequence) or not value:

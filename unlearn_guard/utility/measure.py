@@ -105,11 +105,17 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
     Returns:
         UtilityResult: per setting and item, the worst setting, `ratio`, `passed`, `reason`.
     """
+    from ..probe import as_model
+    from ..provenance import provenance
+
     if not isinstance(config, UtilityConfig):
         raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
     if config.prompts and clip is None:
         clip = load_clip(config.clip_model)  # once for both models
     base_scores = base if isinstance(base, UtilityScores) else measure_utility(base, config, classifier=classifier,
                                                                                clip=clip)
-    checkpoint_scores = measure_utility(checkpoint, config, classifier=classifier, clip=clip)
-    return compare_utility(checkpoint_scores, base_scores, config)
+    checkpoint_model = as_model(checkpoint)
+    checkpoint_scores = measure_utility(checkpoint_model, config, classifier=classifier, clip=clip)
+    result = compare_utility(checkpoint_scores, base_scores, config)
+    result.provenance = provenance(checkpoint_model.device, checkpoint_model.dtype, seed=config.seed)
+    return result

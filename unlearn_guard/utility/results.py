@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..files import write_text_atomic
+from ..files import json_text
 from ..sampling import SamplingSetting
 from ..validation import json_number
 from .config import UtilityConfig
@@ -123,6 +122,7 @@ class UtilityResult:
     checkpoint_source: str = ""
     base_source: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def worst(self) -> SettingUtility:
@@ -155,14 +155,11 @@ class UtilityResult:
                 "settings": [s.to_dict() for s in self.settings],
                 "worst": {"setting": worst.setting.to_dict(), "label": worst.setting.label, "ratio": worst.ratio},
                 "ratio": self.ratio, "min_ratio": self.config.min_ratio, "passed": self.passed,
-                "reason": self.reason, "seconds": dict(self.seconds)}
+                "reason": self.reason, "seconds": dict(self.seconds), "provenance": dict(self.provenance)}
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The result as JSON text; with `path`, written atomically."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            write_text_atomic(path, text)
-        return text
+        return json_text(self.to_dict(), path)
 
     def summary_table(self) -> str:
         """One row per setting: every item's checkpoint / base score, the means and the ratio; then the verdict."""
