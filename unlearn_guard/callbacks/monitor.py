@@ -62,10 +62,10 @@ from typing import Any, Callable
 import torch
 
 from .. import distributed as distributed_work
+from ..attacks.results import WorstCaseSuccess
 from ..config import ProbeConfig
 from ..errors import InputError
 from ..io import ImageSet, ImagesInput, PromptsInput
-from ..attacks.results import WorstCaseSuccess
 from ..kernels.dispatch import resolve_backend
 from ..models.bundle import DiffusionModel
 from ..probe import ProbeFailure, as_model, probe
