@@ -53,6 +53,11 @@ CASES = {
                                     "--prompt-images", "2", "--accuracy-images", "1", "--ci-steps", "2",
                                     "--ci-images", "2", "--ci-generations", "2", "--cache", "cache",
                                     "--plot", "plot.png", "--threads", "1"],
+    # two settings (one ancestral) of 2 steps, 2 generations, one ESD iteration
+    "sampling_settings.py": ["--settings", "ddim:4:2,euler-a:4:2", "--generations", "2", "--esd-iterations", "1",
+                             "--threads", "1"],
+    "utility_check.py": ["--concepts", "circle", "--perturb", "0.3", "--esd-iterations", "1", "--generations", "1",
+                         "--settings", "ddim:4:2,pndm:3:2", "--threads", "1"],
 }
 
 

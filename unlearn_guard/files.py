@@ -5,9 +5,11 @@ reader never sees half a file) and with one clear error when the folder cannot t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError, OutputError
 
@@ -61,6 +63,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         reason = f"{str(blocker)!r} is a file, not a folder" if blocker else _reason(error)
         raise OutputError(f"could not write {str(target)!r}: {reason}") from None
     return target
+
+
+def json_text(data: Any, path: str | os.PathLike | None = None) -> str:
+    """`data` as indented JSON text; with `path`, also written there atomically (`write_text_atomic`)."""
+    text = json.dumps(data, indent=1)
+    if path is not None:
+        write_text_atomic(path, text)
+    return text
 
 
 def _file_in_the_way(folder: Path) -> Path | None:

@@ -11,6 +11,8 @@
   - judges/: one interface, images -> booleans and scores (`judge_with_scores`), for `ShapeJudge`
     (the small world's classifier), `NudeNetJudge`, `ImageNetJudge`, `ClipZeroShotJudge` and any
     callable; `load_judge` for the command line.
+  - `worst_case_prompt_success` (concept_success.py): a prompt's judged share under several
+    sampling settings (`unlearn_guard.sampling`), the highest reported; `WorstCaseSuccess`.
 
 They take models, images and prompts exactly as `probe` does (same loaders, errors, provenance).
 """
@@ -26,6 +28,7 @@ from .concept_inversion import (
     load_learned_embedding,
     prompt_success,
 )
+from .concept_success import worst_case_prompt_success
 from .judges import (
     ClipZeroShotConfig,
     ClipZeroShotJudge,
@@ -41,7 +44,7 @@ from .judges import (
     load_judge,
 )
 from .memories import MemorySearchConfig, find_memories
-from .results import AttackSuccess, ImageMemories, Memory, MemorySearchResult
+from .results import AttackSuccess, ImageMemories, Memory, MemorySearchResult, WorstCaseSuccess
 
 __all__ = [
     "AdversarialPromptConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "NudeNetJudge",
     "PromptAttack",
     "ShapeJudge",
+    "WorstCaseSuccess",
     "adversarial_prompt_attack",
     "attack_success",
     "concept_inversion",
@@ -73,4 +77,5 @@ __all__ = [
     "load_learned_embedding",
     "load_target_images",
     "prompt_success",
+    "worst_case_prompt_success",
 ]

@@ -1,14 +1,14 @@
 """Named results of the attacks, with `to_dict()`: what the gate caches and the report renders.
 
   - `AttackSuccess`: a success rate of generations judged to show the concept (Concept Inversion,
-    or a plain prompt as its baseline), with its Wilson interval.
+    or a plain prompt as its baseline), with its Wilson interval and the sampling setting.
+  - `WorstCaseSuccess`: the same count under several sampling settings, and the worst of them.
   - `Memory`, `ImageMemories`, `MemorySearchResult`: the multi-memory search (SPEC 6) per memory,
     per image and for the whole run.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from ..files import write_text_atomic
+from ..files import json_text
 from ..results import ProbeResult
+from ..sampling.settings import SamplingSetting
 from ..validation import json_number
 from ..signal.memory_score import MemoryScoreResult
 
@@ -31,7 +32,8 @@ class AttackSuccess:
     """`successes` of `n` generations from `prompt` were judged to show the concept.
 
     rate = successes / n; [ci_low, ci_high] is the Wilson interval at `confidence`. `verdicts` holds
-    the judge's answer per image; `images` (n, 3, H, W) in [0, 1] when kept."""
+    the judge's answer per image; `images` (n, 3, H, W) in [0, 1] when kept; `setting` the
+    scheduler, guidance scale and steps the images were sampled with."""
 
     prompt: str
     successes: int
@@ -44,16 +46,61 @@ class AttackSuccess:
     verdicts: list[bool] = field(default_factory=list)
     seconds: float = 0.0
     images: torch.Tensor | None = None
+    setting: SamplingSetting | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "successes": self.successes, "n": self.n, "rate": self.rate,
                 "ci_low": self.ci_low, "ci_high": self.ci_high, "confidence": self.confidence, "judge": self.judge,
-                "verdicts": list(self.verdicts), "seconds": self.seconds}
+                "verdicts": list(self.verdicts), "seconds": self.seconds,
+                "setting": None if self.setting is None else self.setting.to_dict()}
 
     def summary(self) -> str:
         level = int(round(self.confidence * 100))
+        sampled = "" if self.setting is None else f" ({self.setting.label})"
         return (f"{self.successes}/{self.n} = {self.rate:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] "
-                f"({level}% Wilson) judged by {self.judge} from {self.prompt!r}")
+                f"({level}% Wilson) judged by {self.judge} from {self.prompt!r}{sampled}")
+
+
+@dataclass
+class WorstCaseSuccess:
+    """`AttackSuccess` of the same prompts and seeds under each of several sampling settings.
+
+    `results[i]` was sampled with `results[i].setting`; the worst case is the highest rate (the
+    first such setting on a tie). The maximum of K noisy rates reads high: each row keeps its own
+    Wilson interval, and a decision on the worst case is a decision on that maximum."""
+
+    results: list[AttackSuccess]
+
+    def __post_init__(self) -> None:
+        if not self.results or any(r.setting is None for r in self.results):
+            raise ValueError("WorstCaseSuccess needs at least one AttackSuccess, each with its setting")
+
+    @property
+    def worst(self) -> AttackSuccess:
+        return max(self.results, key=lambda r: r.rate)  # max keeps the first of equal rates
+
+    @property
+    def worst_setting(self) -> SamplingSetting:
+        return self.worst.setting
+
+    @property
+    def rate(self) -> float:
+        """The worst case's rate: what a decision on the prompt reads."""
+        return self.worst.rate
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = self.worst
+        return {"worst": {"setting": worst.setting.to_dict(), "label": worst.setting.label, "rate": worst.rate,
+                          "ci_low": worst.ci_low, "ci_high": worst.ci_high},
+                "settings": [r.to_dict() for r in self.results]}
+
+    def summary_table(self) -> str:
+        """One line per setting, the worst marked."""
+        worst = self.worst
+        width = max(len(r.setting.label) for r in self.results)
+        lines = [f"{r.setting.label.ljust(width)}  {r.successes}/{r.n} = {r.rate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                 + ("  <- worst" if r is worst else "") for r in self.results]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -191,10 +238,7 @@ class MemorySearchResult:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The result as JSON text (the single-memory probe included); with `path`, written atomically."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            write_text_atomic(path, text)
-        return text
+        return json_text(self.to_dict(), path)
 
     def summary_table(self) -> str:
         """One row per image, then the means and the best-of-M memory score."""

@@ -62,6 +62,7 @@ from typing import Any, Callable
 import torch
 
 from .. import distributed as distributed_work
+from ..attacks.results import WorstCaseSuccess
 from ..config import ProbeConfig
 from ..errors import InputError
 from ..io import ImageSet, ImagesInput, PromptsInput
@@ -218,9 +219,11 @@ class ProbeMonitor:
         """
         started = time.perf_counter()
         try:
-            result, loss_result, success = self._run_probe()
+            result, loss_result, checked = self._run_probe()
             record = ProbeRecord.from_result(step, result, time.perf_counter() - started, self.config.signal,
-                                             prompt_success=success, loss_result=loss_result)
+                                             prompt_success=None if checked is None else checked.rate,
+                                             prompt_setting=None if checked is None else checked.worst_setting.label,
+                                             loss_result=loss_result)
         except Exception as error:  # noqa: BLE001 - a probe must not end the training run
             record = ProbeRecord.failed(step, time.perf_counter() - started, error)
             self._record(record)
@@ -237,8 +240,8 @@ class ProbeMonitor:
         self._record(record)
         return record
 
-    def _run_probe(self) -> tuple[ProbeResult, ProbeResult | None, float | None]:
-        """(the result on `images`, the result on `loss_images` or None, the prompt check's share or None)."""
+    def _run_probe(self) -> tuple[ProbeResult, ProbeResult | None, WorstCaseSuccess | None]:
+        """(the result on `images`, the result on `loss_images` or None, the prompt check's measure or None)."""
         # Training's random streams must not depend on how often we probe: probe() draws from
         # its own generators, and fork_rng also guards the global CPU/CUDA states against
         # anything that does not.
@@ -252,10 +255,10 @@ class ProbeMonitor:
                 result = default_probe_fn(self.model, images, self.reference, self.config.probe, self.distributed)
             else:
                 result = self.probe_fn(self.model, images, self.reference, self.config.probe)
-            success = None if self.prompt_check is None else self.prompt_check.success(self.model)
+            checked = None if self.prompt_check is None else self.prompt_check.measure(self.model)
         if self._loss_images is None:
-            return result, None, success
-        return (*split_result(result, len(self.images), self.config.probe), success)
+            return result, None, checked
+        return (*split_result(result, len(self.images), self.config.probe), checked)
 
     @property
     def shards(self) -> bool:

@@ -34,7 +34,8 @@ class ProbeRecord:
     `erased_nll_mean` / `erased_psnr_mean` are means over the concept images E (PSNR in dB);
     `ci_low` / `ci_high` bound d_N (nan when the probe config turns the bootstrap off);
     `seconds` is the wall time spent, failures included. With a `PromptCheck`, `prompt_success`
-    is the share of the prompt's generations its judge called the concept; with separate
+    is the share of the prompt's generations its judge called the concept (under its worst
+    sampling setting, `prompt_setting`, e.g. "ddim g4.0 25 steps"); with separate
     `loss_images`, `loss_memory*` is the memory score on those images (what the memory loss
     trains on; the decisions never read it) and every other number is on `images` alone.
     `control_memory` is the negative control's memory score (None when the control is off): near 0
@@ -58,6 +59,7 @@ class ProbeRecord:
     loss_memory_low: float | None = None
     loss_memory_high: float | None = None
     control_memory: float | None = None
+    prompt_setting: str | None = None
 
     @classmethod
     def failed(cls, step: int, seconds: float, error: BaseException) -> "ProbeRecord":
@@ -84,10 +86,12 @@ class ProbeRecord:
 
     @classmethod
     def from_result(cls, step: int, result: ProbeResult, seconds: float, signal: SignalName = "memory", *,
-                    prompt_success: float | None = None, loss_result: ProbeResult | None = None) -> "ProbeRecord":
+                    prompt_success: float | None = None, loss_result: ProbeResult | None = None,
+                    prompt_setting: str | None = None) -> "ProbeRecord":
         """A record of `result`; raises when the signal the monitor decides on is missing or not finite.
 
-        `prompt_success`: the `PromptCheck`'s share; `loss_result`: the probe of separate
+        `prompt_success`: the `PromptCheck`'s share (its worst setting's, `prompt_setting`, by label);
+        `loss_result`: the probe of separate
         `loss_images`, whose memory score fills `loss_memory*`.
         """
         md, memory = result.memory_distance, result.memory
@@ -110,7 +114,8 @@ class ProbeRecord:
                    prompt_success=prompt_success, loss_memory=number(loss_memory and loss_memory.value),
                    loss_memory_low=number(loss_memory and loss_memory.ci_low),
                    loss_memory_high=number(loss_memory and loss_memory.ci_high),
-                   control_memory=number(result.control_memory and result.control_memory.value))
+                   control_memory=number(result.control_memory and result.control_memory.value),
+                   prompt_setting=prompt_setting)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -126,6 +131,7 @@ class ProbeRecord:
             seconds=float(data["seconds"]),
             error=data.get("error"),
             diverged=int(data.get("diverged") or 0),
+            prompt_setting=data.get("prompt_setting"),
         )
 
 

@@ -209,8 +209,13 @@ class DiffusionModel:
 
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor) -> torch.Tensor:
-        """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D)."""
-        t = torch.full((latents.shape[0],), int(timestep), device=self.device, dtype=torch.long)
+        """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D).
+
+        `timestep` is an int (or an integer-valued float) or, for diffusers schedulers whose spacing
+        falls between training timesteps (Euler/LMS with "linspace"), a float the UNet embeds as is."""
+        value = float(timestep)
+        t = (torch.full((latents.shape[0],), int(value), device=self.device, dtype=torch.long) if value.is_integer()
+             else torch.full((latents.shape[0],), value, device=self.device, dtype=torch.float32))
         out = self.unet(
             latents.to(self.device, self.dtype), t, encoder_hidden_states=embeddings.to(self.device, self.dtype)
         )

@@ -7,6 +7,7 @@ One place builds the models that the tests and the default run use:
     encoder) with random weights, for "does it run at full size" checks on CPU.
   - `save_tiny_image_classifier`, `save_tiny_clip`: folders that load like `microsoft/resnet-50`
     and `openai/clip-vit-*` (model and processor), a few kB, for the judges.
+  - `build_tiny_clip`: a tiny CLIP model and processor for the CLIP-score wiring.
 The tokenizer is a real `CLIPTokenizer` over a byte-level vocabulary with no merges (every
 character is a token); transformers 4 reads it from files, so it is written to a temporary folder.
 """
@@ -206,18 +207,40 @@ def save_tiny_image_classifier(folder: str | Path, id2label: dict[int, str], see
     return Path(folder)
 
 
-def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
-    """A random-weight `CLIPModel` (32 px images, the character tokenizer) and its `CLIPProcessor` in `folder`."""
+def build_tiny_clip(seed: int = 0, image_size: int = 32) -> tuple[Any, Any]:
+    """A random-weight tiny `CLIPModel` and its `CLIPProcessor` (the byte-level tokenizer), no network.
+
+    For the CLIP-score wiring (`unlearn_guard.utility`); save both with `save_pretrained(folder)`
+    and pass the folder as the CLIP model. A random CLIP's text-image cosines straddle 0 and the
+    CLIP score clamps at 0, so both final norms get a positive bias: the projected features share
+    a positive direction (cosines near 1) while the image and text still move them.
+    """
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    tokenizer = build_char_tokenizer()
+    tokenizer = build_char_tokenizer(model_max_length=77)
     torch.manual_seed(seed)
-    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(image_size=image_size, patch_size=image_size // 4, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=2, num_attention_heads=4),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for norm in (model.text_model.final_layer_norm, model.vision_model.post_layernorm):
+            norm.bias.fill_(2.0)
+        for projection in (model.text_projection, model.visual_projection):
+            projection.weight.abs_()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """`build_tiny_clip`'s model and processor saved in `folder` (loads like openai/clip-vit-*)."""
+    model, processor = build_tiny_clip(seed)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return Path(folder)
