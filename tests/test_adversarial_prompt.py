@@ -256,6 +256,43 @@ def test_early_stop_leaves_the_batch_and_the_unet_count_matches(without_circle):
     assert data["config"] == TINY.replace(batch_size=3).to_dict() and data["judge"] == "ScriptedJudge"
 
 
+def test_pre_asr_under_more_sampling_settings_reports_the_worst_and_leaves_the_attack_alone(without_circle):
+    # a judge that sees the concept in every image sampled with guidance 1 (the images differ from DDIM
+    # g4's, so it keys on the setting through the scripted calls): calls are [own g4 pre-attack],
+    # [ddim g1], [pndm g3], then the blocks of the attack
+    prompts, seeds = ["a circle", "a red circle"], [0, 1]
+    targets = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    config = TINY.replace(batch_size=2, timesteps=(500,), pre_attack_settings="ddim:1:3,pndm:3:3")
+    judge = ScriptedJudge([[False, False], [True, True], [False, True], [False, False]])
+    result = adversarial_prompt_attack(without_circle, prompts, seeds, judge, config, targets=targets, progress=False)
+    own = config.own_setting.label
+    assert list(result.pre_asr_by_setting) == [own, "ddim g1.0 3 steps", "pndm g3.0 3 steps"]
+    assert [r.successes for r in result.pre_asr_by_setting.values()] == [0, 2, 1]
+    assert result.worst_pre_asr[0] == "ddim g1.0 3 steps" and result.worst_pre_asr[1].successes == 2
+    # only the attack's own setting decides what is attacked and what ASR counts
+    assert result.pre_asr.successes == 0 and all(p.attacked for p in result.prompts) and result.asr.successes == 0
+    assert result.prompts[1].pre_by_setting == {own: False, "ddim g1.0 3 steps": True, "pndm g3.0 3 steps": True}
+    # 2 prompts: DDIM g1 needs no unconditional pass (3 steps x 1); PNDM g3 evaluates num_steps + 1 = 4
+    # times with CFG (x 2)
+    assert result.unet_evaluations["pre_attack_settings"] == 2 * 3 * 1 + 2 * 4 * 2
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["worst_pre_asr"]["setting"] == "ddim g1.0 3 steps" and data["worst_pre_asr"]["successes"] == 2
+    assert "worst Pre-ASR over 3 sampling settings" in result.summary()
+    # without more settings: the own setting alone, and the attack's numbers are the same
+    plain = adversarial_prompt_attack(without_circle, prompts, seeds, ScriptedJudge([[False, False], [False, False]]),
+                                      config.replace(pre_attack_settings=None), targets=targets, progress=False)
+    assert list(plain.pre_asr_by_setting) == [own] and "pre_attack_settings" not in plain.unet_evaluations
+    assert [p.tokens for p in plain.prompts] == [p.tokens for p in result.prompts]
+
+
+def test_pre_attack_settings_are_checked_in_one_line():
+    with pytest.raises(InputError, match="pre_attack_settings"):
+        TINY.replace(pre_attack_settings="nope")
+    with pytest.raises(InputError, match="scheduler"):
+        TINY.replace(pre_attack_settings="warp:1:3")
+    assert TINY.replace(pre_attack_settings="world").sampling_settings()[0] == TINY.own_setting
+
+
 def test_the_base_model_makes_the_targets(world, without_circle):
     config = TINY.replace(timesteps=(500,))
     result = adversarial_prompt_attack(without_circle, ["a circle", "a square"], [4, 5], never, config,

@@ -284,3 +284,24 @@ def test_the_default_preset_follows_the_model():
 
     assert preset("shapes-world") == preset("shapes-world-without-circle") == "world"
     assert preset("CompVis/stable-diffusion-v1-4") == "unlearndiffatk"
+
+
+def test_pre_asr_over_sampling_settings_is_recorded_and_stated():
+    from unlearn_guard.attacks import AdversarialPromptConfig
+    from unlearn_guard.gate.adversarial import pre_asr_by_setting
+    from unlearn_guard.gate.decision import Thresholds, decide
+
+    config = AdversarialPromptConfig.from_preset("world", pre_attack_settings="ddim:1:25,pndm:3:25")
+    own = config.own_setting.label
+    rows = [{"pre_success": False, "pre_by_setting": {own: False, "ddim g1.0 25 steps": True, "pndm g3.0 25 steps": v}}
+            for v in (True, False, False)]
+    found = pre_asr_by_setting(rows, config)
+    assert [r["successes"] for r in found["pre_asr_by_setting"].values()] == [0, 3, 1]
+    assert found["worst_pre_asr"]["setting"] == "ddim g1.0 25 steps" and found["worst_pre_asr"]["successes"] == 3
+    record = _record((1, 3), pre=(0, 3))
+    record["adversarial_prompt"].update(found)
+    reason = decide(record, Thresholds(max_asr=0.5)).reasons[0]
+    assert "(worst Pre-ASR over 3 sampling settings: 3/3 = 1.000" in reason and "ddim g1.0 25 steps)" in reason
+    # a part with the attack's own setting alone says nothing more
+    alone = pre_asr_by_setting([{"pre_success": True}], config.replace(pre_attack_settings=None))
+    assert list(alone["pre_asr_by_setting"]) == [own] and alone["worst_pre_asr"]["successes"] == 1

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InputError
 from ..validation import is_int, is_number, require_field, require_known_fields
+
+if TYPE_CHECKING:
+    from ..sampling import SamplingSetting
 
 Placement = Literal["prefix", "suffix"]
 OneHot = Literal["sampled", "argmax"]
@@ -44,6 +47,11 @@ class AdversarialPromptConfig:
             (noise per step, token draws), independently of the other prompts.
         confidence: of the Wilson intervals around Pre-ASR and ASR.
         keep_images: keep each prompt's last judged image in the result.
+        pre_attack_settings: more sampling settings to take Pre-ASR under besides the attack's own
+            (DDIM at num_steps / guidance_scale), as `unlearn_guard.sampling.as_settings` reads them:
+            a set's name ("world", "standard") or "SCHEDULER:GUIDANCE:STEPS,...". Each is reported
+            with the worst (highest) Pre-ASR; only the attack's own setting decides which prompts
+            are attacked and what ASR counts, as in the paper. None: the attack's setting alone.
     """
 
     preset: PresetName = "unlearndiffatk"
@@ -60,6 +68,7 @@ class AdversarialPromptConfig:
     seed: int = 0
     confidence: float = 0.95
     keep_images: bool = True
+    pre_attack_settings: str | None = None
 
     def __post_init__(self) -> None:
         owner = "AdversarialPromptConfig"
@@ -88,6 +97,26 @@ class AdversarialPromptConfig:
         require_field(owner, is_number(self.confidence) and 0 < self.confidence < 1, "confidence", self.confidence,
                       "a number in (0, 1)")
         require_field(owner, isinstance(self.keep_images, bool), "keep_images", self.keep_images, "True or False")
+        if self.pre_attack_settings is not None:
+            require_field(owner, isinstance(self.pre_attack_settings, str), "pre_attack_settings",
+                          self.pre_attack_settings, "None, a set's name or 'SCHEDULER:GUIDANCE:STEPS,...'")
+            self.sampling_settings()  # an InputError naming the bad entry
+
+    @property
+    def own_setting(self) -> "SamplingSetting":
+        """The attack's own sampling: DDIM at `num_steps` and `guidance_scale`."""
+        from ..sampling import SamplingSetting
+
+        return SamplingSetting("ddim", float(self.guidance_scale), int(self.num_steps))
+
+    def sampling_settings(self) -> tuple["SamplingSetting", ...]:
+        """The attack's own setting first, then each of `pre_attack_settings` not equal to it."""
+        from ..sampling import as_settings
+
+        own = self.own_setting
+        more = () if self.pre_attack_settings is None else as_settings(self.pre_attack_settings,
+                                                                        "pre_attack_settings")
+        return (own, *(s for s in more if s.label != own.label))
 
     @property
     def max_gradient_steps(self) -> int:

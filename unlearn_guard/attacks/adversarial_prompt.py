@@ -224,6 +224,27 @@ def _sweep(model: DiffusionModel, waiting: deque[tuple[PromptAttack, torch.Tenso
     return counts
 
 
+@torch.no_grad()
+def _pre_attack_settings(model: DiffusionModel, attacks: list[PromptAttack], judge: Judge,
+                         config: AdversarialPromptConfig) -> None:
+    """Step 1b: each prompt's pre-attack verdict under every sampling setting of the config; the
+    own setting's is the step-1 verdict, the others are generated from the same prompts and seeds."""
+    from ..sampling import sample_with_setting
+
+    own, *others = config.sampling_settings()
+    for attack in attacks:
+        attack.pre_by_setting = {own.label: attack.pre_success}
+    size = config.batch_size
+    for setting in others:
+        for start in range(0, len(attacks), size):
+            chunk = attacks[start : start + size]
+            cond = model.encode_prompts([a.prompt for a in chunk])
+            uncond = model.encode_prompts([""]).expand(len(chunk), -1, -1)
+            images = sample_with_setting(model, cond, uncond, [a.seed for a in chunk], setting, size)
+            for attack, verdict in zip(chunk, judge_images(judge, images).tolist()):
+                attack.pre_by_setting[setting.label] = bool(verdict)
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -370,6 +391,12 @@ def adversarial_prompt_attack(
                 attack.image = image if config.keep_images else None
         counts["pre_attack"] = counter[0]
         seconds["pre_attack"] = time.perf_counter() - started
+        # 1b. the same prompts and seeds under the config's other sampling settings (reported only)
+        mark, before = time.perf_counter(), counter[0]
+        _pre_attack_settings(model, attacks, judge, config)
+        if len(config.sampling_settings()) > 1:
+            counts["pre_attack_settings"] = counter[0] - before
+            seconds["pre_attack_settings"] = time.perf_counter() - mark
         # 2. targets of the prompts to attack
         pending = [a for a in attacks if not a.pre_success]
         mark, base_count = time.perf_counter(), [0]
@@ -385,9 +412,12 @@ def adversarial_prompt_attack(
         seconds["attack"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - started
 
-    # 4. Pre-ASR and ASR over all prompts
+    # 4. Pre-ASR (under each sampling setting) and ASR over all prompts
+    by_setting = {setting.label: Rate.of(sum(a.pre_by_setting[setting.label] for a in attacks), len(attacks),
+                                         config.confidence) for setting in config.sampling_settings()}
     return AdversarialPromptResult(
         prompts=attacks, pre_asr=Rate.of(sum(a.pre_success for a in attacks), len(attacks), config.confidence),
+        pre_asr_by_setting=by_setting,
         asr=Rate.of(sum(a.broken for a in attacks), len(attacks), config.confidence),
         config=config, judge=judge_name(judge), unet_evaluations=counts, seconds=seconds,
         provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source,

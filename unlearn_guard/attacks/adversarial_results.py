@@ -27,6 +27,7 @@ class PromptAttack:
     text those tokens make with the prompt, the one the judged image was generated from.
     block_losses: the mean denoising loss of each block; final_loss the last one. image: the last
     judged image (3, H, W) in [0, 1] when kept. score: the judge's score, where the judge gives one.
+    pre_by_setting: the pre-attack verdict under each of the config's sampling settings (its own first).
     """
 
     index: int
@@ -45,6 +46,7 @@ class PromptAttack:
     block_losses: list[float] = field(default_factory=list)
     score: float | None = None
     image: torch.Tensor | None = None
+    pre_by_setting: dict[str, bool] = field(default_factory=dict)
 
     @property
     def broken(self) -> bool:
@@ -61,7 +63,8 @@ class PromptAttack:
                 "timestep": self.timestep, "gradient_steps": self.gradient_steps, "generations": self.generations,
                 "tokens": list(self.tokens), "token_text": self.token_text,
                 "adversarial_prompt": self.adversarial_prompt, "final_loss": _number(self.final_loss),
-                "block_losses": [_number(v) for v in self.block_losses], "score": _number(self.score)}
+                "block_losses": [_number(v) for v in self.block_losses], "score": _number(self.score),
+                "pre_by_setting": dict(self.pre_by_setting)}
 
 
 def _number(value: float | None) -> float | str | None:
@@ -105,7 +108,8 @@ class AdversarialPromptResult:
     unet_evaluations: UNet sample-evaluations by phase (a batch of B counts B; classifier-free
     guidance counts 2 per image and step): "pre_attack", "targets" (the base model's), "attack"
     (gradient steps) and "attack_generation" (the judged generations after each block). seconds:
-    wall time by phase and "total".
+    wall time by phase and "total". pre_asr_by_setting: Pre-ASR under each sampling setting of the
+    config (its own first; `pre_asr` is that one); the worst is the highest.
     """
 
     prompts: list[PromptAttack]
@@ -116,20 +120,33 @@ class AdversarialPromptResult:
     unet_evaluations: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    pre_asr_by_setting: dict[str, Rate] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.prompts)
 
+    @property
+    def worst_pre_asr(self) -> tuple[str, Rate]:
+        """(setting label, Pre-ASR) of the setting whose Pre-ASR is highest (the first on a tie)."""
+        if not self.pre_asr_by_setting:
+            return self.config.own_setting.label, self.pre_asr
+        return max(self.pre_asr_by_setting.items(), key=lambda item: item[1].successes)
+
     def summary(self) -> str:
         level = int(round(self.asr.confidence * 100))
         attacked = sum(p.attacked for p in self.prompts)
+        worst_setting, worst = self.worst_pre_asr
+        worst_text = (f"; worst Pre-ASR over {len(self.pre_asr_by_setting)} sampling settings {worst} ({worst_setting})"
+                      if len(self.pre_asr_by_setting) > 1 else "")
         return (f"adversarial prompts ({self.config.describe()}): Pre-ASR {self.pre_asr}, ASR {self.asr} "
-                f"({level}% Wilson) over {self.n} prompts, {attacked} attacked; judged by {self.judge}")
+                f"({level}% Wilson) over {self.n} prompts, {attacked} attacked; judged by {self.judge}{worst_text}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "unlearn_guard.adversarial_prompt", "config": self.config.to_dict(), "judge": self.judge,
                 "n": self.n, "pre_asr": self.pre_asr.to_dict(), "asr": self.asr.to_dict(),
+                "pre_asr_by_setting": {label: rate.to_dict() for label, rate in self.pre_asr_by_setting.items()},
+                "worst_pre_asr": {"setting": self.worst_pre_asr[0], **self.worst_pre_asr[1].to_dict()},
                 "unet_evaluations": dict(self.unet_evaluations), "seconds": dict(self.seconds),
                 "prompts": [p.to_dict() for p in self.prompts], "provenance": self.provenance}
 

@@ -128,6 +128,17 @@ def attack_slice(model: Any, base: Any, inputs: AdversarialInputs, config: Adver
             "provenance": dict(result.provenance)}
 
 
+def pre_asr_by_setting(rows: list[dict[str, Any]], config: AdversarialPromptConfig) -> dict[str, Any]:
+    """{"pre_asr_by_setting": {setting label: Pre-ASR}, "worst_pre_asr": the highest, with its "setting"}
+    from the rows' per-setting pre-attack verdicts (the attack's own setting first)."""
+    labels = [setting.label for setting in config.sampling_settings()]
+    rates = {label: Rate.of(sum(bool((row.get("pre_by_setting") or {}).get(label, row["pre_success"] if label == labels[0]
+                                                                               else False)) for row in rows),
+                            len(rows), config.confidence).to_dict() for label in labels}
+    worst = max(labels, key=lambda label: rates[label]["successes"])
+    return {"pre_asr_by_setting": rates, "worst_pre_asr": {"setting": worst, **rates[worst]}}
+
+
 def adversarial_part(slices: list[dict[str, Any]], inputs: AdversarialInputs,
                      config: AdversarialPromptConfig) -> dict[str, Any]:
     """record["adversarial_prompt"] from the attacked slices (one, or one per rank in rank order):
@@ -149,6 +160,7 @@ def adversarial_part(slices: list[dict[str, Any]], inputs: AdversarialInputs,
         "n": n,
         "attacked": sum(bool(row["attacked"]) for row in rows),
         "pre_asr": Rate.of(sum(bool(row["pre_success"]) for row in rows), n, config.confidence).to_dict(),
+        **pre_asr_by_setting(rows, config),
         "asr": Rate.of(sum(bool(row["broken"]) for row in rows), n, config.confidence).to_dict(),
         "unet_evaluations": evaluations,
         "seconds": seconds,
