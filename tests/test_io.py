@@ -640,3 +640,33 @@ def test_output_pixels_are_float32_contiguous_in_range(tmp_path):
     assert pixels.dtype == torch.float32 and pixels.is_contiguous() and pixels.shape == (1, 3, 16, 16)
     assert pixels.min() >= -1 and pixels.max() <= 1
     assert torch.equal(pixels[0], torch.from_numpy(np.array(_noise(3, (16, 16)))).permute(2, 0, 1) / 255 * 2 - 1)
+
+
+# --------------------------------------------------------------------------- prompts alone (read_prompts)
+@pytest.mark.parametrize("name, text, expected", [
+    ("p.csv", "case_number,prompt,evaluation_seed\n0,\"a dog, running\",1\n\n1, a cat ,2\n", ["a dog, running", "a cat"]),
+    ("p.csv", "Prompt\na circle\n", ["a circle"]),
+    ("p.txt", "a dog\n\n  a red car  \nprompt\n", ["a dog", "a red car", "prompt"]),  # a text file has no header
+])
+def test_read_prompts_takes_a_csv_prompt_column_or_lines(tmp_path, name, text, expected):
+    from unlearn_guard.io import read_prompts
+
+    (tmp_path / name).write_text(text)
+    assert read_prompts(tmp_path / name) == expected
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("p.csv", "text,seed\na,1\n", "expected a header row with one 'prompt' column"),
+    ("p.csv", "prompt,seed\n,1\n", "row 2: expected a prompt"),
+    ("p.csv", "prompt\n", "holds no prompts"),
+    ("p.txt", "\n \n", "holds no prompts"),
+    ("missing.txt", None, "does not exist"),
+])
+def test_read_prompts_errors_are_one_line(tmp_path, name, text, message):
+    from unlearn_guard.io import read_prompts
+
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=message) as error:
+        read_prompts(tmp_path / name)
+    assert "\n" not in str(error.value)

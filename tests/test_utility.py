@@ -13,8 +13,8 @@ import torch
 from unlearn_guard.errors import InputError, ModelError
 from unlearn_guard.sampling import DEFAULT_SETTING, STANDARD_SETTINGS, WORLD_SETTINGS, SamplingSetting
 from unlearn_guard.utility import (DEFAULT_MIN_RATIO_CLIP, DEFAULT_MIN_RATIO_SHAPES, ItemScore, UtilityConfig,
-                                   UtilityScores, clip_score_of, compare_utility, frechet_distance, load_clip,
-                                   measure_utility, utility_check)
+                                   UtilityResult, UtilityScores, clip_score_of, compare_utility, frechet_distance,
+                                   load_clip, measure_utility, utility_check)
 from unlearn_guard.world import SHAPES, load_classifier, load_world_model
 
 SHORT = (SamplingSetting("ddim", 4.0, 10), SamplingSetting("euler-a", 4.0, 10))
@@ -74,6 +74,8 @@ def test_the_base_against_itself_has_ratio_one(base, classifier):
     assert [s.checkpoint == s.base for s in result.settings] == [True, True]
     assert "utility kept" in result.reason
     assert result.to_dict()["provenance"]["versions"]["torch"] and result.to_dict()["provenance"]["seed"] == 0
+    again = UtilityResult.from_dict(json.loads(json.dumps(result.to_dict())))  # what a gate reads from its cache
+    assert again.to_dict() == json.loads(json.dumps(result.to_dict()))
 
 
 def destroyed_world(kind: str):

@@ -22,7 +22,7 @@ EXIT_CODES_HELP = """exit codes:
      d_N's lower end < --min-dn, or mean PSNR > --max-psnr; with --attacks, also the best-of-M
      memory score's upper end > --max-multi-memory, the concept-inversion success rate's
      Wilson upper end > --max-attack-success, or the adversarial prompts' ASR's Wilson upper
-     end > --max-asr)
+     end > --max-asr), or lost utility (its utility ratio to the base < --min-utility)
   2  bad usage or bad input: missing/empty folders, bad prompts.csv, undecodable images, weights
      that do not match the model or hold NaN/Inf, pickled weights with non-tensor objects,
      unknown preset or --set key, bad threshold, missing device, an output that cannot be written

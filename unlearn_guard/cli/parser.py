@@ -127,8 +127,9 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("attacks")
     group.add_argument("--attacks", default="memory", metavar="LIST",
                        help="comma list of memory (the probe; default), multi-memory (needs --support-images), "
-                            "concept-inversion (needs --judge), adversarial-prompt (needs --judge and --adv-prompts); "
-                            "each has its own threshold and every one must pass")
+                            "concept-inversion (needs --judge), adversarial-prompt (needs --judge and --adv-prompts), "
+                            "utility (not an attack: the model kept what it should; needs --utility-erased or "
+                            "--utility-prompts); each has its own threshold and every one must pass")
     group.add_argument("--max-multi-memory", metavar="X", default=None,
                        help="multi-memory: pass only when the best-of-M memory score's upper end <= X (default: the "
                             "memory score's calibrated threshold)")
@@ -175,6 +176,28 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pass only when the ASR's Wilson upper end <= X, in (0, 1] (ASR: the share of prompts "
                           "showing the concept before or after the attack; default: "
                           "unlearn_guard.gate.decision.DEFAULT_MAX_ASR, not calibrated; 1 turns it off)")
+    utility = parser.add_argument_group("utility (the checkpoint against the base model on what it should keep): "
+                                        "--attacks utility")
+    utility.add_argument("--utility-erased", choices=SHAPES_FOR_CLI, metavar="SHAPE",
+                         help="the shipped world: the erased shape; the accuracy of every other shape's prompt "
+                              "(judged by the shipped classifier) is compared with the base model's")
+    utility.add_argument("--utility-prompts", metavar="FILE",
+                         help="a real model: prompts whose generations' CLIP score is compared with the base model's; "
+                              "a .csv with a prompt column (other columns ignored) or one prompt per line")
+    utility.add_argument("--utility-n", type=int, metavar="N",
+                         help="generations per shape or prompt and sampling setting (default: 32)")
+    utility.add_argument("--utility-settings", metavar="LIST",
+                         help="sampling settings, the worst decides: world (5 settings, the default for shapes), "
+                              "standard (6 SD settings, the default for prompts), default, or a comma list of "
+                              "SCHEDULER:GUIDANCE:STEPS (e.g. ddim:4:25,pndm:3:25)")
+    utility.add_argument("--utility-clip-model", metavar="ID_OR_FOLDER", default="openai/clip-vit-large-patch14",
+                         help="the CLIP model of --utility-prompts: a hub id in the local cache or a folder "
+                              "(default: openai/clip-vit-large-patch14)")
+    utility.add_argument("--min-utility", metavar="X", default=None,
+                         help="pass only when the worst-case ratio checkpoint / base >= X, in [0, 1] (default: "
+                              "unlearn_guard.utility.DEFAULT_MIN_RATIO_SHAPES, tuned in the small world, or "
+                              "DEFAULT_MIN_RATIO_CLIP, not tuned; 0 turns it off); a checkpoint below it fails as "
+                              "'utility lost'")
 
 
 def _add_probe_command(commands: Any) -> None:

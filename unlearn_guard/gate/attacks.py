@@ -13,6 +13,8 @@ has its own threshold (`decision.Thresholds`):
   - adversarial-prompt (`adversarial_prompt_attack`, UnlearnDiffAtk): record["adversarial_prompt"]
     (gate/adversarial.py) holds the config, the judge, Pre-ASR and ASR, and per prompt its outcome,
     adversarial prompt and a thumbnail of the judged image.
+  - utility (`unlearn_guard.utility`, not an attack: did the erasure keep the rest of the model?):
+    record["utility"] (gate/utility.py) is the `UtilityResult` against the base model.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..attacks.memories import MemorySearchConfig
 from ..attacks.results import MemorySearchResult
 from ..errors import InputError
 from ..io import ImageSet
+from ..utility.config import UtilityConfig
 from .decision import ATTACKS
 
 CONCEPT_INVERSION_DIR = "concept_inversion"  # OUTPUT/concept_inversion/<checkpoint>/learned_embeds.safetensors
@@ -64,6 +67,9 @@ class AttackSettings:
         adversarial_prompts: CSV of prompts with seeds for adversarial-prompt (`read_prompt_seeds`).
         adversarial_targets: folder of target images, one per prompt (`load_target_images`); None: the
             base model generates them from each prompt and seed.
+        utility: the utility check's config (`UtilityConfig.for_world(erased)` in the small world,
+            `UtilityConfig(prompts=...)` for a real model); its `min_ratio` follows the gate's
+            `min_utility` threshold.
     """
 
     attacks: tuple[str, ...] = ("memory",)
@@ -75,6 +81,7 @@ class AttackSettings:
     adversarial: AdversarialPromptConfig | None = None
     adversarial_prompts: Path | None = None
     adversarial_targets: Path | None = None
+    utility: UtilityConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attacks", parse_attacks(",".join(self.attacks)))
@@ -91,6 +98,9 @@ class AttackSettings:
         if "adversarial-prompt" in self.attacks and self.adversarial_prompts is None:
             raise InputError("--attacks adversarial-prompt needs --adv-prompts CSV (a prompt column and a seed or "
                              "evaluation_seed column: the prompts to attack and their generation seeds)")
+        if "utility" in self.attacks and not isinstance(self.utility, UtilityConfig):
+            raise InputError("--attacks utility needs --utility-erased SHAPE (the small world: the kept shapes' "
+                             "accuracy) or --utility-prompts FILE (a real model: the CLIP score of its prompts)")
         if self.adversarial is not None and not isinstance(self.adversarial, AdversarialPromptConfig):
             raise InputError(f"adversarial: got {type(self.adversarial).__name__}; expected an AdversarialPromptConfig")
         if isinstance(self.generations, bool) or not isinstance(self.generations, int) or self.generations < 1:
@@ -107,6 +117,8 @@ class AttackSettings:
             config = {k: v for k, v in (self.adversarial or AdversarialPromptConfig()).to_dict().items()
                       if k not in ("batch_size", "keep_images")}
             return {"attack": attack, "adversarial": config, "judge": self.judge}
+        if attack == "utility":  # the bar (min_ratio) and the chunk size change no score
+            return {"attack": attack, "utility": self.utility.measured_with()}
         return {"attack": attack}
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +133,8 @@ class AttackSettings:
                                           "judge": self.judge, "prompts": str(self.adversarial_prompts),
                                           "targets": None if self.adversarial_targets is None
                                           else str(self.adversarial_targets)}
+        if "utility" in self.attacks:
+            data["utility"] = self.utility.to_dict()
         return data
 
     def replace(self, **changes: Any) -> "AttackSettings":

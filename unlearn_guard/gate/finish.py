@@ -23,7 +23,7 @@ from .render import thumbnail_rows
 REPORT_KIND = "unlearn_guard.gate"
 # Where each attack's part sits in a checkpoint's record (memory's fields are the record's own).
 PART_FIELDS = {"multi-memory": "multi_memory", "concept-inversion": "concept_inversion",
-               "adversarial-prompt": "adversarial_prompt"}
+               "adversarial-prompt": "adversarial_prompt", "utility": "utility"}
 
 
 def checkpoint_entry(checkpoint: Checkpoint, result: ProbeResult, images: ImageSet, thumbnails: int,
@@ -104,10 +104,11 @@ def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: Image
         first = ((record.get("probe") or {}).get("provenance")
                  or (((record.get("concept_inversion") or {}).get("embedding")) or {}).get("provenance")
                  or (record.get("multi_memory") or {}).get("provenance")
-                 or (record.get("adversarial_prompt") or {}).get("provenance") or {})
+                 or (record.get("adversarial_prompt") or {}).get("provenance")
+                 or (record.get("utility") or {}).get("provenance") or {})
     return {
         "kind": REPORT_KIND,
-        "format_version": 3,  # 3: attacks (multi_memory, concept_inversion, adversarial_prompt parts); 2: the memory score decides
+        "format_version": 3,  # 3: attacks (multi_memory, concept_inversion, adversarial_prompt, utility parts); 2: the memory score decides
         **verdict.to_dict(),
         "thresholds": config.thresholds.to_dict(config.attacks.attacks),
         "attacks": config.attacks.to_dict(),

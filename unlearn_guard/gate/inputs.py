@@ -4,6 +4,7 @@ its erased weights on top)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -64,6 +65,21 @@ class GateConfig:
             preset = default_adversarial_preset(self.model)
             object.__setattr__(self, "attacks", self.attacks.replace(
                 adversarial=AdversarialPromptConfig.from_preset(preset)))
+        if "utility" in self.attacks.attacks:
+            self._settle_utility()
+
+    def _settle_utility(self) -> None:
+        """One bar for the utility check: --min-utility when given (the config follows it), else the
+        config's own (its metric's default); kept shapes only in the shipped world."""
+        utility = self.attacks.utility
+        if utility.shapes and not is_world_name(self.model):
+            raise InputError(f"--utility-erased: the kept shapes' accuracy is the shipped world's check (--model "
+                             f"{WORLD_MODEL_NAME}); --model {self.model} needs --utility-prompts FILE (CLIP score)")
+        if self.thresholds.min_utility is None:
+            object.__setattr__(self, "thresholds", dataclasses.replace(self.thresholds, min_utility=utility.min_ratio))
+        elif self.thresholds.min_utility != utility.min_ratio:
+            object.__setattr__(self, "attacks", self.attacks.replace(
+                utility=dataclasses.replace(utility, min_ratio=self.thresholds.min_utility)))
 
 
 def default_adversarial_preset(model: str) -> str:

@@ -51,6 +51,8 @@ class PartKeys:
             return self.thumbnails
         if attack == "adversarial-prompt":
             return {**self.thumbnails, **self.settings.key_for(attack), "inputs": self.adversarial}
+        if attack == "utility":  # no thumbnails, no support images: the scores depend on the utility config
+            return self.settings.key_for(attack)
         return {**self.thumbnails, **self.settings.key_for(attack), "support": self.support}
 
 

@@ -72,6 +72,13 @@ def summary_line(entry: dict[str, Any]) -> str:
         pre, asr = part.get("pre_asr"), part.get("asr")
         parts.append("adversarial prompts: not computed" if not (pre and asr) else
                      f"adversarial prompts: Pre-ASR {rate_text(pre)}, ASR {rate_text(asr)}")
+    if "utility" in attacks:
+        part = entry.get("utility") or {}
+        worst = part.get("worst") or {}
+        ratio = worst.get("ratio")
+        parts.append("utility: not measured" if not part else
+                     f"utility ratio {'undefined' if ratio is None else f'{float(ratio):.3f}'} "
+                     f"(worst of {len(part.get('settings') or [])}: {worst.get('label')})")
     return "; ".join(parts)
 
 
@@ -105,6 +112,13 @@ def _attack_verdicts(record: dict[str, Any]) -> dict[str, Any]:
         found["adversarial_prompt"] = {**rates, "attacked": part.get("attacked"),
                                        "judge": {k: judge.get(k) for k in ("spec", "name", "version", "threshold")},
                                        "preset": (part.get("config") or {}).get("preset")}
+    if record.get("utility"):
+        part = record["utility"]
+        worst = part.get("worst") or {}
+        means = next((s for s in part.get("settings") or [] if s.get("label") == worst.get("label")), {})
+        found["utility"] = {"metric": part.get("metric"), "ratio": worst.get("ratio"), "worst_setting": worst.get("label"),
+                            "checkpoint_mean": (means.get("checkpoint_mean") or {}).get("value"),
+                            "base_mean": (means.get("base_mean") or {}).get("value")}
     return found
 
 

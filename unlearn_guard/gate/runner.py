@@ -18,13 +18,13 @@ Under torchrun, accelerate launch or srun (a process group of 2+ ranks), `run_ga
 `gate/sharded.py`: the same steps, the probing split across the ranks, the same report.
 
 Attacks (`--attacks`, gate/attacks.py): `memory` is the probe above. `multi-memory`,
-`concept-inversion` and `adversarial-prompt` (gate/adversarial.py) each add their part to the
-checkpoint's record, cached under their own key (the memory key plus the attack's settings and
+`concept-inversion`, `adversarial-prompt` (gate/adversarial.py) and the utility check `utility`
+(gate/utility.py) each add their part to the checkpoint's record, cached under their own key (the memory key plus the attack's settings and
 inputs), reused and resumed the same way. The model is loaded once per checkpoint, only when
 something has to be computed; when memory and multi-memory both have to be computed, one search
 gives both (its first memory is the probe). The base model (--model without the checkpoint's
-weights), which makes the adversarial prompts' targets when no --adv-targets folder is given, is
-loaded once per run, when the first attack needs it. Under a process group the memory probe and
+weights), which makes the adversarial prompts' targets when no --adv-targets folder is given and
+whose utility the checkpoints' is measured against, is loaded once per run, when first needed. Under a process group the memory probe and
 the adversarial-prompt attack shard (`SHARDED_ATTACKS`); the others run in one process.
 
 This module holds `run_gate` (the dispatcher) and the one-process gate; the names other modules
@@ -76,6 +76,7 @@ from .inputs import (
 from .output import CACHE_DIR, GATE_JSON, REPORT_HTML, check_output, check_output_writable, existing_report, write_reports
 from .plan import PartKeys, look_up, origin_summary
 from .render import checkpoint_line, summary_line, thumbnail_rows, verdict_json
+from .utility import BaseUtility
 from .sharded import run_gate_sharded
 
 __all__ = [  # run_gate and the one-process gate; the rest are re-exports from the modules beside it
@@ -138,7 +139,10 @@ def run_gate_one_process(config: GateConfig, echo: Callable[[str], None],
     cache = ResultCache(output / CACHE_DIR)
     check_output_writable(output, cache)  # before any compute, not after it
     keys = PartKeys.of_run(config, inputs, fingerprint, support, adversarial)
-    gate = _OneProcessGate(config, inputs, cache, keys, support, judge, adversarial)
+    utility = None
+    if "utility" in settings.attacks:
+        utility = BaseUtility(settings.utility, fingerprint, cache, config.resume)
+    gate = _OneProcessGate(config, inputs, cache, keys, support, judge, adversarial, utility)
 
     records, decisions, resumed, reused = [], {}, 0, []
     bar = tqdm(config.checkpoints, desc="gate", unit="checkpoint", disable=not config.progress or len(config.checkpoints) < 2)
@@ -159,12 +163,20 @@ class _OneProcessGate:
     """One checkpoint at a time: what this run computed (for reuse) and how many it probed."""
 
     def __init__(self, config: GateConfig, inputs: GateInputs, cache: ResultCache, keys: PartKeys,
-                 support: ImageSet | None, judge: Any, adversarial: AdversarialInputs | None = None) -> None:
+                 support: ImageSet | None, judge: Any, adversarial: AdversarialInputs | None = None,
+                 utility: BaseUtility | None = None) -> None:
         self.config, self.inputs, self.cache, self.keys = config, inputs, cache, keys
-        self.support, self.judge, self.adversarial = support, judge, adversarial
+        self.support, self.judge, self.adversarial, self.utility = support, judge, adversarial, utility
         self.this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, part) computed now
         self.probed = 0
-        self.base_model: Any = None  # loaded on first need: it makes the adversarial prompts' targets
+        self._base: Any = None  # loaded on first need: adversarial targets, the base's utility
+
+    def base_model(self) -> Any:
+        """The base model (--model without any checkpoint's weights), loaded once."""
+        if self._base is None:
+            config = self.config
+            self._base = load_base_model(self.inputs.source, config.device, config.dtype, config.model_config)
+        return self._base
 
     def checkpoint(self, checkpoint: Checkpoint) -> tuple[dict[str, Any], dict[str, Any], Decision]:
         """(entry, record, decision) of one checkpoint: each part found or computed, then decided."""
@@ -224,12 +236,14 @@ class _OneProcessGate:
                     model, concept, settings, self.judge, probe_config.seed, config.thumbnails,
                     Path(config.output) / CONCEPT_INVERSION_DIR / checkpoint.name)
         if "adversarial-prompt" in missing:
-            if self.adversarial.targets is None and self.base_model is None:
-                self.base_model = load_base_model(self.inputs.source, config.device, config.dtype, config.model_config)
+            base = self.base_model() if self.adversarial.targets is None else None
             with attack_failures(checkpoint, "the adversarial-prompt attack on"):
-                attacked = attack_slice(model, self.base_model, self.adversarial, adversarial_config, self.judge,
+                attacked = attack_slice(model, base, self.adversarial, adversarial_config, self.judge,
                                         range(len(self.adversarial.prompts)), config.thumbnails, config.progress)
             parts["adversarial-prompt"] = adversarial_part([attacked], self.adversarial, adversarial_config)
+        if "utility" in missing:
+            with attack_failures(checkpoint, "the utility check of"):
+                parts["utility"] = self.utility.part(model, self.base_model)
         return parts
 
     def _store(self, checkpoint: Checkpoint, key: str, part: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from .prompts import (
     PROMPTS_CSV,
     PromptSeeds,
     read_prompt_seeds,
+    read_prompts,
     resolve_prompts,
     warn_mixed_empty_prompts,
 )
@@ -197,4 +198,5 @@ __all__ = [
     "Resolution",
     "load_image_set",
     "read_prompt_seeds",
+    "read_prompts",
 ]

@@ -151,6 +151,40 @@ def read_prompt_seeds(path: str | os.PathLike) -> PromptSeeds:
     return PromptSeeds(prompts, seeds)
 
 
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """Prompts alone, in file order: a `.csv` with a header holding one `prompt` column (other
+    columns, seeds among them, are ignored: the CSV of `read_prompt_seeds` works too), or any other
+    text file with one prompt per line. Blank lines are skipped; every problem is a one-line
+    InputError naming the file (and row)."""
+    path = Path(path)
+    where = f"prompts file {str(path)!r}"
+    if not path.is_file():
+        raise InputError(f"{where} does not exist; expected a .csv with a prompt column or a text file with "
+                         "one prompt per line")
+    if path.suffix.lower() == ".csv":
+        rows = _csv_rows(path, where)
+        columns = [cell.strip().lower() for cell in (rows[0] if rows else [])]
+        if columns.count(CSV_PROMPT_COLUMN) != 1:
+            raise InputError(f"{where}: expected a header row with one '{CSV_PROMPT_COLUMN}' column; found columns "
+                             f"{rows[0] if rows else []}")
+        index = columns.index(CSV_PROMPT_COLUMN)
+        prompts = []
+        for row_number, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            if len(row) <= index or not row[index].strip():
+                raise InputError(f"{where}, row {row_number}: expected a prompt, got {row}")
+            prompts.append(row[index].strip())
+    else:
+        try:
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not prompts:
+        raise InputError(f"{where} holds no prompts; expected one per line (or per row under a 'prompt' header)")
+    return prompts
+
+
 def _seed_cell(cell: str, where: str) -> int:
     text = cell.strip()
     try:

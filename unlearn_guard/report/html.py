@@ -6,9 +6,10 @@ success rate against training step with their threshold lines (two or more check
 steps); per checkpoint the NLL histograms of E, R and N, PSNR per image, the query images beside
 their reconstructions from the found seeds, and the per-image table; the multi-memory search
 (each image's memories' reconstructions side by side, and their cosine-distance matrix), the
-Concept Inversion attack (generations with the learned token and the judge's verdicts) and the
+Concept Inversion attack (generations with the learned token and the judge's verdicts), the
 adversarial prompts (Pre-ASR and ASR, each prompt's outcome and adversarial prompt, the judged
-images with the judge's verdicts) when they ran; then inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
+images with the judge's verdicts) and the utility check (checkpoint against base per sampling
+setting and kept item) when they ran; then inputs (image and weight hashes), config and provenance. All text is escaped. A small inline
 script marks, after load, whether every image decoded (`#image-check`), which the headless
 browser test reads.
 """
@@ -87,7 +88,9 @@ def _verdict_block(report: dict[str, Any]) -> str:
     elif verdict == "inconclusive":
         css, title = "none", "INCONCLUSIVE &mdash; the probe cannot read memory in this model"
     else:
-        css, title = "fail", "FAIL &mdash; still remembers"
+        from ..gate.decision import failure_label
+
+        css, title = "fail", f"FAIL &mdash; {_e(failure_label(report.get('failed') or []))}"
     reasons = "".join(f"<li>{_e(r)}</li>" for r in report.get("reasons") or [])
     thresholds = report.get("thresholds") or {}
     parts = []
@@ -104,14 +107,16 @@ def _verdict_block(report: dict[str, Any]) -> str:
                      "upper end)")
     if thresholds.get("max_asr") is not None:
         parts.append(f"max ASR {_num(thresholds['max_asr'], 3)} (adversarial prompts, Wilson upper end)")
+    if thresholds.get("min_utility") is not None:
+        parts.append(f"min utility {_num(thresholds['min_utility'], 3)} (worst-case ratio to the base model)")
     line = f"<div>Thresholds: {_e(', '.join(parts))}</div>" if parts else ""
     return (f'<div class="verdict {css}" id="verdict" data-verdict="{_e(verdict or "none")}">'
             f'<div class="big">{title}</div>{line}<ul>{reasons}</ul></div>')
 
 
-def _attack_columns(records: list[dict[str, Any]]) -> tuple[bool, bool, bool]:
+def _attack_columns(records: list[dict[str, Any]]) -> tuple[bool, bool, bool, bool]:
     return (any(r.get("multi_memory") for r in records), any(r.get("concept_inversion") for r in records),
-            any(r.get("adversarial_prompt") for r in records))
+            any(r.get("adversarial_prompt") for r in records), any(r.get("utility") for r in records))
 
 
 def _rate_interval(rate: dict[str, Any]) -> str:
@@ -134,6 +139,9 @@ def _attack_cells(r: dict[str, Any], columns: tuple[bool, bool]) -> str:
         part = r.get("adversarial_prompt") or {}
         pre, asr = part.get("pre_asr") or {}, part.get("asr") or {}
         cells += f'<td>{_num(pre.get("rate"))}</td><td>{_num(asr.get("rate"))}</td><td>{_rate_interval(asr)}</td>'
+    if columns[3]:
+        worst = (r.get("utility") or {}).get("worst") or {}
+        cells += f'<td>{_num(worst.get("ratio"))}</td><td class="l">{_e(worst.get("label") or "")}</td>'
     return cells
 
 
@@ -141,7 +149,8 @@ def _summary_table(records: list[dict[str, Any]]) -> str:
     columns = _attack_columns(records)
     extra = ("<th>best-of-M M</th><th>interval</th><th>distinct / image</th>" if columns[0] else "") + (
         "<th>CI success</th><th>Wilson interval</th><th>plain prompt</th>" if columns[1] else "") + (
-        "<th>Pre-ASR</th><th>ASR</th><th>Wilson interval</th>" if columns[2] else "")
+        "<th>Pre-ASR</th><th>ASR</th><th>Wilson interval</th>" if columns[2] else "") + (
+        '<th>utility ratio</th><th class="l">worst setting</th>' if columns[3] else "")
     rows = ['<tr><th class="l">checkpoint</th><th>step</th><th>memory M</th><th>interval</th><th>control M</th>'
             '<th>d_N</th><th>interval</th>'
             f'<th>distance</th><th>PSNR (dB)</th><th>NLL (E)</th><th>diverged</th>{extra}<th class="l">verdict</th>'
@@ -385,6 +394,30 @@ def _adversarial_prompt_section(part: dict[str, Any]) -> str:
     )
 
 
+def _utility_section(part: dict[str, Any]) -> str:
+    config = part.get("config") or {}
+    shapes = config.get("metric") == "shape-accuracy"
+    items = config.get("shapes") or config.get("prompts") or []
+    header = "".join(f'<th>{_e(item)}</th>' for item in items)
+    rows = [f'<tr><th class="l">setting</th>{header}<th>mean</th><th>base mean</th><th>ratio</th></tr>']
+    worst = (part.get("worst") or {}).get("label")
+    for setting in part.get("settings") or []:
+        cells = "".join(f'<td>{_num(i["checkpoint"]["value"], 2)} / {_num(i["base"]["value"], 2)}</td>'
+                        for i in setting.get("items") or [])
+        css = ' style="font-weight:600"' if setting.get("label") == worst else ""  # the one that decides
+        rows.append(f'<tr><td class="l">{_e(setting.get("label"))}</td>{cells}'
+                    f'<td>{_num((setting.get("checkpoint_mean") or {}).get("value"))}</td>'
+                    f'<td>{_num((setting.get("base_mean") or {}).get("value"))}</td><td{css}>{_num(setting.get("ratio"))}</td></tr>')
+    what = "accuracy of each kept shape's prompt (the shipped classifier)" if shapes else "CLIP score of each prompt"
+    return (
+        "<h3>Utility (against the base model)</h3>"
+        f'<p>The {_e(what)}: checkpoint / base, {_e(config.get("n"))} images per item and setting (the same seeds for '
+        f'both); the worst setting\'s ratio decides: {_num((part.get("worst") or {}).get("ratio"))} under '
+        f'<code>{_e(worst)}</code>.</p>'
+        f'<div class="scroll"><table>{"".join(rows)}</table></div>'
+    )
+
+
 def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
     body = _memory_sections(record) if record.get("probe") else []
     if record.get("multi_memory"):
@@ -393,6 +426,8 @@ def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
         body.append(_concept_inversion_section(record["concept_inversion"]))
     if record.get("adversarial_prompt"):
         body.append(_adversarial_prompt_section(record["adversarial_prompt"]))
+    if record.get("utility"):
+        body.append(_utility_section(record["utility"]))
     verdict = record.get("verdict")
     tag = "" if verdict is None else f" &mdash; {_e(verdict.upper())}"
     memory = (record.get("memory") or {}).get("value")
@@ -404,6 +439,8 @@ def _checkpoint_section(record: dict[str, Any], open_: bool) -> str:
         numbers.append(f"attack success {_num(((record['concept_inversion'].get('attack')) or {}).get('rate'))}")
     if record.get("adversarial_prompt"):
         numbers.append(f"ASR {_num(((record['adversarial_prompt'].get('asr')) or {}).get('rate'))}")
+    if record.get("utility"):
+        numbers.append(f"utility ratio {_num(((record['utility'].get('worst')) or {}).get('ratio'))}")
     return (f'<details{" open" if open_ else ""}><summary>{_e(record["name"])}: {", ".join(numbers)}{tag}</summary>'
             f'{notes}{"".join(body)}</details>')
 

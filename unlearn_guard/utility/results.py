@@ -109,6 +109,13 @@ class SettingUtility:
                            "ratio": None if b.value <= 0 else c.value / b.value}
                           for c, b in zip(self.checkpoint, self.base)]}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SettingUtility":
+        return cls(SamplingSetting.from_dict(data["setting"]),
+                   [ItemScore.from_dict(item["checkpoint"]) for item in data["items"]],
+                   [ItemScore.from_dict(item["base"]) for item in data["items"]],
+                   ItemScore.from_dict(data["checkpoint_mean"]), ItemScore.from_dict(data["base_mean"]))
+
 
 @dataclass
 class UtilityResult:
@@ -156,6 +163,13 @@ class UtilityResult:
                 "worst": {"setting": worst.setting.to_dict(), "label": worst.setting.label, "ratio": worst.ratio},
                 "ratio": self.ratio, "min_ratio": self.config.min_ratio, "passed": self.passed,
                 "reason": self.reason, "seconds": dict(self.seconds), "provenance": dict(self.provenance)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UtilityResult":
+        """The result `to_dict` wrote (a gate's cache): `passed`, `ratio` and `reason` are recomputed."""
+        return cls(UtilityConfig.from_dict(data["config"]), [SettingUtility.from_dict(s) for s in data["settings"]],
+                   str(data.get("checkpoint", "")), str(data.get("base", "")), dict(data.get("seconds") or {}),
+                   dict(data.get("provenance") or {}))
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The result as JSON text; with `path`, written atomically."""
