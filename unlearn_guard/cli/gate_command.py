@@ -78,6 +78,11 @@ def gate_command(args: argparse.Namespace) -> int:
     out = Output(args)
     calibrated = {key: getattr(args, key) for key in ("max_memory", "max_multi_memory", "max_attack_success", "max_asr",
                                                       "min_utility") if getattr(args, key) is not None}
+    if args.max_asr is None:  # the default bar of the attack's preset (calibrated for the world)
+        from ..gate.decision import default_max_asr
+        from ..gate.inputs import default_adversarial_preset
+
+        calibrated["max_asr"] = default_max_asr(args.adv_preset or default_adversarial_preset(args.model))
     thresholds = Thresholds(**calibrated, min_d_n=args.min_dn, max_psnr=args.max_psnr)
     config = probe_config(args)
     settings = _attack_settings(args, config.seed)

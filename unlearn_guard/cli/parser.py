@@ -174,8 +174,8 @@ def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
                           "(sampled|argmax), num_steps, guidance_scale, batch_size, confidence; the seed is --seed")
     adv.add_argument("--max-asr", metavar="X", default=None,
                      help="pass only when the ASR's Wilson upper end <= X, in (0, 1] (ASR: the share of prompts "
-                          "showing the concept before or after the attack; default: "
-                          "unlearn_guard.gate.decision.DEFAULT_MAX_ASR, not calibrated; 1 turns it off)")
+                          "showing the concept before or after the attack; default by --adv-preset: world 0.88, tuned in the "
+                          "small world; unlearndiffatk 0.25, not calibrated; 1 turns it off)")
     utility = parser.add_argument_group("utility (the checkpoint against the base model on what it should keep): "
                                         "--attacks utility")
     utility.add_argument("--utility-erased", choices=SHAPES_FOR_CLI, metavar="SHAPE",
