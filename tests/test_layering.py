@@ -161,3 +161,36 @@ def test_no_private_name_is_imported_from_another_module(module):
                for target, names, line in _imports(module, MODULES[module])
                for name in names if name.startswith("_") and not name.startswith("__") and target != module]
     assert private == []
+
+
+def _module_level_imports(path: Path) -> list[tuple[str, int]]:
+    """(imported module, line) of every import outside a function body (what importing the file runs)."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, child.lineno) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                found.append(("." * child.level + (child.module or ""), child.lineno))
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found
+
+
+def test_torchmetrics_is_imported_only_where_the_metric_is_used():
+    """torchmetrics costs about 1.3 s of CPU at start-up (each CLI run, each test subprocess): only
+    stats/metric.py imports it, and nothing imports that module at load time (`unlearn_guard.stats`
+    hands out `MemoryDistance` on first use)."""
+    eager = []
+    for module, path in MODULES.items():
+        for target, line in _module_level_imports(path):
+            if module != "unlearn_guard.stats.metric" and target.split(".")[0] == "torchmetrics":
+                eager.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+            if target in (".metric", "unlearn_guard.stats.metric") or target.endswith("stats.metric"):
+                eager.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target} at load time")
+    assert eager == []
+    assert any(t == "torchmetrics" for t, _ in _module_level_imports(MODULES["unlearn_guard.stats.metric"]))

@@ -13,7 +13,6 @@ from .functional import (
     seed_nll,
     wasserstein_1,
 )
-from .metric import MemoryDistance
 from .proportion import wilson_interval
 
 __all__ = [
@@ -30,3 +29,14 @@ __all__ = [
     "wasserstein_1",
     "wilson_interval",
 ]
+
+
+def __getattr__(name: str):
+    """`MemoryDistance` on first use: its module imports torchmetrics (about 1.3 s of CPU at every
+    start-up, measured), which the probe, the gate and the command line never need."""
+    if name == "MemoryDistance":
+        from .metric import MemoryDistance
+
+        globals()[name] = MemoryDistance
+        return MemoryDistance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
