@@ -104,7 +104,8 @@ def test_the_part_holds_config_judge_rates_prompts_and_input_hashes(world, gated
     assert ("adversarial prompts do not bring the concept back" in reason) is not brought_back
     # the world preset's calibrated bar (benchmarks/adversarial_prompt_world.py)
     assert report["thresholds"]["max_asr"] == 0.88 and "adversarial-prompt ASR <= max_asr" in report["thresholds"]["rule"]
-    assert code == (0 if report["passed"] else 1)
+    # the exit code follows the gate's verdict (the memory rule, on 3 + 3 images with the cheap preset, may read inconclusive)
+    assert code == {"pass": 0, "fail": 1, "inconclusive": 4}[report["verdict"]]
 
 
 def test_the_json_verdict_shows_both_rates(gated):
@@ -149,7 +150,7 @@ def test_the_report_shows_the_rates_the_prompts_and_the_judged_images(gated, tmp
     _, _, report, out = gated
     html = (out / "report.html").read_text()
     assert "Adversarial prompts (UnlearnDiffAtk)" in html and "<th>Pre-ASR</th><th>ASR</th>" in html
-    assert "max ASR 0.250 (adversarial prompts, Wilson upper end)" in html
+    assert "max ASR 0.880 (adversarial prompts, Wilson upper end)" in html
     for row in report["checkpoints"][0]["adversarial_prompt"]["prompts"]:
         if row["adversarial_prompt"]:
             assert row["adversarial_prompt"].replace("<", "&lt;").replace(">", "&gt;") in html
