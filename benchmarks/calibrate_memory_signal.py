@@ -24,7 +24,7 @@ Analysis (printed, appended to RESULTS.md, raw numbers to --raw):
 
     .venv/bin/python benchmarks/calibrate_memory_signal.py                    # ~1 h on 2 CPU cores
     .venv/bin/python benchmarks/calibrate_memory_signal.py --concepts circle --images 3 --presets fast \\
-        --esd-iterations 2 --no-record                                          # smoke
+        --esd-iterations 2 --anchor-preset fast --no-record                     # smoke
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ def preset_config(name: str) -> ProbeConfig:
 
 # ----------------------------------------------------------------------------- models
 def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[str], None],
-               pool: int = 16) -> dict[str, Path]:
-    """Train (or reuse) the ESD adapters; returns {model name: adapter folder}."""
+               pool: int = 16, pool_preset: str = "mofc") -> dict[str, Path]:
+    """Train (or reuse) the ESD adapters; returns {model name: adapter folder}. The memory-seed run
+    starts from the seeds that `pool_preset` finds for the pool."""
     prompt = concept_prompt(concept)
     folders: dict[str, Path] = {}
     longest = max(iterations)
@@ -91,7 +92,9 @@ def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[
             ("memory-seed", ESDConfig(concept=prompt, method="esd-x", iterations=longest, lr=1e-3, seed=0,
                                       memory_weight=1.0, memory_fraction=0.5), [longest], "seeds")]
     for name, config, checkpoints, needs_seeds in runs:
-        wanted = {step: cache / "adapters" / concept / f"{name}-{step}" for step in checkpoints}
+        # the memory-seed adapter depends on the pool's preset: another preset, another folder
+        suffix = f"-{pool_preset}" if needs_seeds and pool_preset != "mofc" else ""
+        wanted = {step: cache / "adapters" / concept / f"{name}-{step}{suffix}" for step in checkpoints}
         folders.update({f"{name}-{step}": folder for step, folder in wanted.items()})
         if all((folder / "pytorch_lora_weights.safetensors").is_file() for folder in wanted.values()):
             continue
@@ -99,7 +102,8 @@ def esd_models(concept: str, iterations: list[int], cache: Path, log: Callable[[
         seeds = None
         if needs_seeds:  # where the concept lives in the original: seeds of a pool never probed later
             images, prompts, _, _ = probe_sets(concept, pool, seed=MEMORY_POOL_SEED)
-            seeds = probe(load_world_model(), images, prompts, config=preset_config("mofc"), keep_seeds=True).erased.seeds
+            seeds = probe(load_world_model(), images, prompts, config=preset_config(pool_preset),
+                          keep_seeds=True).erased.seeds
 
         def save(step: int, _loss: float, model=model, wanted=wanted, config=config) -> None:
             if step + 1 in wanted:
@@ -171,7 +175,7 @@ RESULTS_DIR = Path(__file__).resolve().parent
 
 
 def plot_memory(records: dict, concepts: list[str], model_names: dict[str, list[str]], threshold: float,
-                path: Path) -> Path:
+                path: Path, anchor: str = "mofc") -> Path:
     """One panel per concept: M with its 95% interval per model (mofc), tune and held-out side by
     side, stars and noise on the original and retrained models, and the tuned threshold."""
     import matplotlib
@@ -186,7 +190,7 @@ def plot_memory(records: dict, concepts: list[str], model_names: dict[str, list[
         rows = [(name, "concept", split) for name in model_names[concept] for split in SPLIT_SEEDS]
         rows += [(name, kind, "heldout") for name in ("original", "retrained") for kind in ("star", "noise")]
         for x, (name, kind, split) in enumerate(rows):
-            record = records.get((concept, name, split, kind, "mofc"))
+            record = records.get((concept, name, split, kind, "mofc" if kind == "concept" else anchor))
             if record is None or record["memory"] is None:
                 continue
             value, low, high = interval(record["memory"])
@@ -251,6 +255,9 @@ def main() -> None:
     parser.add_argument("--esd-iterations", default="75,150,300", help="ESD-x checkpoints; the last is ESD-u's length")
     parser.add_argument("--accuracy-images", type=int, default=32)
     parser.add_argument("--memory-pool", type=int, default=16, help="concept images whose seeds the memory-seed run uses")
+    parser.add_argument("--anchor-preset", default="mofc",
+                        help="preset of what is probed with one preset only: the stars and noise sets, and the memory-seed "
+                             "run's pool (mofc, the calibrated one; smoke runs pass a cheap one)")
     parser.add_argument("--models", default=None, help="comma-separated subset of models to probe (default: all); "
                         "the analysis needs original and retrained")
     parser.add_argument("--cache", default="benchmarks/.calibration_cache")
@@ -273,7 +280,7 @@ def main() -> None:
     accuracy: dict[tuple[str, str], tuple[float, float]] = {}
     model_names: dict[str, list[str]] = {}
     for concept in concepts:
-        adapters = esd_models(concept, iterations, cache, log, args.memory_pool)
+        adapters = esd_models(concept, iterations, cache, log, args.memory_pool, args.anchor_preset)
         loaders = model_loaders(concept, adapters)
         if args.models:
             wanted = {m.strip() for m in args.models.split(",")}
@@ -290,7 +297,7 @@ def main() -> None:
                 for set_name, images in image_sets(concept, split, args.images).items():
                     if set_name != "concept" and name not in ("original", "retrained"):
                         continue
-                    for preset in presets if set_name == "concept" else ["mofc"]:
+                    for preset in presets if set_name == "concept" else [args.anchor_preset]:
                         config = preset_config(preset)
                         key = {"concept": concept, "model": name, "split": split, "set": set_name, "preset": preset,
                                "images": args.images, "config": config.to_dict()}
@@ -340,13 +347,14 @@ def main() -> None:
                                  f"{e_psnr:.1f}", sum(i["diverged"] is not None for i in record["erased"])))
         for name in ("original", "retrained"):
             for kind in ("star", "noise"):
-                record = records.get((concept, name, "heldout", kind, "mofc"))
+                record = records.get((concept, name, "heldout", kind, args.anchor_preset))
                 if record is None:
                     continue
                 m = interval(record["memory"])
                 verdict = "-" if threshold is None else ("does not remember" if m[2] <= threshold else "remembers")
                 e_psnr = np.nanmean([float(i["psnr"]) for i in record["erased"]])
-                set_rows.append((concept, f"{name} / {kind} images", "heldout", "-", "-", fmt(m), verdict,
+                anchor = "" if args.anchor_preset == "mofc" else f" ({args.anchor_preset})"
+                set_rows.append((concept, f"{name} / {kind} images{anchor}", "heldout", "-", "-", fmt(m), verdict,
                                  fmt(interval(record["memory_distance"])), fmt(interval(record["d_n_w1"])),
                                  f"{e_psnr:.1f}", sum(i["diverged"] is not None for i in record["erased"])))
     set_header = ("concept", "model", "split", "concept acc", "kept acc", "memory M (mofc) [95% CI]",
@@ -394,7 +402,7 @@ def main() -> None:
         markdown_table(rank_header, rank_rows),
     ])
     if args.plot and threshold is not None and not args.no_record:
-        plot = plot_memory(records, concepts, model_names, threshold, Path(args.plot))
+        plot = plot_memory(records, concepts, model_names, threshold, Path(args.plot), args.anchor_preset)
         body += f"\n\n![memory score per model, mofc, both splits, with the threshold]({os.path.relpath(plot, RESULTS_DIR)})"
     print(body)
     raw = {f"{c}|{n}|{s}|{k}|{p}": v for (c, n, s, k, p), v in records.items()}

@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-rank", action="store_true", help="skip C (the mofc re-probes): overhead only")
+    parser.add_argument("--rank-preset", default="mofc",
+                        help="the preset C re-probes every checkpoint with (mofc; smoke runs pass a cheap one)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,8 +90,8 @@ def main() -> None:
     with_callback = time.perf_counter() - started
     overhead = (with_callback - plain.seconds) / plain.seconds
 
-    # C. re-probe every checkpoint with mofc
-    mofc = ProbeConfig.from_preset("mofc", seed=args.seed, progress=False, control_images=0)
+    # C. re-probe every checkpoint with mofc (--rank-preset)
+    mofc = ProbeConfig.from_preset(args.rank_preset, seed=args.seed, progress=False, control_images=0)
     pairs = []
     for record in [] if args.no_rank else monitor.history:
         load_lora_state(model.unet, checkpoints[record.step])
@@ -108,9 +110,10 @@ def main() -> None:
           f"{100 * overhead:+.1f}%")],
     )
     rank_table = markdown_table((
-        "step", f"memory {args.preset}", "memory mofc", f"d_N {args.preset}", "d_N mofc", f"{args.preset} probe s"),
+        "step", f"memory {args.preset}", f"memory {args.rank_preset}", f"d_N {args.preset}", f"d_N {args.rank_preset}",
+        f"{args.preset} probe s"),
         [(s, m1, m2, d1, d2, f"{sec:.1f}") for s, m1, m2, d1, d2, sec in pairs])
-    rank_table += (f"\n\nSpearman rank correlation {args.preset} vs mofc over {len(pairs)} checkpoints: memory score "
+    rank_table += (f"\n\nSpearman rank correlation {args.preset} vs {args.rank_preset} over {len(pairs)} checkpoints: memory score "
                    f"rho = {rho_m:.3f}, d_N rho = {rho_d:.3f}")
     load = "load average (1/5/15 min) at the end: " + "/".join(f"{v:.2f}" for v in os.getloadavg())
     overhead_table += f"\n\n{os.cpu_count()} CPUs; {load}"

@@ -18,10 +18,14 @@ CASES = {
     "probe_presets.py": ["--images", "1", "--presets", "fast", "--batch-sizes", "1", "--threads", "1"],
     "replay_paper_table.py": ["--concepts", "circle", "--iterations", "2", "--images", "2", "--accuracy-images", "2",
                               "--preset", "fast", "--threads", "1"],
-    "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2", "--threads", "1"],
-    # every model of one concept (ESD runs of 2 iterations), 2+2 images, one cheap preset
+    # the checkpoints re-probed with `fast`, not mofc: the rank part runs end to end (mofc made it 23 of 35 s)
+    "callback_overhead.py": ["--iterations", "4", "--every", "2", "--images", "2", "--threads", "1",
+                             "--rank-preset", "fast"],
+    # every model of one concept (ESD runs of 2 iterations), 2+2 images, one cheap preset, also for the
+    # stars, the noise and the memory-seed pool (mofc there made 44 of the script's 86 s of CPU)
     "calibrate_memory_signal.py": ["--concepts", "circle", "--images", "2", "--presets", "fast", "--esd-iterations", "1,2",
-                                   "--memory-pool", "2", "--accuracy-images", "2", "--threads", "1"],
+                                   "--memory-pool", "2", "--accuracy-images", "2", "--anchor-preset", "fast",
+                                   "--threads", "1"],
     "decision_interval.py": ["--sizes", "2", "--sets", "2", "--threads", "1"],
     # Triton rows run under the interpreter (TRITON_INTERPRET=1 inherited from conftest).
     "kernel_bandwidth.py": ["--batches", "2", "--latent", "4,16,16", "--image-side", "32", "--repeats", "1", "--threads", "1"],
