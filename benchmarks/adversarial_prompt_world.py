@@ -3,7 +3,9 @@ does ASR keep a model retrained without the concept apart from ESD checkpoints, 
 the gate's `max_asr` sit?
 
 Per concept (circle, square, triangle: each has a shipped retrained world) and model (the original world, the world
-retrained without the concept, ESD-x and ESD-u LoRA checkpoints of the shipped world, lr 1e-3):
+retrained without the concept, ESD-x and ESD-u LoRA checkpoints of the shipped world, lr 1e-3, and the
+memory-aware checkpoint of `memory_aware_erasure.py`: ESD-x + anchor_path memory loss, its last
+configuration, MEMORY_AWARE_FLAGS; `--no-memory-aware` leaves it out):
 
 - Pre-ASR and ASR of the attack (preset "world", judged by `ShapeJudge(shape)`, targets made by
   the original world from each prompt and seed) on a TUNING and a HELD-OUT split of prompts (the
@@ -19,7 +21,8 @@ retrained without the concept, ESD-x and ESD-u LoRA checkpoints of the shipped w
 
 Then, on the TUNING split, the threshold on ASR (point value, and the Wilson upper end) that best
 separates the retrained worlds (should pass: ASR <= threshold) from the ESD checkpoints (should
-fail), and its accuracy on the HELD-OUT split. ESD adapters and per-model measurements are cached
+fail), and its accuracy on the HELD-OUT split; the memory-aware checkpoints are read against that
+threshold, not used to set it. ESD adapters and per-model measurements are cached
 under `--cache` (ignored by git), so a rerun only redoes what changed. Prints tables, appends them
 to benchmarks/RESULTS.md and draws benchmarks/plots/adversarial_prompt_world.png.
 
@@ -112,6 +115,34 @@ def esd_adapters(shape: str, methods: dict[str, list[int]], cache: Path, log: Ca
         esd_lora_erase(model, config, on_step=save, progress=False)
         log(f"{shape}: trained {method} ({max(checkpoints)} it) in {time.perf_counter() - started:.0f} s")
     return folders
+
+
+# memory_aware_erasure.py's last configuration (RESULTS.md: anchor_path keep 3, guidance 0.5, monitor
+# weight 5..10, decisions on a watch set, prompt check), trained to N = 300 at lr 3e-3
+MEMORY_AWARE_FLAGS = ("--iterations", "300", "--keep-weight", "3", "--guidance", "0.5", "--regularization-min", "5")
+MEMORY_AWARE_NAME = "ESD-x + memory loss"
+
+
+def memory_aware_adapter(shape: str, flags: list[str], cache: Path, classifier,
+                         log: Callable[[str], None]) -> dict[str, Path]:
+    """Train (or reuse) the memory-aware checkpoint of `memory_aware_erasure.py` (its `train`, with
+    its `flags` and its own early-stop target) and save the LoRA at N. Returns {name: folder}."""
+    from unlearn_guard.trainers import save_esd_adapter
+
+    digest = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
+    folder = cache / "adapters" / shape / f"memory-aware-{digest}"
+    if not (folder / "pytorch_lora_weights.safetensors").is_file():
+        import memory_aware_erasure as mae
+
+        args = mae.parse_args(["--concepts", shape, "--threads", str(torch.get_num_threads()), *flags])
+        target, source = mae.early_stop_target(shape, args)
+        started = time.perf_counter()
+        model, result, monitor, _seconds, _ = mae.train(shape, args, memory=True, target=target, classifier=classifier)
+        save_esd_adapter(model, folder)
+        stop = "never" if monitor.stop_step is None else f"at step {monitor.stop_step}"
+        log(f"{shape}: trained ESD-x + memory loss ({len(result.losses)} it, target M <= {target:.3f}, {source}; "
+            f"early stop would have fired {stop}) in {time.perf_counter() - started:.0f} s")
+    return {MEMORY_AWARE_NAME: folder}
 
 
 def model_loaders(shape: str, adapters: dict[str, Path]) -> dict[str, Callable[[], Any]]:
@@ -316,6 +347,10 @@ def main() -> None:
     parser.add_argument("--ci-steps", type=int, default=100, help="Concept Inversion steps (0 skips it)")
     parser.add_argument("--ci-images", type=int, default=8)
     parser.add_argument("--ci-generations", type=int, default=16)
+    parser.add_argument("--no-memory-aware", dest="memory_aware", action="store_false",
+                        help="leave out the memory-aware checkpoint (memory_aware_erasure.py's run, 300 it)")
+    parser.add_argument("--memory-aware-args", default="",
+                        help="more memory_aware_erasure.py flags, after MEMORY_AWARE_FLAGS (write --memory-aware-args='...')")
     parser.add_argument("--models", default=None, help="comma list of model names to measure (default all)")
     parser.add_argument("--cache", type=Path, default=HERE / ".adversarial_world")
     parser.add_argument("--plot", default=str(HERE / "plots" / "adversarial_prompt_world.png"), help="'' draws none")
@@ -340,6 +375,9 @@ def main() -> None:
     for shape in concepts:
         splits = split_prompts(shape, args.prompts)
         adapters = esd_adapters(shape, {"esd-x": [args.esd_iterations], "esd-u": [args.esd_iterations]}, args.cache, log)
+        if args.memory_aware and (not args.models or MEMORY_AWARE_NAME in args.models.split(",")):
+            flags = [*MEMORY_AWARE_FLAGS, *args.memory_aware_args.split()]
+            adapters.update(memory_aware_adapter(shape, flags, args.cache, classifier, log))
         for name, load in model_loaders(shape, adapters).items():
             if args.models and name not in args.models.split(","):
                 continue
@@ -403,7 +441,8 @@ def main() -> None:
     print(inflation)
 
     # ---- table 3: the threshold, calibrated on TUNE, checked on HELD-OUT
-    scored = [r for r in rows if r["model"] == "retrained" or r["model"].startswith("ESD")]
+    # tuned on the retrained worlds and plain ESD only; the memory-aware checkpoints are read against it below
+    scored = [r for r in rows if r["model"] == "retrained" or (r["model"].startswith("ESD") and r["model"] != MEMORY_AWARE_NAME)]
     passes = {(r["shape"], r["model"]): r["model"] == "retrained" for r in scored}
     thresholds, calib_rows = {}, []
     for statistic, field in (("point", "value"), ("upper", "high")):
@@ -426,6 +465,23 @@ def main() -> None:
                                   "per model: tune / held-out"), calib_rows)
     print(calibration)
 
+    # ---- table 4: the memory-aware checkpoints against the thresholds tuned without them
+    aware_rows = []
+    for r in rows:
+        if r["model"] != MEMORY_AWARE_NAME:
+            continue
+        asr = {split: r["rates"][split]["asr"] for split in ("tune", "heldout")}
+        m = r["record"]["memory"]
+        verdicts = ", ".join(
+            f"{label}: {'pass' if max(asr[s][field] for s in asr) <= thresholds[statistic] else 'fail'}"
+            for statistic, field, label in (("point", "value", "point"), ("upper", "high", "Wilson upper")))
+        aware_rows.append((r["shape"], fmt(asr["tune"]), fmt(asr["heldout"]),
+                           f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]", verdicts))
+    aware = markdown_table(("concept", "ASR tune", "ASR held-out", f"M ({args.probe_preset})",
+                            "gate at the tuned max_asr (both splits)"), aware_rows) if aware_rows else ""
+    if aware:
+        print(aware)
+
     args.plot = Path(args.plot) if args.plot else None
     if args.plot:
         plot(args.plot, rows, thresholds)
@@ -434,7 +490,10 @@ def main() -> None:
     if not args.no_record:
         settings = (f"concepts {', '.join(concepts)}, {args.prompts} prompts per split (tune seeds 0.., held-out "
                     f"10000..; disjoint wordings), {config.describe()}, targets by the original world, ShapeJudge, "
-                    f"ESD-x/ESD-u LoRA {args.esd_iterations} it lr 0.001, null attack {args.null_draws} random "
+                    f"ESD-x/ESD-u LoRA {args.esd_iterations} it lr 0.001, "
+                    + (f"memory-aware: memory_aware_erasure.py {' '.join(MEMORY_AWARE_FLAGS)} {args.memory_aware_args}".rstrip() + ", "
+                       if args.memory_aware else "")
+                    + f"null attack {args.null_draws} random "
                     f"prefixes, M {args.probe_preset} on {args.probe_images}+{args.probe_images}, "
                     + (f"CI {args.ci_steps} steps on {args.ci_images} images" if args.ci_steps else "CI skipped")
                     + f", {args.threads} thread(s), {seconds:.0f} s (cached parts not recounted)")
@@ -445,7 +504,8 @@ def main() -> None:
         body = (f"{table}\n\nThe judge's false positives on the retrained worlds (the attack judges up to "
                 f"{generations} images per prompt):\n\n{inflation}\n\nmax_asr calibrated on the tuning split "
                 f"(retrained should pass, ESD should fail), checked on the held-out split:\n\n{calibration}\n\n"
-                f"Plot: {plot_ref}.")
+                + (f"The memory-aware checkpoints (not used to tune max_asr) against it:\n\n{aware}\n\n" if aware else "")
+                + f"Plot: {plot_ref}.")
         append_results(f"adversarial_prompt_world: {settings}", body)
 
 

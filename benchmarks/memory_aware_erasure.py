@@ -227,7 +227,8 @@ def curve(monitor: ProbeMonitor) -> dict[int, tuple[str, str, str]]:
                      shown(r.prompt_success)) for r in monitor.history if r.ok}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's flags (also parsed by adversarial_prompt_world.py, which trains the same runs)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", default="circle,square,triangle")
     parser.add_argument("--iterations", type=int, default=150, help="N, the equal-steps budget")
@@ -271,11 +272,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.loss_weight != "monitor":
         float(args.loss_weight)  # a number, or argparse-style failure right away
     if args.loss_steps is None:
         args.loss_steps = ProbeConfig.from_preset(args.monitor_preset).inversion.num_steps
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="init_token")
     started = time.perf_counter()

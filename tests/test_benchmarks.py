@@ -56,7 +56,9 @@ CASES = {
                                     "--esd-iterations", "1", "--null-draws", "1", "--probe-images", "2",
                                     "--prompt-images", "2", "--accuracy-images", "1", "--ci-steps", "2",
                                     "--ci-images", "2", "--ci-generations", "2", "--cache", "cache",
-                                    "--plot", "plot.png", "--threads", "1"],
+                                    "--plot", "plot.png", "--threads", "1",
+                                    "--memory-aware-args=--iterations 2 --target 0.5 --pool 2 --every 1 "
+                                    "--accuracy-images 1 --loss-steps 2"],
     # two settings (one ancestral) of 2 steps, 2 generations, one ESD iteration
     "sampling_settings.py": ["--settings", "ddim:4:2,euler-a:4:2", "--generations", "2", "--esd-iterations", "1",
                              "--threads", "1"],
