@@ -318,6 +318,35 @@ def _target_latents(model: DiffusionModel, attacks: list[PromptAttack], targets:
 # --------------------------------------------------------------------------- the attack
 
 
+def _checked_inputs(model: Any, prompts: Any, seeds: Any, judge: Any, config: AdversarialPromptConfig, targets: Any,
+                    base_model: Any) -> tuple[DiffusionModel, list[str], list[int], Any, DiffusionModel | None]:
+    """Check everything before any compute: the model, prompts and seeds, judge, timesteps, room for
+    the tokens in each prompt, and targets or base model. Returns (model, prompts, seeds, target
+    set or None, base model or None)."""
+    model = as_model(model)
+    model.check()
+    check_finite_weights(model)
+    prompt_list, seed_list = _check_prompts(prompts, seeds)
+    if not callable(judge):
+        raise InputError(f"judge: got {type(judge).__name__}; expected a callable images -> one bool per image")
+    _check_timesteps(model, config)
+    for i, prompt in enumerate(prompt_list):
+        adversarial_slots(model.tokenizer, prompt, config.num_tokens, config.placement, label=f"prompts[{i}]")
+    if (targets is None) == (base_model is None):
+        raise InputError("targets / base_model: got " + ("both" if targets is not None else "neither") +
+                         "; expected target images (targets=) or the original model that makes them (base_model=)")
+    target_set = None
+    if targets is not None:
+        target_set = load_image_set(targets, "", resolution=model.resolution, label="targets")
+        if len(target_set) != len(prompt_list):
+            raise InputError(f"targets: got {len(target_set)} images for {len(prompt_list)} prompts; expected one "
+                             "per prompt, in prompt order")
+    base = None if base_model is None else as_model(base_model)
+    if base is not None and base.resolution != model.resolution:
+        raise InputError(f"base_model: makes {base.resolution}px images; the attacked model takes {model.resolution}px")
+    return model, prompt_list, seed_list, target_set, base
+
+
 def adversarial_prompt_attack(
     model: Any,
     prompts: str | Sequence[str],
@@ -350,30 +379,10 @@ def adversarial_prompt_attack(
         timestep, tokens and adversarial prompt; Pre-ASR and ASR with Wilson intervals; UNet
         evaluations and seconds by phase.
     """
-    # 0. check everything before any compute
     started = time.perf_counter()
     config = _resolve_config(config)
-    model = as_model(model)
-    model.check()
-    check_finite_weights(model)
-    prompt_list, seed_list = _check_prompts(prompts, seeds)
-    if not callable(judge):
-        raise InputError(f"judge: got {type(judge).__name__}; expected a callable images -> one bool per image")
-    _check_timesteps(model, config)
-    for i, prompt in enumerate(prompt_list):
-        adversarial_slots(model.tokenizer, prompt, config.num_tokens, config.placement, label=f"prompts[{i}]")
-    if (targets is None) == (base_model is None):
-        raise InputError("targets / base_model: got " + ("both" if targets is not None else "neither") +
-                         "; expected target images (targets=) or the original model that makes them (base_model=)")
-    target_set = None
-    if targets is not None:
-        target_set = load_image_set(targets, "", resolution=model.resolution, label="targets")
-        if len(target_set) != len(prompt_list):
-            raise InputError(f"targets: got {len(target_set)} images for {len(prompt_list)} prompts; expected one "
-                             "per prompt, in prompt order")
-    base = None if base_model is None else as_model(base_model)
-    if base is not None and base.resolution != model.resolution:
-        raise InputError(f"base_model: makes {base.resolution}px images; the attacked model takes {model.resolution}px")
+    model, prompt_list, seed_list, target_set, base = _checked_inputs(model, prompts, seeds, judge, config, targets,
+                                                                      base_model)
 
     seconds: dict[str, float] = {}
     counts = {"pre_attack": 0, "targets": 0, "attack": 0, "attack_generation": 0}
