@@ -12,6 +12,8 @@ torch.utils.flop_counter) and that as a fraction of the matmul rate measured in 
 
     .venv/bin/python benchmarks/probe_throughput.py --model sd14-shaped --device cuda --images 16 --compile
     .venv/bin/python benchmarks/probe_throughput.py --model world --device cuda --images 64
+    .venv/bin/python benchmarks/probe_throughput.py --model sdxl-shaped --device cuda --images 4 --presets fast --skip-reference-style
+    .venv/bin/python benchmarks/probe_throughput.py --model sdxl-tiny --images 4 --presets mofc,fast   # CPU, SDXL code path
     .venv/bin/python benchmarks/probe_throughput.py --model world --images 2 --presets fast   # CPU smoke
 """
 
@@ -29,7 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from unlearn_guard import DiffusionModel, ProbeConfig, probe
 from unlearn_guard.inversion import renoise
 from unlearn_guard.kernels.noise_regularization import noise_regularization_autograd
-from unlearn_guard.models.tiny import build_sd14_shaped_components
+from unlearn_guard.models.tiny import (build_sd14_shaped_components, build_sdxl_shaped_components,
+                                       build_tiny_sdxl_components)
 from unlearn_guard.world import load_world_model
 from unlearn_guard.world.evaluate import probe_sets
 
@@ -41,14 +44,14 @@ warnings.filterwarnings("ignore", message="the negative control is off")
 
 
 def build(name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
-    if name == "world":
-        model = load_world_model()
-    else:
-        model = DiffusionModel.from_components(**build_sd14_shaped_components(seed=0), source=name)
+    builders = {"sd14-shaped": build_sd14_shaped_components, "sdxl-tiny": build_tiny_sdxl_components,
+                "sdxl-shaped": build_sdxl_shaped_components}
+    model = load_world_model() if name == "world" else DiffusionModel.from_components(**builders[name](seed=0), source=name)
     model.to(device=device)
     if dtype != torch.float32:  # the VAE stays fp32: it runs twice per image, the UNet ~350 times
-        model.unet.to(dtype)
-        model.text_encoder.to(dtype)
+        for module in model.modules():
+            if module is not model.vae:
+                module.to(dtype)
     return model
 
 
@@ -97,7 +100,8 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["world", "sd14-shaped"], default="world")
+    parser.add_argument("--model", choices=["world", "sd14-shaped", "sdxl-tiny", "sdxl-shaped"], default="world",
+                        help="sdxl-tiny: the tests' tiny SDXL (64 px); sdxl-shaped: SDXL base, random weights, 1024 px")
     parser.add_argument("--images", type=int, default=4, help="images per set (E and R each)")
     parser.add_argument("--reference-images", type=int, default=2, help="images per set for the slow reference-style row (>= 2)")
     parser.add_argument("--presets", default="mofc,fast")

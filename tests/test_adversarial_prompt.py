@@ -27,7 +27,7 @@ from unlearn_guard.attacks.prompt_tokens import (
 )
 from unlearn_guard.attacks.token_slot import encode_with_token
 from unlearn_guard.errors import InputError
-from unlearn_guard.inversion.schedule import alphas_cumprod
+from unlearn_guard.schedule import alphas_cumprod
 from unlearn_guard.io import read_prompt_seeds
 from unlearn_guard.models import snapshot_module_state
 from unlearn_guard.world import load_world_model

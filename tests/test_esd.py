@@ -15,7 +15,7 @@ from unlearn_guard.models import DiffusionModel, load_lora_adapter
 from unlearn_guard.models.tiny import build_tiny_components
 from unlearn_guard.trainers import ESD_TARGET_MODULES, ESDConfig, ESDResult, esd_lora_erase, save_esd_adapter
 from unlearn_guard.trainers.esd import draw_esd_example
-from unlearn_guard.inversion.schedule import ddim_schedule
+from unlearn_guard.schedule import ddim_schedule
 
 from conftest import assert_close
 

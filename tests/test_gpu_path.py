@@ -14,7 +14,7 @@ import torch
 
 from unlearn_guard.config import PRESETS
 from unlearn_guard.inversion.renoise import Conditioning, NoisePredictor, draw_inversion_offsets, renoise_step
-from unlearn_guard.inversion.schedule import ddim_schedule
+from unlearn_guard.schedule import ddim_schedule
 from unlearn_guard.kernels.dispatch import resolve_backend
 from unlearn_guard.world import load_world_model
 

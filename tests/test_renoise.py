@@ -12,7 +12,7 @@ from unlearn_guard.config import PRESETS, InversionConfig, RegularizationConfig
 from unlearn_guard.errors import NonFiniteError
 from unlearn_guard.inversion.reconstruct import ddim_reconstruct
 from unlearn_guard.inversion.renoise import Conditioning, NoisePredictor, renoise_invert
-from unlearn_guard.inversion.schedule import ddim_schedule
+from unlearn_guard.schedule import ddim_schedule
 from unlearn_guard.kernels.noise_regularization import draw_roll_offsets
 
 from conftest import assert_close

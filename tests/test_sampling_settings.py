@@ -15,7 +15,7 @@ from unlearn_guard.attacks import prompt_success, worst_case_prompt_success
 from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor, PromptCheck
 from unlearn_guard.errors import InputError
 from unlearn_guard.inversion.renoise import Conditioning, NoisePredictor
-from unlearn_guard.inversion.schedule import ddim_schedule, ddim_step
+from unlearn_guard.schedule import ddim_schedule, ddim_step
 from unlearn_guard.models import DiffusionModel
 from unlearn_guard.sampling import (DEFAULT_SETTING, SCHEDULER_CLASSES, SCHEDULER_NAMES, STANDARD_SETTINGS,
                                     WORLD_SETTINGS, SamplingSetting, as_settings, build_scheduler,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from unlearn_guard.inversion.schedule import ddim_schedule, ddim_step, inverse_ddim_step
+from unlearn_guard.schedule import ddim_schedule, ddim_step, inverse_ddim_step
 from unlearn_guard.models.tiny import SD14_SCHEDULER_CONFIG
 
 
@@ -37,9 +37,10 @@ def test_schedule_ignores_clip_sample_of_config():
     assert schedule.timesteps == tuple(range(1, 1000, 100))
 
 
-def test_v_prediction_refused():
-    with pytest.raises(ValueError, match="prediction_type='v_prediction'"):
-        ddim_schedule(dict(SD14_SCHEDULER_CONFIG, prediction_type="v_prediction"), 50)
+def test_unknown_prediction_type_refused_v_prediction_taken():
+    with pytest.raises(ValueError, match="prediction_type='flow'; supported: epsilon, v_prediction, sample"):
+        ddim_schedule(dict(SD14_SCHEDULER_CONFIG, prediction_type="flow"), 50)
+    assert ddim_schedule(dict(SD14_SCHEDULER_CONFIG, prediction_type="v_prediction"), 50).prediction_type == "v_prediction"
 
 
 @pytest.mark.parametrize("index", [0, 1, 12, 49])

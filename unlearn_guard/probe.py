@@ -33,7 +33,7 @@ from .config import ProbeConfig
 from .errors import ProbeFailure
 from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, check_finite_latents, renoise_invert
-from .inversion.schedule import DDIMSchedule, ddim_schedule
+from .schedule import DDIMSchedule, ddim_schedule
 from .io import ImageSet
 from .models.bundle import DiffusionModel
 from .models.module_state import preserve_module_state

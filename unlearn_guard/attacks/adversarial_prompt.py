@@ -44,7 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError, NonFiniteError
-from ..inversion.schedule import alphas_cumprod
+from ..schedule import alphas_cumprod
 from ..io import IMAGE_EXTENSIONS, ImageSet, PathLike, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.checks import check_finite_weights
@@ -66,7 +66,7 @@ from .prompt_tokens import (
     uniform_distributions,
     vocabulary_size,
 )
-from .token_slot import encode_with_token
+from .token_slot import encode_with_token, refuse_two_text_encoders
 
 
 @dataclass
@@ -136,6 +136,7 @@ def _gradient_step(model: DiffusionModel, runs: list[_PromptRun], abar: torch.Te
     # 4. the loss, without guidance; each prompt's loss is its own sum term
     predicted = model.unet(noisy.to(model.dtype), timesteps, encoder_hidden_states=cond)
     predicted = (predicted.sample if hasattr(predicted, "sample") else predicted[0]).float()
+    predicted = model.epsilon(predicted, noisy, timesteps)  # eps whatever the UNet predicts (SPEC 1.1)
     losses = (predicted - eps).pow(2).mean(dim=(1, 2, 3))  # (B,)
     finite = torch.isfinite(losses.detach())
     if not bool(finite.all()):
@@ -325,6 +326,7 @@ def _checked_inputs(model: Any, prompts: Any, seeds: Any, judge: Any, config: Ad
     set or None, base model or None)."""
     model = as_model(model)
     model.check()
+    refuse_two_text_encoders(model, "The adversarial-prompt attack (UnlearnDiffAtk)")
     check_finite_weights(model)
     prompt_list, seed_list = _check_prompts(prompts, seeds)
     if not callable(judge):

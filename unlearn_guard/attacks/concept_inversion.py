@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError, NonFiniteError
-from ..inversion.schedule import alphas_cumprod
+from ..schedule import alphas_cumprod
 from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.checks import check_finite_weights
@@ -48,7 +48,7 @@ from ..provenance import provenance
 from .concept_config import ConceptInversionConfig
 from .concept_success import attack_success, prompt_success
 from .learned_embedding import EMBEDDING_FILE, METADATA_FILE, LearnedEmbedding, load_learned_embedding
-from .token_slot import carrier_id, encode_with_token, spliced_embedding, template_slots
+from .token_slot import carrier_id, encode_with_token, refuse_two_text_encoders, spliced_embedding, template_slots
 
 _ENCODE_CHUNK = 64  # images per VAE call when caching posteriors
 
@@ -98,6 +98,7 @@ def _learn_vector(model: DiffusionModel, training: ImageSet, config: ConceptInve
                 # 5. the denoising loss and one step on v*
                 predicted = unet(noisy.to(model.dtype), timesteps_d, encoder_hidden_states=cond)
                 predicted = (predicted.sample if hasattr(predicted, "sample") else predicted[0]).float()
+                predicted = model.epsilon(predicted, noisy, timesteps_d)  # eps whatever the UNet predicts (SPEC 1.1)
                 loss = F.mse_loss(predicted, noise)
                 value = float(loss.detach())
                 if not math.isfinite(value):
@@ -142,6 +143,7 @@ def concept_inversion(
     # 0. check everything before any compute
     model = as_model(model)
     model.check()
+    refuse_two_text_encoders(model, "Concept Inversion")
     check_finite_weights(model)
     training = load_image_set(images, "", resolution=model.resolution, label="images")
     tokenizer = model.tokenizer

@@ -45,7 +45,7 @@ from ..errors import InputError, InsufficientDataError
 from ..inversion.decoder import decode_unclamped, decoder_invert
 from ..inversion.reconstruct import ddim_reconstruct
 from ..inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, renoise_invert
-from ..inversion.schedule import DDIMSchedule, ddim_schedule
+from ..schedule import DDIMSchedule, ddim_schedule
 from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.module_state import preserve_module_state

@@ -12,8 +12,18 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..models.bundle import DiffusionModel
+
+
+def refuse_two_text_encoders(model: DiffusionModel, attack: str) -> None:
+    """ModelError for an SDXL model: the token attacks here learn rows of one text encoder's
+    embedding table, while SDXL's UNet reads two encoders (and its pooled embedding comes from the
+    second), so a one-encoder attack would leave half of the conditioning untouched and under-report."""
+    if model.family == "sdxl":
+        raise ModelError(f"{attack} is not supported on SDXL: it learns token rows of one text encoder, and SDXL "
+                         "conditions on two (token states of both, the pooled embedding of the second); learning "
+                         "both tables is not built yet. Use the probe, multi-memory search and the utility check")
 
 
 def _token_ids(tokenizer: Any, text: str) -> list[int]:

@@ -46,7 +46,7 @@ from ..probe import (
     seed_shape_of,
     sets_from_units,
 )
-from ..inversion.schedule import ddim_schedule
+from ..schedule import ddim_schedule
 from ..provenance import provenance
 from .adversarial import adversarial_part, attack_slice, check_prompts_fit, load_adversarial_inputs, run_config
 from .cache import ResultCache

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from .renoise import Conditioning, FiniteWatch, NoisePredictor
-from .schedule import DDIMSchedule, ddim_step
+from ..schedule import DDIMSchedule, ddim_step
 
 
 def ddim_reconstruct(

@@ -35,7 +35,7 @@ from ..kernels.dispatch import Backend, check_backend
 from ..kernels.noise_regularization import autocorr_levels, draw_roll_offsets, noise_regularization
 from ..kernels.renoise_update import inverse_step_coefficients, renoise_update
 from ..models.bundle import DiffusionModel
-from .schedule import DDIMSchedule
+from ..schedule import DDIMSchedule
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from ..errors import InputError
-from ..inversion.schedule import DDIMSchedule, ddim_schedule
+from ..schedule import DDIMSchedule, ddim_schedule
 from ..models.bundle import DiffusionModel
 from ..validation import is_int, require
 from .common import checked_embeddings, checked_latents

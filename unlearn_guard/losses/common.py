@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, NonFiniteError
-from ..inversion.schedule import DDIMSchedule, ddim_step, inverse_ddim_step
+from ..schedule import DDIMSchedule, ddim_step, inverse_ddim_step
 from ..models.bundle import DiffusionModel
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -84,12 +84,12 @@ def resolve_seeds(seeds: Any, source: Any, shape: torch.Size) -> torch.Tensor | 
 def predict_noise(model: DiffusionModel, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor,
                   checkpoint: bool = False) -> torch.Tensor:
     """eps_theta(z, t, c) *with* gradients (`DiffusionModel.predict_noise` is no-grad by design),
-    in the latents' dtype. `checkpoint`: recompute the call in the backward pass (less memory)."""
+    in the latents' dtype (a v- or x0-prediction converted to eps, SPEC 1.1). `checkpoint`: recompute the call in the backward pass (less memory)."""
 
     def call(z: torch.Tensor) -> torch.Tensor:
         t = torch.full((z.shape[0],), int(timestep), device=z.device, dtype=torch.long)
-        out = model.unet(z.to(model.dtype), t, encoder_hidden_states=embeddings)
-        return (out.sample if hasattr(out, "sample") else out[0]).to(z.dtype)
+        out = model.unet(z.to(model.dtype), t, **model.unet_conditioning(embeddings))
+        return model.epsilon((out.sample if hasattr(out, "sample") else out[0]).to(z.dtype), z, timestep)
 
     if checkpoint and torch.is_grad_enabled():
         from torch.utils.checkpoint import checkpoint as recompute

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ModelError
+from ..schedule import alpha_prod_at, alphas_cumprod, epsilon_from_output, prediction_type_of
+from .sdxl import check_sdxl_parts, encode_sdxl_prompts, is_sdxl_unet, pooled_size, unet_conditioning
 
 
 def unwrap_unet(unet: torch.nn.Module) -> torch.nn.Module:
@@ -68,6 +70,10 @@ class DiffusionModel:
     extras: dict[str, Any] = field(default_factory=dict)
     # What `load_model` laid over the base model: format, tensors replaced, SHA-256 (one dict per file).
     loaded_weights: list[dict[str, Any]] = field(default_factory=list)
+    # SDXL's second text encoder (a CLIPTextModelWithProjection) and its tokenizer; None for SD 1.x/2.x
+    text_encoder_2: torch.nn.Module | None = None
+    tokenizer_2: Any = None
+    _alphas: tuple[dict[str, Any], torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.scheduler_config = dict(self.scheduler_config)
@@ -87,6 +93,8 @@ class DiffusionModel:
             tokenizer=pipe.tokenizer,
             scheduler_config=dict(pipe.scheduler.config),
             source=source or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
+            text_encoder_2=getattr(pipe, "text_encoder_2", None),
+            tokenizer_2=getattr(pipe, "tokenizer_2", None),
         )
 
     @classmethod
@@ -99,18 +107,24 @@ class DiffusionModel:
         scheduler: Any = None,
         scheduler_config: dict[str, Any] | None = None,
         source: str = "components",
+        text_encoder_2: torch.nn.Module | None = None,
+        tokenizer_2: Any = None,
     ) -> "DiffusionModel":
-        """From loose parts; give either a scheduler object or its config dict."""
+        """From loose parts; give either a scheduler object or its config dict (SDXL: both text
+        encoders and tokenizers)."""
         if scheduler_config is None:
             if scheduler is None:
                 raise ModelError("from_components needs `scheduler` or `scheduler_config` (the noise schedule)")
             scheduler_config = dict(scheduler.config)
-        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, source=source)
+        return cls(unet, vae, text_encoder, tokenizer, scheduler_config, source=source, text_encoder_2=text_encoder_2,
+                   tokenizer_2=tokenizer_2)
 
     # ------------------------------------------------------------------ checks and properties
     def check(self) -> None:
         """Raise ModelError when parts disagree on device or dtype, or the UNet/VAE don't fit."""
         parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        if self.text_encoder_2 is not None:
+            parts["text_encoder_2"] = self.text_encoder_2
         found = {name: module_device_dtype(module, name) for name, module in parts.items()}
         devices = {name: dev for name, (dev, _) in found.items()}
         if len(set(devices.values())) > 1:
@@ -123,19 +137,49 @@ class DiffusionModel:
         # A float32 VAE beside a half-precision UNet is a common, deliberate upcast (the VAE
         # overflows in fp16); encode/decode cast to the VAE's dtype. Any other mix is a mistake.
         vae_ok = dtypes["vae"] in (dtypes["unet"], torch.float32)
-        if dtypes["text_encoder"] != dtypes["unet"] or not vae_ok:
+        if any(dtypes[n] != dtypes["unet"] for n in parts if n.startswith("text_encoder")) or not vae_ok:
             raise ModelError(
                 "model parts have different dtypes: "
                 + ", ".join(f"{n}={d}" for n, d in dtypes.items())
                 + "; cast them with model.to(dtype=...) (only the VAE may stay in float32)"
             )
         unet_cfg, vae_cfg = unwrap_unet(self.unet).config, self.vae.config
+        if is_sdxl_unet(unet_cfg):
+            check_sdxl_parts(unet_cfg, self.text_encoder, self.text_encoder_2, self.tokenizer, self.tokenizer_2)
+        elif self.text_encoder_2 is not None:
+            raise ModelError("text_encoder_2 is given but the UNet has no SDXL text_time conditioning; a second text "
+                             "encoder belongs to an SDXL model")
+        elif getattr(unet_cfg, "addition_embed_type", None) is not None:
+            raise ModelError(f"UNet addition_embed_type={unet_cfg.addition_embed_type!r}: supported are Stable Diffusion "
+                             "1.x/2.x UNets (none) and SDXL ('text_time')")
         if unet_cfg.in_channels != vae_cfg.latent_channels:
             raise ModelError(
                 f"unet.in_channels={unet_cfg.in_channels} but vae.latent_channels={vae_cfg.latent_channels}"
             )
         if "num_train_timesteps" not in self.scheduler_config:
             raise ModelError("scheduler_config lacks 'num_train_timesteps'; pass the model's scheduler config")
+        prediction_type_of(self.scheduler_config)
+
+    @property
+    def family(self) -> str:
+        """"sdxl" for a UNet with SDXL's text_time conditioning, else "sd" (SD 1.x and 2.x)."""
+        return "sdxl" if is_sdxl_unet(unwrap_unet(self.unet).config) else "sd"
+
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet predicts: "epsilon" (SD 1.x, SD 2.x base), "v_prediction" (SD 2.x 768) or
+        "sample" (x0). `predict_noise` always returns eps (SPEC 1.1)."""
+        return prediction_type_of(self.scheduler_config)
+
+    def epsilon(self, output: torch.Tensor, latents: torch.Tensor, timesteps: float | torch.Tensor) -> torch.Tensor:
+        """eps from a raw UNet `output` at `latents` z_t and `timesteps` (one, or one per batch
+        element): the conversion of SPEC 1.1 for v- and x0-prediction; the output itself for eps."""
+        if self.prediction_type == "epsilon":
+            return output
+        if self._alphas is None or self._alphas[0] != self.scheduler_config:  # abar_t, built once per config
+            self._alphas = (dict(self.scheduler_config), alphas_cumprod(self.scheduler_config))
+        t = timesteps.detach() if isinstance(timesteps, torch.Tensor) else timesteps
+        return epsilon_from_output(output, latents, alpha_prod_at(self._alphas[1], t), self.prediction_type)
 
     @property
     def device(self) -> torch.device:
@@ -163,20 +207,30 @@ class DiffusionModel:
         return int(unwrap_unet(self.unet).config.sample_size) * self.vae_scale_factor
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DiffusionModel":
-        for module in (self.unet, self.vae, self.text_encoder):
+        """Move every part; a VAE whose config says `force_upcast` (SDXL's overflows in float16)
+        stays in float32 under a half-precision cast, as diffusers upcasts it to decode."""
+        upcast = bool(getattr(self.vae.config, "force_upcast", False))
+        for module in self.modules():
             # diffusers warns on every dtype cast, so cast only what actually changes
             current = module_device_dtype(module, type(module).__name__)[1]
-            module.to(device=device, dtype=dtype if dtype is not None and dtype != current else None)
+            wanted = torch.float32 if module is self.vae and upcast and dtype in (torch.float16, torch.bfloat16) else dtype
+            module.to(device=device, dtype=wanted if wanted is not None and wanted != current else None)
         self.check()
         return self
 
     def modules(self) -> tuple[torch.nn.Module, ...]:
-        return (self.unet, self.vae, self.text_encoder)
+        parts = (self.unet, self.vae, self.text_encoder)
+        return parts if self.text_encoder_2 is None else (*parts, self.text_encoder_2)
 
     # ------------------------------------------------------------------ computations
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Text embeddings c (B, L, D) in the model's dtype, padded to the tokenizer's max length."""
+        """Text embeddings c (B, L, D) in the model's dtype, padded to the tokenizer's max length.
+        SDXL: both encoders' penultimate states (B, L, D1 + D2) with the pooled embedding and time
+        ids packed as extra rows (`models/sdxl.py`); pass them on as one tensor."""
+        if self.text_encoder_2 is not None:
+            return encode_sdxl_prompts(prompts, ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)),
+                                       self.resolution, self.device, self.dtype)
         tokens = self.tokenizer(
             list(prompts),
             padding="max_length",
@@ -209,18 +263,26 @@ class DiffusionModel:
 
     @torch.no_grad()
     def predict_noise(self, latents: torch.Tensor, timestep: int, embeddings: torch.Tensor) -> torch.Tensor:
-        """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D).
+        """eps_theta(z, t, c) as float32; latents (B, C, h, w), embeddings (B, L, D). A v- or
+        x0-predicting UNet's output is converted to eps (SPEC 1.1).
 
         `timestep` is an int (or an integer-valued float) or, for diffusers schedulers whose spacing
         falls between training timesteps (Euler/LMS with "linspace"), a float the UNet embeds as is."""
         value = float(timestep)
         t = (torch.full((latents.shape[0],), int(value), device=self.device, dtype=torch.long) if value.is_integer()
              else torch.full((latents.shape[0],), value, device=self.device, dtype=torch.float32))
-        out = self.unet(
-            latents.to(self.device, self.dtype), t, encoder_hidden_states=embeddings.to(self.device, self.dtype)
-        )
+        out = self.unet(latents.to(self.device, self.dtype), t, **self.unet_conditioning(embeddings.to(self.device, self.dtype)))
         sample = out.sample if hasattr(out, "sample") else out[0]
-        return sample.float()
+        if self.prediction_type == "epsilon":
+            return sample.float()
+        return self.epsilon(sample.float(), latents.to(self.device, torch.float32), value)
+
+    def unet_conditioning(self, embeddings: torch.Tensor) -> dict[str, Any]:
+        """The UNet's keyword arguments for embeddings from `encode_prompts`: encoder_hidden_states,
+        and for SDXL also added_cond_kwargs (pooled text embedding and time ids)."""
+        if self.text_encoder_2 is None:
+            return {"encoder_hidden_states": embeddings}
+        return unet_conditioning(embeddings, int(self.tokenizer.model_max_length), pooled_size(self.text_encoder_2))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

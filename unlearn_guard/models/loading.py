@@ -1,4 +1,6 @@
 """Load the model to probe: a pipeline, a folder, a hub id or a single file, with erased weights on top.
+SD 1.x/2.x load as `StableDiffusionPipeline`, SDXL (model_index.json names `StableDiffusionXLPipeline`)
+as that; a half-precision SDXL keeps its VAE in float32 (`DiffusionModel.to`).
 
 `load_model` applies, in this order:
   1. `unet_weights`: a weight file in any shipping layout (`formats.py`: diffusers or ldm names,
@@ -197,6 +199,32 @@ def _apply_text_encoder(model: DiffusionModel, source: PathLike, subfolder: str 
 
 
 # ---------------------------------------------------------------------------------------- base model
+SDXL_PIPELINES = ("StableDiffusionXLPipeline",)
+SDXL_REFINERS = ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
+
+
+def _pipeline_class(source: PathLike, local_files_only: bool) -> Any:
+    """`StableDiffusionXLPipeline` when the folder's (or hub id's) model_index.json names an SDXL
+    pipeline, else `StableDiffusionPipeline`; the SDXL refiner and inpainting pipelines are refused."""
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    try:
+        index = (json.loads((Path(source) / "model_index.json").read_text()) if Path(source).is_dir()
+                 else DiffusionPipeline.load_config(str(source), local_files_only=local_files_only))
+        name = index.get("_class_name", "")
+    except Exception:  # no index (yet): diffusers' loader says what is wrong
+        return StableDiffusionPipeline
+    if name in SDXL_REFINERS:
+        raise ModelError(f"{str(source)!r} is a {name}: an image-to-image SDXL pipeline (the refiner or inpainting) is "
+                         "not supported; give the SDXL base model (StableDiffusionXLPipeline)")
+    return StableDiffusionXLPipeline if name in SDXL_PIPELINES else StableDiffusionPipeline
+
+
+def _pipeline_kwargs(pipeline_class: Any) -> dict[str, Any]:
+    """SD 1.x/2.x pipelines load without their safety checker; SDXL's has none."""
+    return {} if pipeline_class.__name__ in SDXL_PIPELINES else {"safety_checker": None, "requires_safety_checker": False}
+
+
 def _refuse_sld_folder(folder: Path) -> None:
     index = folder / "model_index.json"
     try:
@@ -228,9 +256,8 @@ def _base_model(source: Any, *, torch_dtype: torch.dtype | None, local_files_onl
 
 
 def _model_from_single_file(file: Path, config: PathLike | None) -> DiffusionModel:
-    """A whole SD in one ldm file, read by diffusers' `from_single_file` with a local config folder."""
-    from diffusers import StableDiffusionPipeline
-
+    """A whole SD or SDXL in one ldm file, read by diffusers' `from_single_file` with a local config
+    folder (whose model_index.json says which pipeline)."""
     if file.suffix.lower() not in WEIGHT_SUFFIXES:
         raise InputError(f"source: {str(file)!r} is a file with suffix {file.suffix!r}; expected a pipeline folder, "
                          f"a hub id, or a single-file checkpoint ({', '.join(WEIGHT_SUFFIXES)}) with config=")
@@ -244,9 +271,10 @@ def _model_from_single_file(file: Path, config: PathLike | None) -> DiffusionMod
         raise InputError(f"config: {str(folder)!r} has no model_index.json; expected a diffusers pipeline folder")
     _refuse_sld_folder(folder)
     read_state_dict(file, "source")  # one clear line for pickles, damage and NaN before diffusers reads it
+    pipeline_class = _pipeline_class(folder, True)
     try:
-        pipe = StableDiffusionPipeline.from_single_file(str(file), config=str(folder), local_files_only=True,
-                                                        safety_checker=None, requires_safety_checker=False)
+        pipe = pipeline_class.from_single_file(str(file), config=str(folder), local_files_only=True,
+                                               **_pipeline_kwargs(pipeline_class))
     except Exception as error:  # diffusers' SingleFileComponentError, ValueError, OSError
         raise ModelError(f"could not load {str(file)!r} as a single-file Stable Diffusion checkpoint with the "
                          f"configs of {str(folder)!r}: {type(error).__name__}: {one_line_error(error)[:300]}") from None
@@ -258,20 +286,19 @@ def _model_from_single_file(file: Path, config: PathLike | None) -> DiffusionMod
 def _model_from_name_or_path(
     source: PathLike, *, torch_dtype: torch.dtype | None, local_files_only: bool
 ) -> DiffusionModel:
-    from diffusers import StableDiffusionPipeline
-
     path = Path(source)
     is_folder = path.is_dir()
     if not is_folder and (not isinstance(source, str) or not looks_like_hub_id(source)):
         raise InputError(f"source: folder {str(path)!r} does not exist; expected a pipeline folder or a hub id")
     if is_folder:
         _refuse_sld_folder(path)
-    kwargs: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    pipeline_class = _pipeline_class(source, local_files_only or is_folder)
+    kwargs: dict[str, Any] = _pipeline_kwargs(pipeline_class)
     if torch_dtype is not None:
         kwargs[_DTYPE_KEYWORD] = torch_dtype
     try:
         # A folder is read with local_files_only=True whatever the argument: nothing to download.
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = pipeline_class.from_pretrained(
             str(source), local_files_only=local_files_only or is_folder, **kwargs
         )
     except Exception as error:  # diffusers raises OSError, ValueError or hub errors here

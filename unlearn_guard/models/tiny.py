@@ -3,6 +3,8 @@
 One place builds the models that the tests and the default run use:
   - `build_tiny_components`: a few-hundred-kB latent text-to-image model (64x64 images, 8x8x4
     latents) with random weights; same classes and code paths as Stable Diffusion.
+  - `build_tiny_sdxl_components`: the same for SDXL (two text encoders, text_time conditioning).
+  - `build_sdxl_shaped_components`: the SDXL base architecture with random weights (GPU benchmarks).
   - `build_sd14_shaped_components`: the SD 1.4 architecture (UNet 860M, VAE 84M, CLIP-L text
     encoder) with random weights, for "does it run at full size" checks on CPU.
   - `save_tiny_image_classifier`, `save_tiny_clip`: folders that load like `microsoft/resnet-50`
@@ -88,6 +90,7 @@ class TinyModelSpec:
     text_hidden: int = 32
     text_layers: int = 2
     max_length: int = 16
+    prediction_type: str = "epsilon"  # "v_prediction": an SD 2.x 768-style model
 
 
 def build_tiny_components(seed: int = 0, spec: TinyModelSpec = TinyModelSpec()) -> dict[str, Any]:
@@ -140,10 +143,89 @@ def build_tiny_components(seed: int = 0, spec: TinyModelSpec = TinyModelSpec()) 
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = DDIMScheduler.from_config({k: v for k, v in SD14_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    scheduler = DDIMScheduler.from_config({k: v for k, v in SD14_SCHEDULER_CONFIG.items() if k != "_class_name"},
+                                          prediction_type=spec.prediction_type)
     for module in (unet, vae, text_encoder):
         module.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def build_tiny_sdxl_components(seed: int = 0, image_size: int = 64, prediction_type: str = "epsilon") -> dict[str, Any]:
+    """Random-weight tiny SDXL components: a UNet with `addition_embed_type="text_time"`, two tiny
+    CLIP text encoders (the second with a projection, which gives the pooled embedding), both
+    tokenizers, a tiny VAE (force_upcast, as SDXL's) and SDXL's Euler scheduler config. The keys are
+    `StableDiffusionXLPipeline`'s."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = build_char_tokenizer(model_max_length=16), build_char_tokenizer(model_max_length=16)
+    text = dict(vocab_size=len(tokenizer), intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 2),
+        cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=8, sample_size=image_size, force_upcast=True,
+                        scaling_factor=0.13025)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, **text))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=32, **text))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
+                                       prediction_type=prediction_type)
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+            "tokenizer": tokenizer, "tokenizer_2": tokenizer_2, "scheduler": scheduler}
+
+
+def build_sdxl_shaped_components(seed: int = 0) -> dict[str, Any]:
+    """SDXL base architecture with random weights (UNet 2.6B params, CLIP-L and OpenCLIP-bigG-shaped
+    text encoders, 1024 px): full-size compute for GPU benchmarks, no download. About 14 GB in
+    float32; build it under `torch.device("meta")` to check shapes without the memory."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = build_char_tokenizer(model_max_length=77), build_char_tokenizer(model_max_length=77)
+    ids = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=128, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+        cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                        layers_per_block=2, latent_channels=4, sample_size=1024, scaling_factor=0.13025,
+                        force_upcast=True)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                num_attention_heads=12, hidden_act="quick_gelu", **ids))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=1280, intermediate_size=5120,
+                                                                num_hidden_layers=32, num_attention_heads=20,
+                                                                projection_dim=1280, hidden_act="gelu", **ids))
+    with torch.device("cpu"):  # the schedule's tables hold data even when the modules are built on "meta"
+        scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                           num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+            "tokenizer": tokenizer, "tokenizer_2": tokenizer_2, "scheduler": scheduler}
 
 
 def build_sd14_shaped_components(seed: int = 0) -> dict[str, Any]:

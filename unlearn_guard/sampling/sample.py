@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..inversion.renoise import Conditioning, NoisePredictor
-from ..inversion.schedule import ddim_schedule, ddim_step
+from ..schedule import ddim_schedule, ddim_step
 from ..models.bundle import DiffusionModel
 from ..models.module_state import preserve_module_state
 from .schedulers import build_scheduler, step_accepts_generator

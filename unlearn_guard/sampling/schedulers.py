@@ -3,7 +3,7 @@
 Every scheduler takes the model's betas, timestep spacing and prediction type from the config the
 model ships (SPEC 1), exactly as `SCHEDULER_CLASS.from_config(pipe.scheduler.config)` does when a
 user swaps the scheduler of a `StableDiffusionPipeline`. "ddim" is not here: it is this package's
-own DDIM loop (`unlearn_guard.inversion.schedule`).
+own DDIM loop (`unlearn_guard.schedule`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def build_scheduler(scheduler_config: Mapping[str, Any], name: str) -> Any:
         raise ValueError("'ddim' is sampled by unlearn_guard's own loop, not a diffusers scheduler")
     class_name, overrides = SCHEDULER_CLASSES[name]
     config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
+    # `DiffusionModel.predict_noise` hands the scheduler eps whatever the UNet predicts (SPEC 1.1)
+    config["prediction_type"] = "epsilon"
     return getattr(diffusers, class_name).from_config(config, **overrides)
 
 

@@ -64,7 +64,7 @@ import torch
 
 from ..errors import InputError, ModelError, NonFiniteError
 from ..inversion.renoise import Conditioning, NoisePredictor
-from ..inversion.schedule import DDIMSchedule, ddim_schedule, ddim_step
+from ..schedule import DDIMSchedule, ddim_schedule, ddim_step
 from ..losses import MemoryLoss
 from ..models.adapters import adapters_disabled, add_lora_adapter, has_adapters, sync_adapter_modes
 from ..models.bundle import DiffusionModel, unwrap_unet
@@ -221,7 +221,8 @@ def _esd_loss(model: DiffusionModel, unet: torch.nn.Module, config: ESDConfig, e
     """Step 4: MSE of eps_theta(x_t, t, c) (adapter on) against the frozen target, times
     `memory_weight` on a memory-seed iteration."""
     t = torch.full((1,), example.timestep, device=model.device, dtype=torch.long)
-    prediction = unet(example.latents.to(dtype), t, encoder_hidden_states=embeddings[1:]).sample.float()
+    raw = unet(example.latents.to(dtype), t, **model.unet_conditioning(embeddings[1:])).sample.float()
+    prediction = model.epsilon(raw, example.latents.float(), example.timestep)  # the target is eps (SPEC 1.1)
     weight = config.memory_weight if example.from_memory else 1.0
     loss = weight * torch.nn.functional.mse_loss(prediction, example.target)
     if not torch.isfinite(loss):

@@ -1,4 +1,5 @@
-"""The DDIM schedule of a model, and the forward / inverse DDIM steps (SPEC 1).
+"""The DDIM schedule of a model, the forward / inverse DDIM steps (SPEC 1), and the conversions
+between what a UNet predicts (eps, x0 or v) and the eps every algorithm here works with (SPEC 1.1).
 
 Notation (SPEC -> code):
     abar_t              alphas_cumprod[t]            (`alpha_prod_t`)
@@ -19,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
-from ..kernels.renoise_update import inverse_step_coefficients
+from .errors import ModelError
+from .kernels.renoise_update import inverse_step_coefficients
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,7 @@ def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
 
 def ddim_schedule(scheduler_config: dict[str, Any], num_steps: int) -> DDIMSchedule:
     """Build the schedule for `num_steps` from a model's scheduler config (SPEC 1)."""
-    prediction_type = dict(scheduler_config).get("prediction_type", "epsilon")
-    if prediction_type != "epsilon":
-        raise ModelError(
-            f"scheduler prediction_type={prediction_type!r}; ReNoise inversion here supports 'epsilon' "
-            "models (SD 1.x) only"
-        )
+    prediction_type = prediction_type_of(scheduler_config)
     scheduler = _ddim_scheduler(scheduler_config)
     scheduler.set_timesteps(num_steps)
     sampling = [int(t) for t in scheduler.timesteps]  # descending
@@ -119,3 +115,76 @@ def ddim_step(z_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: float, alpha_p
     a_t, a_s = float(alpha_prod_t), float(alpha_prod_s)
     pred_original = (z_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     return a_s**0.5 * pred_original + (1 - a_s) ** 0.5 * eps
+
+
+# ----------------------------------------------------------------------------- prediction types (SPEC 1.1)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def prediction_type_of(scheduler_config: dict[str, Any]) -> str:
+    """The model's prediction type from its scheduler config ("epsilon" when absent); ModelError
+    for one no conversion here covers."""
+    prediction_type = dict(scheduler_config).get("prediction_type") or "epsilon"
+    if prediction_type not in PREDICTION_TYPES:
+        raise ModelError(f"scheduler prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+    return prediction_type
+
+
+def _coefficients(alpha_prod: float | torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sqrt(abar), sqrt(1 - abar)) formed in float64, cast to `like`'s dtype and device, shaped to
+    broadcast over (B, C, h, w) when abar is one value per batch element."""
+    a = torch.as_tensor(alpha_prod, dtype=torch.float64)
+    root, rest = a.sqrt(), (1 - a).sqrt()
+    if a.ndim == 1:
+        root, rest = root.view(-1, *([1] * (like.ndim - 1))), rest.view(-1, *([1] * (like.ndim - 1)))
+    return root.to(like.device, like.dtype), rest.to(like.device, like.dtype)
+
+
+def epsilon_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_prod: float | torch.Tensor,
+                        prediction_type: str) -> torch.Tensor:
+    """eps from the UNet's output at z_t = sqrt(abar) x0 + sqrt(1 - abar) eps:
+        epsilon:      eps = output (returned as is: the same tensor, bit for bit)
+        v_prediction: v = sqrt(abar) eps - sqrt(1 - abar) x0, so eps = sqrt(abar) v + sqrt(1 - abar) z_t
+        sample:       x0 = output, so eps = (z_t - sqrt(abar) x0) / sqrt(1 - abar)
+    `alpha_prod` is abar_t, one float or one per batch element."""
+    if prediction_type == "epsilon":
+        return output
+    root, rest = _coefficients(alpha_prod, output)
+    if prediction_type == "v_prediction":
+        return root * output + rest * sample.to(output.dtype)
+    if prediction_type == "sample":
+        return (sample.to(output.dtype) - root * output) / rest
+    raise ModelError(f"prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+
+
+def x0_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_prod: float | torch.Tensor,
+                   prediction_type: str) -> torch.Tensor:
+    """The clean latent x0 predicted at z_t:
+        epsilon:      x0 = (z_t - sqrt(1 - abar) eps) / sqrt(abar)
+        v_prediction: x0 = sqrt(abar) z_t - sqrt(1 - abar) v
+        sample:       x0 = output"""
+    if prediction_type == "sample":
+        return output
+    root, rest = _coefficients(alpha_prod, output)
+    z = sample.to(output.dtype)
+    if prediction_type == "v_prediction":
+        return root * z - rest * output
+    if prediction_type == "epsilon":
+        return (z - rest * output) / root
+    raise ModelError(f"prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+
+
+def alpha_prod_at(alphas: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+    """abar at timestep(s) t, float64. Integer t reads alphas_cumprod[t]; a fractional t (Euler and
+    LMS with "linspace" spacing fall between training timesteps) interpolates sigma = sqrt((1 -
+    abar) / abar) linearly in t, as those diffusers schedulers do, so abar = 1 / (1 + sigma^2)
+    is the one their step uses."""
+    t = torch.as_tensor(timestep, dtype=torch.float64).cpu()
+    alphas = alphas.to(torch.float64).cpu()
+    if torch.all(t == t.round()):
+        return alphas[t.long()]
+    sigmas = ((1 - alphas) / alphas).sqrt()
+    low = t.floor().long().clamp(0, len(alphas) - 1)
+    high = (low + 1).clamp(max=len(alphas) - 1)
+    sigma = sigmas[low] + (t - low.double()) * (sigmas[high] - sigmas[low])
+    return 1 / (1 + sigma**2)
