@@ -349,6 +349,52 @@ def test_changed_inputs_are_not_taken_from_the_cache(world, tmp_path, capsys):
     assert json_line(text)["checkpoints"][0]["from_cache"] is True
 
 
+def test_a_gate_of_other_concept_images_resumes_the_reference_sets_probe(world, tmp_path, capsys):
+    """With --resume, a gate of other concept images against the same reference images, model, weights
+    and config takes R's own probe from OUTPUT/cache/sets/ and inverts only its own sets; its report
+    holds the numbers of a gate that inverted R itself. Without --resume nothing is taken."""
+    from unlearn_guard.gate.folders import save_image_folder
+    from unlearn_guard.world.evaluate import out_of_world_images
+
+    stars = tmp_path / "stars"
+    save_image_folder(stars, *out_of_world_images("star", 4, seed=1), prefix="star")
+
+    def gate(concept, output, *extra):
+        argv = ["gate", "--model", "shapes-world", "--concept-images", str(concept), "--reference-images",
+                str(world / "reference"), "--output", str(output), *CHEAP, "--max-memory", "1", "--json", *extra]
+        code, out, err = run_cli(argv, capsys)
+        assert "Traceback" not in err and json_line(out)["exit_code"] == code, err
+        return code, json.loads((output / "gate.json").read_text())["checkpoints"][0]
+
+    shared = tmp_path / "shared"
+    _, circles = gate(world / "concept", shared)
+    assert circles["reference_set"]["from_cache"] is False
+    assert len(list((shared / "cache" / "sets").glob("*.json"))) == 1
+    assert len(list((shared / "cache").glob("*.json"))) == 1  # checkpoint results: the set is not one of them
+    code, resumed = gate(stars, shared, "--resume")
+    alone_code, alone = gate(stars, tmp_path / "alone")
+    assert resumed["reference_set"] == {**alone["reference_set"], "from_cache": True}  # the same key, found
+    assert resumed["from_cache"] is False and resumed["cache_key"] == alone["cache_key"]  # E's part was probed
+    assert resumed["reference_set"]["cache_key"] == circles["reference_set"]["cache_key"]
+    assert code == alone_code
+    for key in ("memory", "control_memory", "d_n", "ci_low", "ci_high", "notes", "verdict", "reasons", "normal_nll",
+                "thumbnails", "diverged", "psnr_mean", "nll_mean"):
+        assert resumed[key] == alone[key], key
+    for part in ("erased", "reference", "control"):
+        assert resumed["probe"][part]["images"] == alone["probe"][part]["images"], part
+        assert resumed["probe"][part]["summary"]["unet_evaluations"] == alone["probe"][part]["summary"]["unet_evaluations"]
+    assert resumed["probe"]["reference"]["summary"]["seconds"] == circles["probe"]["reference"]["summary"]["seconds"]
+    # without --resume the cache is not read; another reference prompt is another key
+    _, again = gate(stars, shared, "--overwrite")
+    assert again["reference_set"]["from_cache"] is False
+    shutil.copytree(world / "reference", tmp_path / "renamed")
+    prompts = tmp_path / "renamed" / "prompts.csv"
+    prompts.write_text(prompts.read_text().replace("a square", "a big square"))
+    run_cli(["gate", "--model", "shapes-world", "--concept-images", str(stars), "--reference-images",
+             str(tmp_path / "renamed"), "--output", str(shared), *CHEAP, "--max-memory", "1", "--resume"], capsys)
+    assert json.loads((shared / "gate.json").read_text())["checkpoints"][0]["reference_set"]["from_cache"] is False
+
+
 # --------------------------------------------------------------------------- probe and report commands
 def test_probe_command_and_report_rerender(world, tmp_path, capsys):
     result = tmp_path / "probe.json"

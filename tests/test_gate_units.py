@@ -279,6 +279,40 @@ def test_cache_key_changes_exactly_when_the_numbers_could(changes, same):
     assert (_key(**changes) == _key()) is same
 
 
+def _reference_set_key(hashes=None, placement=None, **changes):
+    from unlearn_guard.gate.plan import PartKeys
+
+    inputs = {"fingerprint": {"source": "/a/pipeline", "kind": "folder", "sha256": "m" * 64, "files": 3},
+              "concept": [("e1", "a circle"), ("e2", "a circle")], "reference": [("r1", "a square"), ("r2", "a ring")],
+              "config": ProbeConfig.from_preset("fast").to_dict(), "thumbnails": {"thumbnails": 2},
+              "settings": None, "support": []}
+    keys = PartKeys(**{**inputs, **changes})
+    return keys.reference_set(hashes or {"/ckpt/lora.safetensors": "w" * 64},
+                              placement or {"device": "cpu", "dtypes": ["torch.float32"] * 3})
+
+
+@pytest.mark.parametrize("changes, same", [
+    ({}, True),
+    ({"concept": [("e3", "a star"), ("e4", "a star")]}, True),  # another concept set: the point of the key
+    ({"thumbnails": {"thumbnails": 0}}, True),
+    ({"hashes": {"/moved/lora.safetensors": "w" * 64}}, True),
+    ({"hashes": {"/ckpt/lora.safetensors": "x" * 64}}, False),
+    ({"fingerprint": {"source": "/a/pipeline", "kind": "folder", "sha256": "n" * 64, "files": 3}}, False),
+    ({"reference": [("r1", "a square"), ("r3", "a ring")]}, False),  # another image
+    ({"reference": [("r1", "a square"), ("r2", "a red ring")]}, False),  # another prompt
+    ({"reference": [("r2", "a ring"), ("r1", "a square")]}, False),  # another order
+    ({"config": ProbeConfig.from_preset("fast", seed=1).to_dict()}, False),
+    ({"config": ProbeConfig.from_preset("mofc").to_dict()}, False),
+    ({"placement": {"device": "cuda:0", "dtypes": ["torch.float32"] * 3}}, False),
+    ({"placement": {"device": "cpu", "dtypes": ["torch.bfloat16", "torch.float32", "torch.bfloat16"]}}, False),
+])
+def test_the_reference_set_key_ignores_the_concept_set_and_nothing_else(changes, same):
+    """The reference set's own probe (reused by gates of other concept sets, cache/sets/) is keyed by
+    everything its numbers depend on, and by no concept image; never the key of a checkpoint's part."""
+    assert (_reference_set_key(**changes) == _reference_set_key()) is same
+    assert _reference_set_key() != _key(concept=[], extra={"part": "reference-set"})
+
+
 def test_cache_round_trip_is_atomic_and_checks_its_key(tmp_path):
     cache = ResultCache(tmp_path / "cache")
     assert cache.get("k1") is None and len(cache) == 0

@@ -6,6 +6,10 @@ benchmarks/calibrate_memory_signal.py), with `mofc` and the default `--max-memor
 fail the original, pass the retrained world, and read stars and uniform noise (images no model of
 this world can make) as "does not remember", without an exception. A few minutes of CPU: the
 verdicts the README and the calibration table promise, held on the weights that ship.
+
+The gates write to one output folder with --resume: the three gates of the shipped world take the
+reference set's probe that the first of them cached (the gate's cache/sets/; the numbers are those of
+a gate that inverts R itself, tests/test_cli_gate.py), so R is inverted once per model, not per gate.
 """
 
 from __future__ import annotations
@@ -37,11 +41,24 @@ def folders(tmp_path_factory) -> Path:
     return root
 
 
-def gate(folders: Path, tmp_path: Path, model: str, concept: str, capsys) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def output(tmp_path_factory) -> tuple[Path, set[str]]:
+    """The gates' shared output folder, and the models whose reference set a gate here has probed."""
+    return tmp_path_factory.mktemp("gates"), set()
+
+
+def gate(folders: Path, output: tuple[Path, set[str]], model: str, concept: str, capsys) -> tuple[int, dict]:
+    folder, probed = output
+    (folder / "gate.json").unlink(missing_ok=True)  # the one read below is this gate's
     code, out, err = run_cli(["gate", "--model", model, "--concept-images", str(folders / concept),
-                              "--reference-images", str(folders / "reference"), "--output", str(tmp_path / "gate"),
-                              "--preset", "mofc", "--quiet", "--json", "--thumbnails", "0", "--threads", "1"], capsys)
+                              "--reference-images", str(folders / "reference"), "--output", str(folder),
+                              "--preset", "mofc", "--quiet", "--json", "--thumbnails", "0", "--threads", "1",
+                              "--resume"], capsys)
     assert "Traceback" not in err, err
+    # R's probe is taken from the cache exactly when an earlier gate here probed R on this model
+    record = json.loads((folder / "gate.json").read_text())["checkpoints"][0]
+    assert record["reference_set"]["from_cache"] is (model in probed) and record["from_cache"] is False
+    probed.add(model)
     return code, json_line(out)
 
 
@@ -50,25 +67,25 @@ def memory_of(report: dict) -> tuple[float, float, float]:
     return memory["value"], memory["ci_low"], memory["ci_high"]
 
 
-def test_the_gate_fails_the_world_that_knows_circles(folders, tmp_path, capsys):
-    code, report = gate(folders, tmp_path, "shapes-world", "circle", capsys)
+def test_the_gate_fails_the_world_that_knows_circles(folders, output, capsys):
+    code, report = gate(folders, output, "shapes-world", "circle", capsys)
     value, low, high = memory_of(report)
     assert (code, report["passed"]) == (1, False), report["reasons"]
     assert high > DEFAULT_MAX_MEMORY and value > 0.5  # measured 0.809 [0.588, 0.981]
 
 
-def test_the_gate_passes_the_world_that_never_saw_a_circle(folders, tmp_path, capsys):
-    code, report = gate(folders, tmp_path, "shapes-world-without-circle", "circle", capsys)
+def test_the_gate_passes_the_world_that_never_saw_a_circle(folders, output, capsys):
+    code, report = gate(folders, output, "shapes-world-without-circle", "circle", capsys)
     value, low, high = memory_of(report)
     assert (code, report["passed"]) == (0, True), report["reasons"]
     assert high <= DEFAULT_MAX_MEMORY  # measured 0.068 [0.000, 0.250]
 
 
 @pytest.mark.parametrize("kind", ["star", "noise"])
-def test_images_no_model_can_make_read_as_not_remembered(folders, tmp_path, capsys, kind):
-    code, report = gate(folders, tmp_path, "shapes-world", kind, capsys)
+def test_images_no_model_can_make_read_as_not_remembered(folders, output, capsys, kind):
+    code, report = gate(folders, output, "shapes-world", kind, capsys)
     value, low, high = memory_of(report)
     assert (code, report["passed"]) == (0, True), report["reasons"]
     assert high <= DEFAULT_MAX_MEMORY  # measured: stars 0.153 [0.000, 0.393], noise 0.000 [0.000, 0.000]
-    written = json.loads((tmp_path / "gate" / "gate.json").read_text())
+    written = json.loads((output[0] / "gate.json").read_text())
     assert written["checkpoints"][0]["memory"]["value"] == value

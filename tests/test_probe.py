@@ -64,6 +64,38 @@ def test_chunking_never_changes_the_answer(tiny_model, tiny_images):
     assert_close(whole.erased.psnr, single.erased.psnr, dtype=torch.float32, scale=10)
 
 
+def test_a_reference_set_measured_before_is_taken_as_it_is(tiny_model, tiny_images, monkeypatch):
+    """`measured={"reference": ...}`: R's probe from an earlier call on the same model and config is not
+    inverted again, and the result is the one a probe that inverted R itself gives, bit for bit."""
+    reference = tiny_images[2:]
+    first = probe(tiny_model, tiny_images[:2], "a red circle", reference=reference, reference_prompts="a square",
+                  config=QUICK)
+    others = tiny_images[:2].flip(-1)  # another concept set against the same R
+    alone = probe(tiny_model, others, "a blue circle", reference=reference, reference_prompts="a square", config=QUICK)
+    inverted = []
+    real = probe_module.probe_image_set
+    monkeypatch.setattr(probe_module, "probe_image_set", lambda m, images, config, label, *a: inverted.append(label)
+                        or real(m, images, config, label, *a))
+    reused = probe(tiny_model, others, "a blue circle", reference=reference, reference_prompts="a square", config=QUICK,
+                   measured={"reference": first.reference})
+    assert inverted == ["erased", "control"]
+    assert reused.reference.images == alone.reference.images and reused.erased.images == alone.erased.images
+    assert reused.control.images == alone.control.images
+    assert reused.memory_distance == alone.memory_distance and reused.memory == alone.memory
+    assert reused.control_memory == alone.control_memory and reused.notes == alone.notes
+    # Refused: a set of other images or prompts, a set that is not one beside E, anything but a SetProbe.
+    with pytest.raises(InputError, match="other images or prompts"):
+        probe(tiny_model, others, "a blue circle", reference=reference, reference_prompts="a ring", config=QUICK,
+              measured={"reference": first.reference})
+    with pytest.raises(InputError, match="expected a SetProbe for a set"):
+        probe(tiny_model, others, "c", reference=reference, reference_prompts="a square", config=QUICK,
+              measured={"erased": first.erased})
+    with pytest.raises(InputError, match="expected a SetProbe for a set"):
+        probe(tiny_model, others, "c", reference=reference, reference_prompts="a square", config=QUICK,
+              measured={"reference": first.reference.to_dict()})
+    assert inverted == ["erased", "control"]  # refused before any inversion
+
+
 def test_same_seed_identical_other_seed_differs(tiny_model, tiny_images):
     a = probe(tiny_model, tiny_images[:2], "p", config=QUICK, keep_seeds=True)
     b = probe(tiny_model, tiny_images[:2], "p", config=QUICK, keep_seeds=True)

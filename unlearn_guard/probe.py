@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as distributed_work
 from .config import ProbeConfig
-from .errors import ProbeFailure
+from .errors import InputError, ProbeFailure
 from .inversion.reconstruct import ddim_reconstruct
 from .inversion.renoise import Conditioning, FiniteWatch, NoisePredictor, check_finite_latents, renoise_invert
 from .schedule import DDIMSchedule, ddim_schedule
@@ -282,6 +282,7 @@ def probe(
     config: ProbeConfig | str | None = None,
     normal_nll: Any = None,
     distributed: bool | None = False,
+    measured: dict[str, SetProbe] | None = None,
     **overrides: Any,
 ) -> ProbeResult:
     """Probe an (erased) model with images of the erased concept; optionally against a reference set.
@@ -303,6 +304,13 @@ def probe(
             `unlearn_guard.distributed`); only rank 0 writes it with `to_json(path)`. None: True
             when a group of more than one rank is initialised. `provenance["distributed"]` records
             the group (world size, backend) and whether the work was sharded.
+        measured: {"reference": SetProbe} (or "control"): a set that an earlier probe of the same
+            model with the same config measured, taken as it is instead of inverting it again, e.g.
+            R when several concept sets are probed against one reference set (`result.reference`
+            of the first). Every random draw of a set comes from (seed, set, image index) and its
+            chunks are cut by its own size, so its numbers do not depend on the other sets. It must
+            hold the same images (SHA-256 and prompt, in order); that model and config are the same
+            is the caller's to ensure (the gate keys it by both). One process only.
         **overrides: ProbeConfig fields to replace (e.g. seed=1, batch_size=2, progress=False).
     Returns:
         ProbeResult with per-image NLL and PSNR, d_N with its interval (when R is given),
@@ -311,19 +319,55 @@ def probe(
     config = resolve_config(config, overrides)
     group = distributed_work.resolve(distributed)
     if group is not None:
+        if measured:
+            raise InputError("measured: sets measured before are taken by a one-process probe only (distributed=False)")
         return _probe_sharded(group, model, images, prompts, reference, reference_prompts, config, normal_nll)
+    # warned at the caller of probe: warn <- load_probe_sets <- _probe_in_process <- here
+    return _probe_in_process(model, images, prompts, reference, reference_prompts, config, normal_nll, measured,
+                             warn_stacklevel=5)
+
+
+def _probe_in_process(
+    model: Any,
+    images: Any,
+    prompts: Any,
+    reference: Any,
+    reference_prompts: Any,
+    config: ProbeConfig,
+    normal_nll: Any,
+    measured: dict[str, SetProbe] | None,
+    warn_stacklevel: int,
+) -> ProbeResult:
+    """`probe` in this process alone, with the sets in `measured` taken as they are (see `probe`)."""
     model, fused_ops = prepare_model(model, config)
     external_normal = None if normal_nll is None else check_normal_nll(normal_nll)
     # 0. validate everything before any compute
-    sets = load_probe_sets(model, images, prompts, reference, reference_prompts, config)
+    sets = load_probe_sets(model, images, prompts, reference, reference_prompts, config, warn_stacklevel=warn_stacklevel)
+    known = {label: _measured_set(label, part, sets.get(label)) for label, part in (measured or {}).items()}
     schedule = ddim_schedule(model.scheduler_config, config.inversion.num_steps)
     with preserve_module_state(*model.modules()), torch.no_grad():
         runner = with_compiled_unet(model) if config.compile_unet else model
-        results = {label: probe_image_set(runner, images_, config, label, schedule) for label, images_ in sets.items()}
+        results = {label: known[label] if label in known else probe_image_set(runner, images_, config, label, schedule)
+                   for label, images_ in sets.items()}
     record = provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops,
                         distributed=distributed_work.describe(None), loaded_weights=list(model.loaded_weights))
     return finish_probe(results["erased"], results.get("reference"), seed_shape_of(model, sets["erased"]), config,
                         external_normal, record, results.get("control"))
+
+
+def _measured_set(label: str, part: SetProbe, images: ImageSet | None) -> SetProbe:
+    """`part`, measured before, for this call's set `label`: the same images (SHA-256, prompt) in order,
+    renamed to this call's names and sources; InputError otherwise."""
+    if images is None or label == "erased" or not isinstance(part, SetProbe):
+        raise InputError(f"measured: got {label!r}: {type(part).__name__}; expected a SetProbe for a set this probe "
+                         "measures beside the concept images ('reference', or 'control')")
+    theirs = [(image.sha256, image.prompt) for image in part.images]
+    if theirs != list(zip(images.sha256, images.prompts)):
+        raise InputError(f"measured: the {label} set given holds other images or prompts than this probe's "
+                         f"{label} set ({len(theirs)} measured, {len(images)} here)")
+    renamed = [dataclasses.replace(image, name=name, source=source)
+               for image, name, source in zip(part.images, images.names, images.sources)]
+    return dataclasses.replace(part, label=label, images=renamed)
 
 
 def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, prompts: Any, reference: Any,

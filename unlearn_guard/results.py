@@ -101,6 +101,13 @@ class SetProbe:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "summary": self.summary(), "images": [i.to_dict() for i in self.images]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SetProbe":
+        """The set `to_dict` wrote (its per-image numbers exactly; seeds and reconstructions are not kept)."""
+        summary = data["summary"]
+        return cls(data["label"], [ImageProbe.from_dict(i) for i in data["images"]], int(summary["unet_evaluations"]),
+                   float(summary["seconds"]))
+
 
 @dataclass
 class ProbeResult:

@@ -14,6 +14,9 @@ from .cache import ResultCache
 GATE_JSON = "gate.json"
 REPORT_HTML = "report.html"
 CACHE_DIR = "cache"
+# cache/sets/: the reference set's own probe per model and weights, reused (with --resume) by gates of
+# other concept sets against the same reference images (not counted as checkpoint results)
+SETS_DIR = "sets"
 
 
 def existing_report(output: Path) -> list[str]:

@@ -39,6 +39,14 @@ class PartKeys:
                    {"thumbnails": min(config.thumbnails, len(inputs.concept))}, config.attacks, support_hashes,
                    None if adversarial is None else adversarial.key(config.thumbnails))
 
+    def reference_set(self, hashes: dict[str, str], placement: dict[str, Any]) -> str:
+        """The cache key of the reference set's own probe on a checkpoint with these weight hashes: the
+        base model, the weights, R's (sha256, prompt) pairs, the probe config and where the model ran
+        (`placement`: device and each part's dtype), and no concept image. Gates of other concept sets
+        against the same R find it (with --resume) and invert only their own sets (`probe(..., measured=...)`)."""
+        return cache_key(self.fingerprint, hashes, [], self.reference, self.config,
+                         extra={"part": "reference-set", **placement})
+
     def of(self, hashes: dict[str, str]) -> dict[str, str]:
         """{attack: cache key} for a checkpoint with these weight hashes: the memory key, and for each
         further attack the same inputs plus the attack's settings and inputs."""

@@ -42,7 +42,9 @@ from tqdm.auto import tqdm
 from .. import distributed as distributed_work
 from ..errors import InputError, OutputError
 from ..io import ImageSet
+from ..models.bundle import module_device_dtype
 from ..probe import probe
+from ..results import SetProbe
 from .adversarial import (
     AdversarialInputs,
     adversarial_part,
@@ -73,7 +75,16 @@ from .inputs import (
     model_resolution,
     resolve_model_source,
 )
-from .output import CACHE_DIR, GATE_JSON, REPORT_HTML, check_output, check_output_writable, existing_report, write_reports
+from .output import (
+    CACHE_DIR,
+    GATE_JSON,
+    REPORT_HTML,
+    SETS_DIR,
+    check_output,
+    check_output_writable,
+    existing_report,
+    write_reports,
+)
 from .plan import PartKeys, look_up, origin_summary
 from .render import checkpoint_line, summary_line, thumbnail_rows, verdict_json
 from .utility import BaseUtility
@@ -167,6 +178,7 @@ class _OneProcessGate:
                  utility: BaseUtility | None = None) -> None:
         self.config, self.inputs, self.cache, self.keys = config, inputs, cache, keys
         self.support, self.judge, self.adversarial, self.utility = support, judge, adversarial, utility
+        self.sets = ResultCache(cache.folder / SETS_DIR)  # the reference sets' own probes
         self.this_run: dict[str, tuple[str, dict[str, Any]]] = {}  # cache key -> (checkpoint name, part) computed now
         self.probed = 0
         self._base: Any = None  # loaded on first need: adversarial targets, the base's utility
@@ -226,10 +238,17 @@ class _OneProcessGate:
                 parts["memory"] = checkpoint_entry(checkpoint, found.probe, concept, config.thumbnails, hashes,
                                                    found.seconds.get("probe", 0.0))
         if "memory" in missing and "memory" not in parts:
+            # R's own probe, when a gate of another concept set against the same R cached it (--resume)
+            set_key = self.keys.reference_set(hashes, placement(model))
+            measured = self._reference_set(set_key)
             with attack_failures(checkpoint, "probing"):
-                result = probe(model, concept, reference=reference, config=probe_config)
+                result = probe(model, concept, reference=reference, config=probe_config,
+                               measured=None if measured is None else {"reference": measured})
+            if measured is None:
+                self._store_reference_set(checkpoint, set_key, result.reference)
             parts["memory"] = checkpoint_entry(checkpoint, result, concept, config.thumbnails, hashes,
                                                time.perf_counter() - started)
+            parts["memory"]["reference_set"] = {"cache_key": set_key, "from_cache": measured is not None}
         if "concept-inversion" in missing:
             with attack_failures(checkpoint, "concept inversion on"):
                 parts["concept-inversion"] = concept_inversion_part(
@@ -246,14 +265,30 @@ class _OneProcessGate:
                 parts["utility"] = self.utility.part(model, self.base_model)
         return parts
 
-    def _store(self, checkpoint: Checkpoint, key: str, part: dict[str, Any]) -> None:
+    def _store(self, checkpoint: Checkpoint, key: str, part: dict[str, Any], cache: ResultCache | None = None) -> None:
         """Cache one computed part at once (an interruption loses one checkpoint at most)."""
         try:
-            self.cache.put(key, part)
+            (self.cache if cache is None else cache).put(key, part)  # (an empty cache is falsy)
         except OutputError as error:
             raise OutputError(f"--output: {error} (the result of {checkpoint.name}); "
                               f"{_cached_so_far(self.cache, self.probed)}") from None
-        self.this_run[key] = (checkpoint.name, part)
+        if cache is None:
+            self.this_run[key] = (checkpoint.name, part)
+
+    def _reference_set(self, key: str) -> SetProbe | None:
+        """The reference set's probe an earlier gate cached under `key` (only with --resume), or None."""
+        entry = self.sets.get(key) if self.config.resume else None
+        return None if entry is None else SetProbe.from_dict(entry["set"])
+
+    def _store_reference_set(self, checkpoint: Checkpoint, key: str, part: SetProbe) -> None:
+        self._store(checkpoint, key, {"set": part.to_dict()}, self.sets)
+
+
+def placement(model: Any) -> dict[str, Any]:
+    """Where a loaded model computes: its device and each part's dtype (part of a set's cache key)."""
+    return {"device": str(model.device),
+            "dtypes": [str(module_device_dtype(module, name)[1]) for name, module in
+                       (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder))]}
 
 
 def _cached_so_far(cache: ResultCache, probed: int) -> str:
