@@ -273,3 +273,25 @@ def test_gate_end_to_end_on_a_v_prediction_folder(v_components, tmp_path, capsys
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert report["checkpoints"][0]["probe"]["config"]["inversion"]["num_steps"] == 3
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------- attacks and losses on v models
+def test_the_gradient_paths_read_v_as_eps(v_model):
+    """The memory losses' UNet call (with gradients) gives what predict_noise gives, per-sample
+    timesteps included; the token attacks train and move their tokens on a v model."""
+    from unlearn_guard.attacks import AdversarialPromptConfig, adversarial_prompt_attack, concept_inversion
+    from unlearn_guard.attacks.concept_inversion import ConceptInversionConfig
+    from unlearn_guard.losses.common import predict_noise
+
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    embeddings = v_model.encode_prompts(["a shape", "a ring"])
+    with torch.enable_grad():
+        with_grad = predict_noise(v_model, z.requires_grad_(), 700, embeddings)
+    assert_close(with_grad.detach(), v_model.predict_noise(z.detach(), 700, embeddings))
+    learned = concept_inversion(v_model, smooth_images(2), ConceptInversionConfig(init_token="x", steps=3, batch_size=2,
+                                                                                   progress=False), lr=1e-1)
+    assert len(learned.losses) == 3 and all(torch.isfinite(torch.tensor(learned.losses)))
+    config = AdversarialPromptConfig.from_preset("world", timesteps=(100, 900), steps_per_timestep=2, num_steps=3)
+    result = adversarial_prompt_attack(v_model, ["a circle", "a ring"], [0, 1], lambda images: [False] * len(images),
+                                       config, targets=smooth_images(2), progress=False)
+    assert result.asr.n == 2 and result.unet_evaluations["attack"] > 0
