@@ -137,19 +137,19 @@ def test_inversion_and_reconstruction_match_diffusers_with_v_prediction(v_model)
     assert (wrong - theirs).abs().max() > 0.1
 
 
-def test_inversion_of_a_ddim_sample_recovers_its_seed(v_model):
+def assert_inversion_recovers_seeds(model) -> None:
     """A DDIM sample inverted: K = 0 (plain DDIM inversion) approaches the seed as steps grow (its
     error is first order in the step); ReNoise's fixed point (K = 10, last iterate, no noise
-    regularisation) recovers it to float32 tolerance."""
-    cond = Conditioning(v_model.encode_prompts(["a shape", "a ring"]))
+    regularisation) recovers it to float32 tolerance. Shared by every model family's tests."""
+    cond = Conditioning(model.encode_prompts(["a shape", "a ring"]))
     seed = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def round_trip(steps: int, k: int) -> float:
-        schedule = ddim_schedule(v_model.scheduler_config, steps)
-        z0 = ddim_reconstruct(NoisePredictor(v_model), seed, cond, schedule)
+        schedule = ddim_schedule(model.scheduler_config, steps)
+        z0 = ddim_reconstruct(NoisePredictor(model), seed, cond, schedule)
         config = InversionConfig(num_steps=steps, renoise_steps=k, early_window=(k, k + 1), late_window=(k, k + 1),
                                  regularization=RegularizationConfig(enabled=False))
-        back = renoise_invert(NoisePredictor(v_model), z0, cond, schedule, config,
+        back = renoise_invert(NoisePredictor(model), z0, cond, schedule, config,
                               [torch.Generator().manual_seed(i) for i in range(2)])
         return float((back - seed).abs().max())
 
@@ -157,6 +157,10 @@ def test_inversion_of_a_ddim_sample_recovers_its_seed(v_model):
     assert fine < coarse / 2.5, (coarse, fine)
     rtol, atol = TOLERANCES[torch.float32]
     assert round_trip(10, 10) < 10 * (atol + rtol * float(seed.abs().max()))
+
+
+def test_inversion_of_a_ddim_sample_recovers_its_seed(v_model):
+    assert_inversion_recovers_seeds(v_model)
 
 
 # --------------------------------------------------------------------------- probe, sampling, training
@@ -252,15 +256,14 @@ def test_esd_erases_on_a_v_prediction_model(v_model):
 
 
 # --------------------------------------------------------------------------- the gate, end to end
-def test_gate_end_to_end_on_a_v_prediction_folder(v_components, tmp_path, capsys):
-    from diffusers import StableDiffusionPipeline
-
+def assert_gate_runs_on_a_folder(pipe, tmp_path, capsys) -> None:
+    """`unlearn-guard gate --model FOLDER` on a saved pipeline of any family: a verdict, its exit
+    code, finite numbers in gate.json and the HTML report."""
     from unlearn_guard.gate.folders import save_image_folder
 
     from _gate_helpers import CHEAP, json_line, run_cli
 
-    StableDiffusionPipeline(**v_components, safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(tmp_path / "model")
+    pipe.save_pretrained(tmp_path / "model")
     to_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
     save_image_folder(tmp_path / "concept", to_uint8(smooth_images(3)), ["a shape"] * 3)
     save_image_folder(tmp_path / "reference", to_uint8(smooth_images(3, seed=7)), ["a ring"] * 3)
@@ -272,7 +275,15 @@ def test_gate_end_to_end_on_a_v_prediction_folder(v_components, tmp_path, capsys
     assert code == verdict["exit_code"] in (0, 1, 4), err
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert report["checkpoints"][0]["probe"]["config"]["inversion"]["num_steps"] == 3
+    assert all(image["nll"] > 0 for image in report["checkpoints"][0]["probe"]["erased"]["images"])
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_gate_end_to_end_on_a_v_prediction_folder(v_components, tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    assert_gate_runs_on_a_folder(StableDiffusionPipeline(**v_components, safety_checker=None, feature_extractor=None,
+                                                         requires_safety_checker=False), tmp_path, capsys)
 
 
 # --------------------------------------------------------------------------- attacks and losses on v models

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TOLERANCES, assert_close
-from test_model_families import smooth_images
+from test_model_families import assert_gate_runs_on_a_folder, assert_inversion_recovers_seeds, smooth_images
 from test_probe import QUICK
 from unlearn_guard.config import InversionConfig, RegularizationConfig
 from unlearn_guard.errors import ModelError
@@ -99,23 +99,7 @@ def test_inversion_and_reconstruction_match_diffusers(xl_model):
 
 
 def test_inversion_of_a_ddim_sample_recovers_its_seed(xl_model):
-    """K = 0 approaches the seed as steps grow; ReNoise's fixed point recovers it to float32 tolerance."""
-    cond = Conditioning(xl_model.encode_prompts(PROMPTS))
-    seed = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-
-    def round_trip(steps: int, k: int) -> float:
-        schedule = ddim_schedule(xl_model.scheduler_config, steps)
-        z0 = ddim_reconstruct(NoisePredictor(xl_model), seed, cond, schedule)
-        config = InversionConfig(num_steps=steps, renoise_steps=k, early_window=(k, k + 1), late_window=(k, k + 1),
-                                 regularization=RegularizationConfig(enabled=False))
-        back = renoise_invert(NoisePredictor(xl_model), z0, cond, schedule, config,
-                              [torch.Generator().manual_seed(i) for i in range(2)])
-        return float((back - seed).abs().max())
-
-    coarse, fine = round_trip(10, 0), round_trip(40, 0)
-    assert fine < coarse / 2.5, (coarse, fine)
-    rtol, atol = TOLERANCES[torch.float32]
-    assert round_trip(10, 10) < 10 * (atol + rtol * float(seed.abs().max()))
+    assert_inversion_recovers_seeds(xl_model)
 
 
 # --------------------------------------------------------------------------- probe, search, sampling
@@ -226,23 +210,7 @@ def test_half_precision_keeps_the_vae_in_float32(xl_components):
 
 
 def test_gate_end_to_end_on_an_sdxl_folder(xl_components, tmp_path, capsys):
-    from unlearn_guard.gate.folders import save_image_folder
-
-    from _gate_helpers import CHEAP, json_line, run_cli
-
-    xl_pipe(xl_components).save_pretrained(tmp_path / "model")
-    to_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-    save_image_folder(tmp_path / "concept", to_uint8(smooth_images(3)), ["a shape"] * 3)
-    save_image_folder(tmp_path / "reference", to_uint8(smooth_images(3, seed=7)), ["a ring"] * 3)
-    code, out, err = run_cli(["gate", "--model", str(tmp_path / "model"), "--concept-images", str(tmp_path / "concept"),
-                              "--reference-images", str(tmp_path / "reference"), "--output", str(tmp_path / "out"),
-                              "--json", *CHEAP], capsys)
-    verdict = json_line(out)
-    assert "Traceback" not in err
-    assert code == verdict["exit_code"] in (0, 1, 4), err
-    report = json.loads((tmp_path / "out" / "gate.json").read_text())
-    assert report["checkpoints"][0]["probe"]["erased"]["images"][0]["nll"] > 0
-    assert (tmp_path / "out" / "report.html").is_file()
+    assert_gate_runs_on_a_folder(xl_pipe(xl_components), tmp_path, capsys)
 
 
 def test_refusals_name_the_reason(xl_model, xl_components, tmp_path):
