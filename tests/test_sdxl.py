@@ -203,6 +203,27 @@ def test_folder_and_erased_unet_load_as_sdxl(xl_components, tmp_path):
     assert overlaid.loaded_weights[-1]["argument"] == "unet_weights"
 
 
+def test_a_single_file_sdxl_loads_with_its_config_folder(xl_components, tmp_path):
+    """Stability's single-file layout (sgm: label_emb, conditioner.embedders.0/1 with OpenCLIP names),
+    written by the test-only reverse map, read by diffusers' from_single_file with the folder's
+    configs: every tensor of every part comes back as it was (which also checks the reverse map)."""
+    from safetensors.torch import save_file
+
+    from helpers.ldm_keys import sdxl_pipeline_to_sgm
+    from unlearn_guard import load_model
+
+    xl_pipe(xl_components).save_pretrained(tmp_path / "configs")
+    state = sdxl_pipeline_to_sgm(xl_components["unet"], xl_components["vae"], xl_components["text_encoder"],
+                                 xl_components["text_encoder_2"])
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "sdxl.safetensors")
+    model = load_model(tmp_path / "sdxl.safetensors", config=tmp_path / "configs")
+    assert model.family == "sdxl" and model.loaded_weights[-1]["format"] == "single-file checkpoint (from_single_file)"
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        loaded, built = getattr(model, part).state_dict(), xl_components[part].state_dict()
+        assert loaded.keys() == built.keys(), part
+        assert all(torch.equal(loaded[k], built[k]) for k in built), part
+
+
 def test_half_precision_keeps_the_vae_in_float32(xl_components):
     model = DiffusionModel.from_pipeline(xl_pipe(copy.deepcopy(xl_components))).to(dtype=torch.float16)
     assert model.dtype == torch.float16 and model.text_encoder_2.dtype == torch.float16
@@ -229,7 +250,7 @@ def test_refusals_name_the_reason(xl_model, xl_components, tmp_path):
     other = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=600, hidden_size=16, intermediate_size=20,
                                                        num_hidden_layers=1, num_attention_heads=2, projection_dim=32,
                                                        max_position_embeddings=16))
-    with pytest.raises(ModelError, match=r"32 \+ 16 = 48 features but the SDXL UNet expects cross_attention_dim=64"):
+    with pytest.raises(ModelError, match=r"32 \+ 16 = 48 features but the SDXL UNet expects cross_attention_dim=80"):
         DiffusionModel.from_components(**{**xl_components, "text_encoder_2": other})
     xl_pipe(xl_components).save_pretrained(tmp_path / "refiner")
     index = json.loads((tmp_path / "refiner" / "model_index.json").read_text())

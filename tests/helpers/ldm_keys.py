@@ -105,3 +105,53 @@ def pipeline_to_ldm(unet: Any, vae: Any, text_encoder: Any) -> dict[str, torch.T
     """A whole tiny SD as one LatentDiffusion state dict (UNet + VAE + text encoder)."""
     return {**unet_to_ldm(unet.state_dict(), unet.config), **vae_to_ldm(vae.state_dict(), vae.config),
             **text_encoder_to_ldm(text_encoder.state_dict())}
+
+
+# ----------------------------------------------------------------------------- SDXL (Stability's sgm layout)
+SGM_TEXT = "conditioner.embedders.0.transformer."
+SGM_OPEN_CLIP = "conditioner.embedders.1.model."
+_OPEN_CLIP_LAYERS = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
+                     "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+                     "text_model.final_layer_norm.weight": "ln_final.weight",
+                     "text_model.final_layer_norm.bias": "ln_final.bias"}
+_OPEN_CLIP_BLOCK = (("text_model.encoder.layers.", "transformer.resblocks."), ("layer_norm1", "ln_1"),
+                    ("layer_norm2", "ln_2"), (".mlp.fc1.", ".mlp.c_fc."), (".mlp.fc2.", ".mlp.c_proj."),
+                    (".self_attn.out_proj.", ".attn.out_proj."))
+
+
+def open_clip_to_sgm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A `CLIPTextModelWithProjection` state dict in OpenCLIP's names (SDXL's second encoder): q, k, v
+    fused into `attn.in_proj_*`, the projection transposed to (width, projection)."""
+    state = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v for k, v in state.items()}
+    out = {SGM_OPEN_CLIP + "text_projection": state.pop("text_projection.weight").T.contiguous()}
+    for key, name in _OPEN_CLIP_LAYERS.items():
+        out[SGM_OPEN_CLIP + name] = state.pop(key)
+    layers = sorted({int(m[1]) for k in state if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k))})
+    for i in layers:
+        prefix = f"text_model.encoder.layers.{i}.self_attn."
+        for kind in ("weight", "bias"):
+            out[f"{SGM_OPEN_CLIP}transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(
+                [state.pop(f"{prefix}{p}_proj.{kind}") for p in ("q", "k", "v")])
+    for key, value in state.items():
+        name = key
+        for new, old in _OPEN_CLIP_BLOCK:
+            name = name.replace(new, old)
+        if name == key:
+            continue  # position_ids and the like: not in OpenCLIP files
+        out[SGM_OPEN_CLIP + name] = value
+    return out
+
+
+_SDXL_UNET_TOP = {"add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def sdxl_pipeline_to_sgm(unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any) -> dict[str, torch.Tensor]:
+    """A whole tiny SDXL as one sgm state dict (UNet with its label embedding, VAE, both encoders)."""
+    unet_state = {}
+    for key, value in unet.state_dict().items():
+        top = next((old + key[len(new):] for new, old in _SDXL_UNET_TOP.items() if key.startswith(new + ".")), None)
+        unet_state[LDM_UNET + (top or unet_key_to_ldm(key, unet.config))] = value
+    text = {SGM_TEXT + (k if k.startswith("text_model.") else "text_model." + k): v
+            for k, v in text_encoder.state_dict().items()}
+    return {**unet_state, **vae_to_ldm(vae.state_dict(), vae.config), **text,
+            **open_clip_to_sgm(text_encoder_2.state_dict())}

@@ -167,7 +167,7 @@ def build_tiny_sdxl_components(seed: int = 0, image_size: int = 64, prediction_t
         sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 2),
-        cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+        cross_attention_dim=32 + 48, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=8,
     )
     torch.manual_seed(seed + 1)
@@ -178,7 +178,9 @@ def build_tiny_sdxl_components(seed: int = 0, image_size: int = 64, prediction_t
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, **text))
     torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=32, **text))
+    # widths differ (32 and 48), as in SDXL (768 and 1280): diffusers' single-file loader tells the
+    # two encoders apart by their width
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=48, projection_dim=32, **text))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
                                        prediction_type=prediction_type)
