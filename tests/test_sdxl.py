@@ -269,3 +269,25 @@ def test_the_sdxl_shaped_benchmark_model_is_sdxl_base_sized():
     assert sum(p.numel() for p in components["unet"].parameters()) == pytest.approx(2.567e9, rel=2e-3)
     model = DiffusionModel.from_components(**components)
     assert model.family == "sdxl" and model.resolution == 1024
+
+
+def test_an_sdxl_hub_id_loads_from_the_cache_offline(xl_components, tmp_path):
+    """A hub id is read from the Hugging Face cache (model_index.json names the SDXL pipeline), with
+    the network off: a cache laid out as huggingface_hub writes it, in a fresh process (the hub
+    library reads its cache folder when imported)."""
+    import os
+    import subprocess
+    import sys
+
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-sdxl"
+    xl_pipe(xl_components).save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    code = ("from unlearn_guard import load_model\n"
+            "model = load_model('tiny-org/tiny-sdxl')\n"
+            "print(model.family, type(model.text_encoder_2).__name__, model.source)")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["sdxl", "CLIPTextModelWithProjection", "tiny-org/tiny-sdxl"]
