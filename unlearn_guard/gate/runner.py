@@ -286,9 +286,10 @@ class _OneProcessGate:
 
 def placement(model: Any) -> dict[str, Any]:
     """Where a loaded model computes: its device and each part's dtype (part of a set's cache key)."""
-    return {"device": str(model.device),
-            "dtypes": [str(module_device_dtype(module, name)[1]) for name, module in
-                       (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder))]}
+    parts = [("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder)]
+    if getattr(model, "text_encoder_2", None) is not None:  # SDXL
+        parts.append(("text_encoder_2", model.text_encoder_2))
+    return {"device": str(model.device), "dtypes": [str(module_device_dtype(module, name)[1]) for name, module in parts]}
 
 
 def _cached_so_far(cache: ResultCache, probed: int) -> str:
