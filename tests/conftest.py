@@ -65,12 +65,11 @@ def tiny_images():
 # The slowest files first (CPU seconds per file under pytest-xdist on 2 cores, benchmarks/RESULTS.md "CI
 # time"): scripts/test.sh hands each worker a whole file at a time (--dist loadfile), so a slow file picked
 # up last would run alone at the end. The golden parity run (2 threads) goes first.
-SLOWEST_FILES_FIRST = ("test_released_parity.py", "test_benchmarks_more.py", "test_sd14_shaped.py",
-                       "test_distributed.py", "test_ground_truth.py", "test_benchmarks.py", "test_world.py",
-                       "test_cli_hardening.py", "test_cli_gate.py", "test_fast_path.py", "test_demo.py",
-                       "test_readme.py", "test_renoise.py", "test_gate_attacks.py", "test_probe.py",
-                       "test_divergence.py", "test_esd.py", "test_callbacks.py", "test_memories.py",
-                       "test_controls.py")
+SLOWEST_FILES_FIRST = ("test_released_parity.py", "test_benchmarks.py", "test_benchmarks_more.py", "test_distributed.py",
+                       "test_ground_truth.py", "test_sd14_shaped.py", "test_readme.py", "test_world.py",
+                       "test_cli_hardening.py", "test_cli_gate.py", "test_fast_path.py", "test_demo.py", "test_sdxl.py",
+                       "test_gate_attacks.py", "test_adversarial_prompt.py", "test_probe.py", "test_callbacks.py",
+                       "test_divergence.py", "test_esd.py", "test_renoise.py", "test_losses.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -62,7 +62,8 @@ def test_the_main_job_installs_no_browser(scratch):
 def test_the_test_set_up_installs_chromium_when_missing(scratch):
     root, env, calls = scratch
     done = _run(root / "scripts" / "test.sh", env)
-    assert done.stdout.splitlines()[-2:] == ["ran check_wheel", "ran pytest -q -n auto --dist loadfile"]  # the install first
+    # the wheel check runs beside the suite; its output is printed after the suite's
+    assert done.stdout.splitlines()[-2:] == ["ran pytest -q -n auto --dist loadfile", "ran check_wheel"]
     assert calls.read_text().splitlines() == ["update", "install -y --no-install-recommends chromium"]
     calls.unlink()
     present = {**env, "UNLEARN_GUARD_CHROMIUM": shutil.which("sh")}  # an executable that exists: nothing to do
@@ -75,3 +76,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == [
         "bash scripts/test.sh"]
     assert "bash scripts/test.sh" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("wheel, suite, expected", [(0, 0, 0), (0, 5, 5), (3, 0, 1), (3, 5, 1)])
+def test_either_the_wheel_check_or_the_suite_failing_fails_the_run(scratch, wheel, suite, expected):
+    root, env, _ = scratch
+    (root / "scripts" / "check_wheel.sh").write_text(f"#!/bin/sh\necho ran check_wheel\nexit {wheel}\n")
+    (root / ".venv" / "bin" / "pytest").write_text(f"#!/bin/sh\necho ran pytest\nexit {suite}\n")
+    present = {**env, "UNLEARN_GUARD_CHROMIUM": shutil.which("sh")}
+    done = subprocess.run(["bash", str(root / "scripts" / "test.sh")], env=present, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == expected, done.stderr
+    assert done.stdout.splitlines()[-2:] == ["ran pytest", "ran check_wheel"]
+    assert ("the wheel check failed" in done.stderr) == (wheel != 0)
+
