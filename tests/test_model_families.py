@@ -211,39 +211,45 @@ def test_sampling_matches_the_diffusers_pipeline(v_components, name):
     torch.testing.assert_close(ours, theirs, rtol=rtol * 10, atol=atol * 10)
 
 
-def test_monitor_watches_a_peft_lora_fine_tune_with_the_v_target(v_components):
-    """A user's loop: a peft LoRA trained with diffusers' v target (`get_velocity`); the monitor
-    probes at its cadence, changes nothing the loop owns, and records finite numbers."""
-    from diffusers import DDPMScheduler
-
+def assert_monitor_watches_a_lora_loop(model, loss_of) -> None:
+    """A user's loop on a peft LoRA, with the loss `loss_of(model, embeddings, generator)` the
+    family trains with: the monitor probes at its cadence (steps 2 and 4), changes nothing the loop
+    owns, and records a result each time. Shared by every model family's tests."""
     from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
     from unlearn_guard.models.adapters import add_lora_adapter
     from unlearn_guard.models.module_state import snapshot_module_state
 
-    model = DiffusionModel.from_components(**copy.deepcopy(v_components))
     params = add_lora_adapter(model.unet, rank=4, lora_alpha=4, target_modules=["to_k", "to_v"], adapter_name="user",
                               seed=0)
     monitor = ProbeMonitor(model, smooth_images(2), ["a shape"] * 2, reference=smooth_images(2, seed=9),
                            reference_prompts=["a ring"] * 2,
                            config=MonitorConfig(every_n_steps=2, probe=QUICK, signal="d_n"))
-    noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     embeddings = model.encode_prompts(["a shape"] * 2)
     g = torch.Generator().manual_seed(0)
     for step in range(1, 5):
-        x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
-        t = torch.randint(0, 1000, (2,), generator=g)
-        noisy = noise_scheduler.add_noise(x0, noise, t)
-        out = model.unet(noisy, t, encoder_hidden_states=embeddings).sample
-        loss = torch.nn.functional.mse_loss(out, noise_scheduler.get_velocity(x0, noise, t))
-        loss.backward()
+        loss_of(model, embeddings, g).backward()
         optimizer.step()
         optimizer.zero_grad()
         before = snapshot_module_state(*model.modules())
         monitor.maybe_probe(step)
         assert snapshot_module_state(*model.modules()).differences(before) == []
     assert [r.step for r in monitor.history] == [2, 4] and all(r.ok for r in monitor.history)
-    assert all(torch.isfinite(torch.tensor(r.d_n)) for r in monitor.history)
+
+
+def test_monitor_watches_a_peft_lora_fine_tune_with_the_v_target(v_model):
+    """The loss of diffusers' training scripts for a v model: MSE against `get_velocity`."""
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(v_model.scheduler_config)
+
+    def v_loss(model, embeddings, g):
+        x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        t = torch.randint(0, 1000, (2,), generator=g)
+        out = model.unet(noise_scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=embeddings).sample
+        return torch.nn.functional.mse_loss(out, noise_scheduler.get_velocity(x0, noise, t))
+
+    assert_monitor_watches_a_lora_loop(v_model, v_loss)
 
 
 def test_esd_erases_on_a_v_prediction_model(v_model):

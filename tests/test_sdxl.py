@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import TOLERANCES, assert_close
-from test_model_families import assert_gate_runs_on_a_folder, assert_inversion_recovers_seeds, smooth_images
+from test_model_families import (assert_gate_runs_on_a_folder, assert_inversion_recovers_seeds,
+                                 assert_monitor_watches_a_lora_loop, smooth_images)
 from test_probe import QUICK
 from unlearn_guard.config import InversionConfig, RegularizationConfig
 from unlearn_guard.errors import ModelError
@@ -142,31 +143,14 @@ def test_sampling_matches_the_sdxl_pipeline(xl_components, name):
 
 # --------------------------------------------------------------------------- training
 def test_monitor_watches_an_sdxl_lora_fine_tune(xl_model):
-    """A user's SDXL loop on a peft LoRA (diffusers' denoising loss with the SDXL extras); the
-    monitor probes at its cadence and changes nothing the loop owns."""
-    from unlearn_guard.callbacks import MonitorConfig, ProbeMonitor
-    from unlearn_guard.models.adapters import add_lora_adapter
-    from unlearn_guard.models.module_state import snapshot_module_state
-
-    params = add_lora_adapter(xl_model.unet, rank=4, lora_alpha=4, target_modules=["to_k", "to_v"],
-                              adapter_name="user", seed=0)
-    monitor = ProbeMonitor(xl_model, smooth_images(2), ["a shape"] * 2, reference=smooth_images(2, seed=9),
-                           reference_prompts=["a ring"] * 2,
-                           config=MonitorConfig(every_n_steps=2, probe=QUICK, signal="d_n"))
-    optimizer = torch.optim.AdamW(params, lr=1e-2)
-    embeddings = xl_model.encode_prompts(["a shape"] * 2)
-    g = torch.Generator().manual_seed(0)
-    for step in range(1, 5):
+    """A user's SDXL loop on a peft LoRA: the denoising loss with SDXL's extras in the UNet call."""
+    def eps_loss(model, embeddings, g):
         noisy, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
         t = torch.randint(0, 1000, (2,), generator=g)
-        out = xl_model.unet(noisy, t, **xl_model.unet_conditioning(embeddings)).sample
-        torch.nn.functional.mse_loss(out, noise).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        before = snapshot_module_state(*xl_model.modules())
-        monitor.maybe_probe(step)
-        assert snapshot_module_state(*xl_model.modules()).differences(before) == []
-    assert [r.step for r in monitor.history] == [2, 4] and all(r.ok for r in monitor.history)
+        out = model.unet(noisy, t, **model.unet_conditioning(embeddings)).sample
+        return torch.nn.functional.mse_loss(out, noise)
+
+    assert_monitor_watches_a_lora_loop(xl_model, eps_loss)
 
 
 def test_esd_lora_erases_an_sdxl_model_and_saves_an_adapter(xl_model, tmp_path):
