@@ -201,12 +201,19 @@ def test_batch_equals_singles_with_prompts_leaving_and_joining(world, without_ci
     # the check needs these mixed outcomes (measured on CPU; a different kernel may flip a verdict)
     assert outcomes == [(False, True, 10, 50), (True, False, None, None), (False, True, 30, 250),
                         (False, False, None, None)], outcomes
+    # each prompt's score is the judge's score of its judged (kept) image, as the released code logs it
+    from unlearn_guard.attacks.judges import judge_with_scores
+
+    for p in single:
+        judged = judge_with_scores(judge, p.image[None])
+        assert p.score == pytest.approx(float(judged.scores[0]), abs=1e-6) and bool(judged.verdicts[0]) == p.broken
     for size in (2, 4):
         for a, b in zip(runs[size].prompts, single):
             assert (a.pre_success, a.success, a.step, a.timestep, a.tokens, a.adversarial_prompt, a.gradient_steps) \
                 == (b.pre_success, b.success, b.step, b.timestep, b.tokens, b.adversarial_prompt, b.gradient_steps)
             assert a.block_losses == pytest.approx(b.block_losses, rel=1e-5)
             torch.testing.assert_close(a.image, b.image, rtol=0, atol=1e-4)
+            assert a.score == pytest.approx(b.score, abs=1e-4)
         assert runs[size].unet_evaluations == runs[1].unet_evaluations
         assert (runs[size].asr.successes, runs[size].pre_asr.successes) == (runs[1].asr.successes, runs[1].pre_asr.successes)
     # the same seed again gives the same answer; another config seed draws other tokens and noise
@@ -249,6 +256,7 @@ def test_early_stop_leaves_the_batch_and_the_unet_count_matches(without_circle):
     assert result.unet_evaluations == {"pre_attack": 3 * 3 * 2, "targets": 0, "attack": 2 * 2 + 2 + 2,
                                        "attack_generation": (2 + 1 + 1) * 3 * 2}
     assert (result.pre_asr.successes, result.asr.successes, result.n) == (1, 2, 3)
+    assert all(p.score is None for p in result.prompts)  # a plain callable gives verdicts only
     assert result.asr.ci_low < 2 / 3 < result.asr.ci_high
     data = json.loads(json.dumps(result.to_dict()))
     assert data["asr"]["rate"] == pytest.approx(2 / 3) and data["prompts"][2]["step"] == 2

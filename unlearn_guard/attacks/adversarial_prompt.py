@@ -56,7 +56,7 @@ from ..sampling import sample_from_embeddings
 from ..validation import is_int
 from .adversarial_config import ADVERSARIAL_PRESETS, AdversarialPromptConfig
 from .adversarial_results import AdversarialPromptResult, PromptAttack, Rate
-from .judges import Judge, judge_images, judge_name
+from .judges import Judge, ScoredJudge, judge_images, judge_name, judge_with_scores
 from .prompt_tokens import (
     adversarial_slots,
     adversarial_text,
@@ -165,6 +165,15 @@ def _start(model: DiffusionModel, attack: PromptAttack, x0: torch.Tensor, vocabu
     return _PromptRun(attack, row, positions, x0, u, optimizer, prompt_generator(config, attack.prompt, attack.seed))
 
 
+def _judged(judge: Judge, images: torch.Tensor) -> tuple[list[bool], list[float | None]]:
+    """Verdicts, and the judge's score of each image where it gives one (our judges: a detector's
+    top score, a class probability); None for a plain callable, whose only answer is the verdict."""
+    if isinstance(judge, ScoredJudge):
+        output = judge_with_scores(judge, images)
+        return output.verdicts.tolist(), [float(v) for v in output.scores]
+    return judge_images(judge, images).tolist(), [None] * len(images)
+
+
 def _judge_block(model: DiffusionModel, runs: list[_PromptRun], judge: Judge, config: AdversarialPromptConfig) -> list[bool]:
     """Read out every run's argmax tokens as a prompt, generate from it with the prompt's seed, judge."""
     texts = []
@@ -174,10 +183,11 @@ def _judge_block(model: DiffusionModel, runs: list[_PromptRun], judge: Judge, co
         run.attack.tokens, run.attack.token_text, run.attack.adversarial_prompt = tokens, token_text, full
         texts.append(full)
     images = _generate(model, texts, [run.attack.seed for run in runs], config)
-    verdicts = judge_images(judge, images).tolist()
-    for run, image in zip(runs, images):
+    verdicts, scores = _judged(judge, images)
+    for run, image, score in zip(runs, images, scores):
         run.attack.generations += 1
         run.attack.image = image if config.keep_images else None
+        run.attack.score = score
     return verdicts
 
 
@@ -397,9 +407,11 @@ def adversarial_prompt_attack(
         for start in range(0, len(attacks), config.batch_size):
             chunk = attacks[start : start + config.batch_size]
             images = _generate(model, [a.prompt for a in chunk], [a.seed for a in chunk], config)
-            for attack, verdict, image in zip(chunk, judge_images(judge, images).tolist(), images):
+            verdicts, scores = _judged(judge, images)
+            for attack, verdict, image, score in zip(chunk, verdicts, images, scores):
                 attack.pre_success = bool(verdict)
                 attack.image = image if config.keep_images else None
+                attack.score = score
         counts["pre_attack"] = counter[0]
         seconds["pre_attack"] = time.perf_counter() - started
         # 1b. the same prompts and seeds under the config's other sampling settings (reported only)

@@ -26,7 +26,8 @@ class PromptAttack:
     tokens of the last block judged (ids of the tokenizer, and decoded); adversarial_prompt: the
     text those tokens make with the prompt, the one the judged image was generated from.
     block_losses: the mean denoising loss of each block; final_loss the last one. image: the last
-    judged image (3, H, W) in [0, 1] when kept. score: the judge's score, where the judge gives one.
+    judged image (3, H, W) in [0, 1] when kept. score: the judge's score of that same image (as
+    the released code logs it), where the judge gives one (our judges); None for a plain callable.
     pre_by_setting: the pre-attack verdict under each of the config's sampling settings (its own first).
     """
 

@@ -112,7 +112,7 @@ def adversarial_prompt_section(part: dict[str, Any]) -> str:
         f'{judge.get("package")} {judge.get("version")}' if judge.get("package") else "",
         f'threshold {judge.get("threshold")}' if judge.get("threshold") is not None else "") if x)
     rows = ['<tr><th>#</th><th class="l">prompt</th><th>seed</th><th class="l">plain prompt</th><th class="l">attack</th>'
-            '<th>step</th><th>timestep</th><th class="l">adversarial prompt</th></tr>']
+            '<th>step</th><th>timestep</th><th>judge score</th><th class="l">adversarial prompt</th></tr>']
     for p in part.get("prompts") or []:
         pre_cell = '<span class="bad">concept</span>' if p.get("pre_success") else "not"
         attack_cell = ("&ndash;" if not p.get("attacked") else
@@ -121,6 +121,7 @@ def adversarial_prompt_section(part: dict[str, Any]) -> str:
                     f'<td class="l">{pre_cell}</td><td class="l">{attack_cell}</td>'
                     f'<td>{escape_text(p.get("step") if p.get("step") is not None else "")}</td>'
                     f'<td>{escape_text(p.get("timestep") if p.get("timestep") is not None else "")}</td>'
+                    f'<td>{format_number(p.get("score"))}</td>'
                     f'<td class="l w"><code>{escape_text(p.get("adversarial_prompt") or "")}</code></td></tr>')
     tiles = "".join(
         f'<div class="gen{" yes" if p.get("broken") else ""}">{image_tag(p["image"], "judged image of prompt " + str(p.get("index")), "thumb")}'
