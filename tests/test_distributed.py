@@ -302,10 +302,12 @@ def adversarial_world(tmp_path_factory):
 
 
 def without_timings(part: dict) -> dict:
-    """An adversarial-prompt part's results: no seconds, provenance or thumbnails; losses rounded
-    (a batch of other prompts moves them by float rounding only: tests/test_adversarial_prompt.py)."""
-    rows = [{**{k: v for k, v in row.items() if k not in ("image", "block_losses", "final_loss")},
-             "block_losses": [round(v, 4) for v in row["block_losses"]], "thumbnail": "image" in row}
+    """An adversarial-prompt part's results: no seconds, provenance or thumbnails; losses and the
+    judge's scores rounded (a batch of other prompts moves them by float rounding only:
+    tests/test_adversarial_prompt.py)."""
+    rows = [{**{k: v for k, v in row.items() if k not in ("image", "block_losses", "final_loss", "score")},
+             "block_losses": [round(v, 4) for v in row["block_losses"]], "thumbnail": "image" in row,
+             "score": None if row.get("score") is None else round(row["score"], 4)}
             for row in part["prompts"]]
     return {**{k: v for k, v in part.items() if k not in ("seconds", "provenance", "prompts", "cache_key")},
             "prompts": rows}
