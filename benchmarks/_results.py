@@ -1,10 +1,13 @@
-"""Shared by the benchmark scripts: Markdown tables and provenance-stamped rows in RESULTS.md."""
+"""Shared by the benchmark scripts: Markdown tables, provenance-stamped rows in RESULTS.md, and a
+JSON cache of measurements keyed by what they depend on."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -34,3 +37,16 @@ def append_results(title: str, body: str, device: torch.device | None = None) ->
             f"torch {versions['torch']}, diffusers {versions['diffusers']}\n\n{body}\n"
         )
     print(f"appended to {RESULTS}")
+
+
+def cached(folder: Path, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """`compute()`, stored as JSON in `folder` under a hash of `key` (with the key beside it) and
+    read back from there by a later run with the same key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = folder / f"{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "value": value}, indent=1))
+    return value

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import random
 import time
@@ -54,7 +53,7 @@ from unlearn_guard.stats.proportion import wilson_interval
 from unlearn_guard.world import WEIGHTS_DIR, concept_prompt, load_classifier, load_world_model, probe_sets
 from unlearn_guard.world.shapes import BACKGROUNDS, COLOURS, caption_variant, Scene
 
-from _results import append_results, markdown_table
+from _results import append_results, cached, markdown_table
 
 HERE = Path(__file__).resolve().parent
 SPLIT_SEEDS = {"tune": 0, "heldout": 10_000}  # prompt i of a split uses seed SPLIT_SEEDS[split] + i
@@ -155,17 +154,6 @@ def model_loaders(shape: str, adapters: dict[str, Path]) -> dict[str, Callable[[
     return loaders
 
 
-def cached(cache: Path, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache / "results" / f"{digest}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["value"]
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "value": value}, indent=1))
-    return value
-
-
 # ----------------------------------------------------------------------------- measurements
 @torch.no_grad()
 def null_attack(model, prompts: list[str], seeds: list[int], skip: list[bool], judge, config: AdversarialPromptConfig,
@@ -193,6 +181,7 @@ def measure_model(name: str, load: Callable[[], Any], shape: str, args, config: 
     judge = ShapeJudge(shape, classifier)
     base = {"shape": shape, "model": name, "esd": args.esd_iterations, "adapter_lr": 1e-3}
     record: dict[str, Any] = {}
+    results = cache / "results"  # one JSON file per measurement, keyed by what it depends on
     model = load()
 
     def attack() -> dict[str, Any]:
@@ -210,13 +199,13 @@ def measure_model(name: str, load: Callable[[], Any], shape: str, args, config: 
 
     draws = args.null_draws if args.null_models == "all" or name in args.null_models.split(",") else 0
     key = {**base, "what": "attack", "config": config.to_dict(), "splits": splits, "null_draws": draws}
-    record["attack"] = cached(cache, key, attack)
+    record["attack"] = cached(results, key, attack)
 
     def plain() -> dict[str, Any]:
         r = prompt_success(model, concept_prompt(shape), judge, n=args.prompt_images, seed=PLAIN_SEED)
         return {"successes": r.successes, "n": r.n}
 
-    record["plain"] = cached(cache, {**base, "what": "plain", "n": args.prompt_images}, plain)
+    record["plain"] = cached(results, {**base, "what": "plain", "n": args.prompt_images}, plain)
 
     def memory() -> dict[str, Any]:
         from unlearn_guard import probe
@@ -229,7 +218,7 @@ def measure_model(name: str, load: Callable[[], Any], shape: str, args, config: 
                   reference_prompts=sets.reference_prompts, config=cfg).memory
         return {"value": m.value, "low": m.ci_low, "high": m.ci_high, "seconds": time.perf_counter() - started}
 
-    record["memory"] = cached(cache, {**base, "what": "memory", "n": args.probe_images, "preset": args.probe_preset},
+    record["memory"] = cached(results, {**base, "what": "memory", "n": args.probe_images, "preset": args.probe_preset},
                               memory)
 
     def kept() -> dict[str, Any]:
@@ -238,7 +227,7 @@ def measure_model(name: str, load: Callable[[], Any], shape: str, args, config: 
         return {"accuracy": kept_accuracy(model, classifier, shape, args.accuracy_images, seed=KEPT_SEED),
                 "n": args.accuracy_images}
 
-    record["kept"] = cached(cache, {**base, "what": "kept", "n": args.accuracy_images}, kept)
+    record["kept"] = cached(results, {**base, "what": "kept", "n": args.accuracy_images}, kept)
 
     if args.ci_steps:
         def inversion() -> dict[str, Any]:
@@ -252,7 +241,7 @@ def measure_model(name: str, load: Callable[[], Any], shape: str, args, config: 
             r = attack_success(model, learned, judge, n=args.ci_generations, seed=CI_SEED, keep_images=False)
             return {"successes": r.successes, "n": r.n, "seconds": time.perf_counter() - started}
 
-        record["ci"] = cached(cache, {**base, "what": "ci", "steps": args.ci_steps, "images": args.ci_images,
+        record["ci"] = cached(results, {**base, "what": "ci", "steps": args.ci_steps, "images": args.ci_images,
                                       "n": args.ci_generations}, inversion)
     log(f"{shape} / {name}: done")
     return record

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from unlearn_guard.trainers import ESDConfig, esd_lora_erase, save_esd_adapter
 from unlearn_guard.world import WEIGHTS_DIR, concept_prompt, load_classifier, load_world_model
 from unlearn_guard.world.evaluate import accuracy_from_prompt, kept_accuracy, out_of_world_images, probe_sets
 
-from _results import append_results, markdown_table
+from _results import append_results, cached, markdown_table
 
 # This script measures the inversion and the memory score, not the negative control: the control is
 # off (control_images=0), which also keeps its images out of the timings, and so is its warning.
@@ -157,17 +156,6 @@ def _d_n_w1(result) -> dict[str, Any] | None:
         return None
     md = memory_distance(e, r, result.normal_nll, kind="w1", bootstrap_samples=1000, seed=1)
     return md.to_dict()
-
-
-def cached(cache: Path, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache / "probes" / f"{digest}.json"
-    if path.is_file():
-        return json.loads(path.read_text())["value"]
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "value": value}))
-    return value
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -289,7 +277,7 @@ def main() -> None:
         for name, load in loaders.items():
             model = load()
             key = {"concept": concept, "model": name, "what": "accuracy", "n": args.accuracy_images}
-            acc = cached(cache, key, lambda: {
+            acc = cached(cache / "probes", key, lambda: {
                 "concept": accuracy_from_prompt(model, classifier, concept, args.accuracy_images, 30_000),
                 "kept": kept_accuracy(model, classifier, concept, args.accuracy_images // 2, 40_000)})
             accuracy[(concept, name)] = (acc["concept"], acc["kept"])
@@ -302,7 +290,7 @@ def main() -> None:
                         key = {"concept": concept, "model": name, "split": split, "set": set_name, "preset": preset,
                                "images": args.images, "config": config.to_dict()}
                         records[(concept, name, split, set_name, preset)] = cached(
-                            cache, key, lambda: run_probe(model, images, config))
+                            cache / "probes", key, lambda: run_probe(model, images, config))
             log(f"{concept}/{name}: probed")
 
     if not all(("original" in names and "retrained" in names) for names in model_names.values()):
