@@ -121,13 +121,17 @@ def ddim_step(z_t: torch.Tensor, eps: torch.Tensor, alpha_prod_t: float, alpha_p
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-def prediction_type_of(scheduler_config: dict[str, Any]) -> str:
-    """The model's prediction type from its scheduler config ("epsilon" when absent); ModelError
-    for one no conversion here covers."""
-    prediction_type = dict(scheduler_config).get("prediction_type") or "epsilon"
+def checked_prediction_type(prediction_type: str, label: str = "prediction_type") -> str:
+    """`prediction_type` itself; ModelError for one no conversion here covers."""
     if prediction_type not in PREDICTION_TYPES:
-        raise ModelError(f"scheduler prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+        raise ModelError(f"{label}={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
     return prediction_type
+
+
+def prediction_type_of(scheduler_config: dict[str, Any]) -> str:
+    """The model's prediction type from its scheduler config ("epsilon" when absent), checked."""
+    return checked_prediction_type(dict(scheduler_config).get("prediction_type") or "epsilon",
+                                   "scheduler prediction_type")
 
 
 def _coefficients(alpha_prod: float | torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,15 +150,14 @@ def epsilon_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_prod: 
         epsilon:      eps = output (returned as is: the same tensor, bit for bit)
         v_prediction: v = sqrt(abar) eps - sqrt(1 - abar) x0, so eps = sqrt(abar) v + sqrt(1 - abar) z_t
         sample:       x0 = output, so eps = (z_t - sqrt(abar) x0) / sqrt(1 - abar)
-    `alpha_prod` is abar_t, one float or one per batch element."""
-    if prediction_type == "epsilon":
+    `alpha_prod` is abar_t, one float or one per batch element; `sample` is z_t on any device."""
+    if checked_prediction_type(prediction_type) == "epsilon":
         return output
     root, rest = _coefficients(alpha_prod, output)
+    z = sample.to(output)
     if prediction_type == "v_prediction":
-        return root * output + rest * sample.to(output.dtype)
-    if prediction_type == "sample":
-        return (sample.to(output.dtype) - root * output) / rest
-    raise ModelError(f"prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+        return root * output + rest * z
+    return (z - root * output) / rest  # "sample"
 
 
 def x0_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_prod: float | torch.Tensor,
@@ -163,15 +166,13 @@ def x0_from_output(output: torch.Tensor, sample: torch.Tensor, alpha_prod: float
         epsilon:      x0 = (z_t - sqrt(1 - abar) eps) / sqrt(abar)
         v_prediction: x0 = sqrt(abar) z_t - sqrt(1 - abar) v
         sample:       x0 = output"""
-    if prediction_type == "sample":
+    if checked_prediction_type(prediction_type) == "sample":
         return output
     root, rest = _coefficients(alpha_prod, output)
-    z = sample.to(output.dtype)
+    z = sample.to(output)
     if prediction_type == "v_prediction":
         return root * z - rest * output
-    if prediction_type == "epsilon":
-        return (z - rest * output) / root
-    raise ModelError(f"prediction_type={prediction_type!r}; supported: {', '.join(PREDICTION_TYPES)}")
+    return (z - rest * output) / root  # "epsilon"
 
 
 def alpha_prod_at(alphas: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:

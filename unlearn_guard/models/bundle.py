@@ -273,9 +273,7 @@ class DiffusionModel:
              else torch.full((latents.shape[0],), value, device=self.device, dtype=torch.float32))
         out = self.unet(latents.to(self.device, self.dtype), t, **self.unet_conditioning(embeddings.to(self.device, self.dtype)))
         sample = out.sample if hasattr(out, "sample") else out[0]
-        if self.prediction_type == "epsilon":
-            return sample.float()
-        return self.epsilon(sample.float(), latents.to(self.device, torch.float32), value)
+        return self.epsilon(sample.float(), latents, value)
 
     def unet_conditioning(self, embeddings: torch.Tensor) -> dict[str, Any]:
         """The UNet's keyword arguments for embeddings from `encode_prompts`: encoder_hidden_states,

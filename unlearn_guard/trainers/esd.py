@@ -222,7 +222,7 @@ def _esd_loss(model: DiffusionModel, unet: torch.nn.Module, config: ESDConfig, e
     `memory_weight` on a memory-seed iteration."""
     t = torch.full((1,), example.timestep, device=model.device, dtype=torch.long)
     raw = unet(example.latents.to(dtype), t, **model.unet_conditioning(embeddings[1:])).sample.float()
-    prediction = model.epsilon(raw, example.latents.float(), example.timestep)  # the target is eps (SPEC 1.1)
+    prediction = model.epsilon(raw, example.latents, example.timestep)  # the target is eps (SPEC 1.1)
     weight = config.memory_weight if example.from_memory else 1.0
     loss = weight * torch.nn.functional.mse_loss(prediction, example.target)
     if not torch.isfinite(loss):
