@@ -205,15 +205,19 @@ SDXL_REFINERS = ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPi
 
 def _pipeline_class(source: PathLike, local_files_only: bool) -> Any:
     """`StableDiffusionXLPipeline` when the folder's (or hub id's) model_index.json names an SDXL
-    pipeline, else `StableDiffusionPipeline`; the SDXL refiner and inpainting pipelines are refused."""
+    pipeline, else `StableDiffusionPipeline`. Refused by name: the SDXL refiner and inpainting
+    pipelines, and a folder holding an SLD pipeline."""
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    is_folder = Path(source).is_dir()
     try:
-        index = (json.loads((Path(source) / "model_index.json").read_text()) if Path(source).is_dir()
+        index = (json.loads((Path(source) / "model_index.json").read_text()) if is_folder
                  else DiffusionPipeline.load_config(str(source), local_files_only=local_files_only))
         name = index.get("_class_name", "")
     except Exception:  # no index (yet): diffusers' loader says what is wrong
         return StableDiffusionPipeline
+    if is_folder and name in SLD_PIPELINES:
+        raise ModelError(f"{str(source)!r} is a {name} pipeline: {SLD_REFUSAL}")
     if name in SDXL_REFINERS:
         raise ModelError(f"{str(source)!r} is a {name}: an image-to-image SDXL pipeline (the refiner or inpainting) is "
                          "not supported; give the SDXL base model (StableDiffusionXLPipeline)")
@@ -223,16 +227,6 @@ def _pipeline_class(source: PathLike, local_files_only: bool) -> Any:
 def _pipeline_kwargs(pipeline_class: Any) -> dict[str, Any]:
     """SD 1.x/2.x pipelines load without their safety checker; SDXL's has none."""
     return {} if pipeline_class.__name__ in SDXL_PIPELINES else {"safety_checker": None, "requires_safety_checker": False}
-
-
-def _refuse_sld_folder(folder: Path) -> None:
-    index = folder / "model_index.json"
-    try:
-        name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
-    except (OSError, ValueError, AttributeError):
-        return  # diffusers' loader says what is wrong with the file
-    if name in SLD_PIPELINES:
-        raise ModelError(f"{str(folder)!r} is a {name} pipeline: {SLD_REFUSAL}")
 
 
 def _base_model(source: Any, *, torch_dtype: torch.dtype | None, local_files_only: bool,
@@ -269,9 +263,8 @@ def _model_from_single_file(file: Path, config: PathLike | None) -> DiffusionMod
     folder = Path(config)
     if not (folder / "model_index.json").is_file():
         raise InputError(f"config: {str(folder)!r} has no model_index.json; expected a diffusers pipeline folder")
-    _refuse_sld_folder(folder)
+    pipeline_class = _pipeline_class(folder, True)  # SLD refused before the file is read
     read_state_dict(file, "source")  # one clear line for pickles, damage and NaN before diffusers reads it
-    pipeline_class = _pipeline_class(folder, True)
     try:
         pipe = pipeline_class.from_single_file(str(file), config=str(folder), local_files_only=True,
                                                **_pipeline_kwargs(pipeline_class))
@@ -290,8 +283,6 @@ def _model_from_name_or_path(
     is_folder = path.is_dir()
     if not is_folder and (not isinstance(source, str) or not looks_like_hub_id(source)):
         raise InputError(f"source: folder {str(path)!r} does not exist; expected a pipeline folder or a hub id")
-    if is_folder:
-        _refuse_sld_folder(path)
     pipeline_class = _pipeline_class(source, local_files_only or is_folder)
     kwargs: dict[str, Any] = _pipeline_kwargs(pipeline_class)
     if torch_dtype is not None:
