@@ -60,7 +60,7 @@ CASES = {
                                     "--memory-aware-args=--iterations 2 --target 0.5 --pool 2 --every 2 "
                                     "--accuracy-images 1 --monitor-preset fast",
                                     # the models the tuning and the memory-aware table need (ESD-u and the
-                                    # original add nothing another row does not run: 16 of 54 s)
+                                    # original run no code path the other rows do not)
                                     "--models", "retrained,ESD-x 1 it,ESD-x + memory loss"],
     # two settings (one ancestral) of 2 steps, 2 generations, one ESD iteration
     "sampling_settings.py": ["--settings", "ddim:4:2,euler-a:4:2", "--generations", "2", "--esd-iterations", "1",

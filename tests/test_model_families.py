@@ -166,8 +166,9 @@ def test_inversion_of_a_ddim_sample_recovers_its_seed(v_model):
 # --------------------------------------------------------------------------- probe, sampling, training
 @pytest.mark.parametrize("regularization, scale", [(False, 10), (True, 50)])
 def test_probe_batch_equals_singles(v_model, regularization, scale):
-    """Batched and one-image probes agree. With the noise regulariser on, one seed element of this
-    random v-model moves 2e-4 between the two (the eps model: 2e-6), hence the wider scale there."""
+    """Batched and one-image probes agree. With the noise regulariser on, float round-off between
+    batch sizes grows more on this random v-model than on the eps model (tests/test_probe.py holds
+    that one at scale 10), hence the wider scale there; why is an open question (issue 25's note)."""
     import dataclasses
 
     from unlearn_guard import probe
