@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from unlearn_guard.provenance import device_description, git_commit, package_versions
+from unlearn_guard.provenance import device_description, git_commit, package_version, package_versions
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -34,9 +35,21 @@ def append_results(title: str, body: str, device: torch.device | None = None) ->
         stream.write(
             f"\n### {title}, {stamp}\n"
             f"commit {git_commit()}; device {device_description(device or torch.device('cpu'))}; "
-            f"torch {versions['torch']}, diffusers {versions['diffusers']}\n\n{body}\n"
+            f"torch {versions['torch']}, diffusers {versions['diffusers']}{_cuda_stack(device)}\n\n{body}\n"
         )
     print(f"appended to {RESULTS}")
+
+
+def _cuda_stack(device: torch.device | None) -> str:
+    """', triton X, CUDA Y, driver Z' for a CUDA device (what a GPU number depends on beyond torch), else ''."""
+    if device is None or device.type != "cuda":
+        return ""
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30).stdout.split("\n")[0].strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        driver = "unknown"
+    return f", triton {package_version('triton')}, CUDA {torch.version.cuda}, driver {driver}"
 
 
 def cached(folder: Path, key: dict[str, Any], compute: Callable[[], Any]) -> Any:

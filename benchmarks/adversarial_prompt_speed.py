@@ -121,7 +121,8 @@ def worker(job: str) -> None:
     print(json.dumps(attack(load(spec["concept"]), [spec["prompt"]], [spec["seed"]], config).to_dict()))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="circle", help="a shape with a shipped retrained world (circle, square)")
     parser.add_argument("--prompts", type=int, default=8)
@@ -139,7 +140,11 @@ def main() -> None:
                         help="DDIM steps of each judged generation (default: the preset's)")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one prompt, as its own process
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.worker is not None:
         return worker(args.worker)
     torch.set_num_threads(args.threads)

@@ -125,7 +125,8 @@ def launch(world_size: int, args: argparse.Namespace, folder: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["world", "sd14-shaped"], default="world")
     parser.add_argument("--images", type=int, default=16, help="images per set (E and R each)")
@@ -140,7 +141,11 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.worker:
         worker(args)
         return

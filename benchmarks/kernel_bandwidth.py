@@ -66,7 +66,8 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double().cpu() - b.double().cpu()).abs().max())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,16,64", help="images per launch")
     parser.add_argument("--latent", default="4,64,64", help="C,H,W of one latent (SD 1.x: 4,64,64)")
@@ -78,7 +79,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)

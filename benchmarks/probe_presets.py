@@ -32,7 +32,8 @@ def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
     return model.to(device=device, dtype=dtype)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "world", "sd14-shaped"], default="tiny")
     parser.add_argument("--images", type=int, default=4)
@@ -42,7 +43,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
 
     dtype = getattr(torch, args.dtype)

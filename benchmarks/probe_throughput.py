@@ -98,7 +98,8 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["world", "sd14-shaped", "sdxl-tiny", "sdxl-shaped"], default="world",
                         help="sdxl-tiny: the tests' tiny SDXL (64 px); sdxl-shaped: SDXL base, random weights, 1024 px")
@@ -116,7 +117,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     fast_dtype = getattr(torch, args.fast_dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import importlib.metadata
 import platform
 import subprocess
@@ -28,7 +29,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """The unlearn_guard checkout's commit (with '+dirty' for local changes), or None if not a checkout."""
+    """The unlearn_guard checkout's commit (with '+dirty' for local changes).
+
+    A copy without .git (say, a working tree sent to a GPU machine) reports $UNLEARN_GUARD_COMMIT if
+    set, else None."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -39,7 +43,7 @@ def git_commit() -> str | None:
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("UNLEARN_GUARD_COMMIT") or None
     return commit + ("+dirty" if dirty else "")
 
 
