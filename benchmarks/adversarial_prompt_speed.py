@@ -122,7 +122,7 @@ def worker(job: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
+    """The command line (benchmarks/_gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="circle", help="a shape with a shipped retrained world (circle, square)")
     parser.add_argument("--prompts", type=int, default=8)

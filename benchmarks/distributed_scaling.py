@@ -126,7 +126,7 @@ def launch(world_size: int, args: argparse.Namespace, folder: Path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
+    """The command line (benchmarks/_gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["world", "sd14-shaped"], default="world")
     parser.add_argument("--images", type=int, default=16, help="images per set (E and R each)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run (checks, then every GPU benchmark) in one command within a time budget; see gpu_run.py.
+# The GPU run (checks, then every GPU benchmark) in one command within a time budget; see _gpu_run.py.
 #   bash benchmarks/gpu.sh                        # all steps within 540 s; logs and new RESULTS rows in $OUT or benchmarks/gpu_out
 #   bash benchmarks/gpu.sh --only sdxl,world      # a rerun of what failed or ran out of time
 #   bash benchmarks/gpu.sh --list                 # the steps; runs nothing
@@ -18,4 +18,4 @@ if compgen -G "$root/.whl/*.whl" >/dev/null; then
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "$py" "$root/benchmarks/gpu_run.py" "$@"
+exec "$py" "$root/benchmarks/_gpu_run.py" "$@"

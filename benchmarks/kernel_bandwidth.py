@@ -67,7 +67,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
+    """The command line (benchmarks/_gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,16,64", help="images per launch")
     parser.add_argument("--latent", default="4,64,64", help="C,H,W of one latent (SD 1.x: 4,64,64)")

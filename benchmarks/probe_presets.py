@@ -33,7 +33,7 @@ def build(model_name: str, device: str, dtype: torch.dtype) -> DiffusionModel:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
+    """The command line (benchmarks/_gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "world", "sd14-shaped"], default="tiny")
     parser.add_argument("--images", type=int, default=4)

@@ -99,7 +99,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (benchmarks/gpu_run.py checks its steps' flags against it)."""
+    """The command line (benchmarks/_gpu_run.py checks its steps' flags against it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["world", "sd14-shaped", "sdxl-tiny", "sdxl-shaped"], default="world",
                         help="sdxl-tiny: the tests' tiny SDXL (64 px); sdxl-shaped: SDXL base, random weights, 1024 px")

@@ -65,6 +65,8 @@ CASES = {
     # two settings (one ancestral) of 2 steps, 2 generations, one ESD iteration
     "sampling_settings.py": ["--settings", "ddim:4:2,euler-a:4:2", "--generations", "2", "--esd-iterations", "1",
                              "--threads", "1"],
+    # both families, regulariser on and off, fp32 chunk 1 / chunk 2 / bf16 against fp64: 3 steps, 2 + 2 images
+    "precision_sensitivity.py": ["--images", "2", "--steps", "3", "--threads", "1"],
     "utility_check.py": ["--concepts", "circle", "--perturb", "0.3", "--esd-iterations", "1", "--generations", "1",
                          "--settings", "ddim:4:2,pndm:3:2", "--threads", "1"],
 }

@@ -24,7 +24,7 @@ ROOT = BENCHMARKS.parent
 def gpu_run():
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        yield importlib.import_module("gpu_run")
+        yield importlib.import_module("_gpu_run")
     finally:
         sys.path.remove(str(BENCHMARKS))
 
