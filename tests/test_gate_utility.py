@@ -75,6 +75,7 @@ def test_a_destroyed_unet_fails_as_utility_lost_and_the_retrained_world_keeps_ut
     destroyed, retrained = report["checkpoints"]
     assert destroyed["verdict"] == "fail" and destroyed["failed"] == ["utility"] and code == 1
     assert destroyed["reasons"][-1].startswith("utility lost: accuracy ratio ")
+    assert " < 0.55 (--min-utility) under " in destroyed["reasons"][-1]  # the gate's own flag, not the API field
     assert not any("forgotten" in reason for reason in destroyed["reasons"])
     assert destroyed["utility"]["ratio"] < 0.35 < report["thresholds"]["min_utility"] == 0.55  # the tuned default
     assert retrained["reasons"][-1].startswith("utility kept: accuracy ratio ") and retrained["utility"]["ratio"] > 0.8

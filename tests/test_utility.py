@@ -72,7 +72,7 @@ def test_the_base_against_itself_has_ratio_one(base, classifier):
     result = utility_check(base, base, config, classifier=classifier)
     assert [s.ratio for s in result.settings] == [1.0, 1.0] and result.ratio == 1.0 and result.passed
     assert [s.checkpoint == s.base for s in result.settings] == [True, True]
-    assert "utility kept" in result.reason
+    assert "utility kept" in result.reason and "(min_ratio)" in result.reason  # the config field it reads
     assert result.to_dict()["provenance"]["versions"]["torch"] and result.to_dict()["provenance"]["seed"] == 0
     again = UtilityResult.from_dict(json.loads(json.dumps(result.to_dict())))  # what a gate reads from its cache
     assert again.to_dict() == json.loads(json.dumps(result.to_dict()))

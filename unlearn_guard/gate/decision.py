@@ -233,7 +233,7 @@ def _decide_utility(part: dict[str, Any], threshold: float | None) -> tuple[bool
     if result.config.min_ratio <= 0:
         ratio = "undefined" if result.ratio is None else f"{result.ratio:.3f}"
         return True, f"utility: worst-case ratio {ratio}: not checked (--min-utility 0 turns the rule off)"
-    return result.passed, result.reason
+    return result.passed, result.reason_for("--min-utility")
 
 
 def _decide_multi_memory(part: dict[str, Any], threshold: float) -> tuple[bool, str]:

@@ -146,12 +146,16 @@ class UtilityResult:
 
     @property
     def reason(self) -> str:
+        return self.reason_for("min_ratio")
+
+    def reason_for(self, bar: str) -> str:
+        """The verdict in one line, naming the bar as the caller's user sets it (the gate: --min-utility)."""
         worst, what = self.worst, ("accuracy" if self.config.shapes else "CLIP score")
         if worst.ratio is None:
             return (f"utility undefined: the base model's mean {what} is 0 under {worst.setting.label}; "
                     "nothing to compare against")
         verdict, sign = ("utility kept", ">=") if self.passed else ("utility lost", "<")
-        return (f"{verdict}: {what} ratio {worst.ratio:.3f} {sign} {self.config.min_ratio:g} (min_ratio) under "
+        return (f"{verdict}: {what} ratio {worst.ratio:.3f} {sign} {self.config.min_ratio:g} ({bar}) under "
                 f"{worst.setting.label}, the worst of {len(self.settings)} setting(s): checkpoint "
                 f"{worst.checkpoint_mean.shown()} against base {worst.base_mean.shown()}")
 
