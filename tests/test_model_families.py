@@ -265,9 +265,9 @@ def test_esd_erases_on_a_v_prediction_model(v_model):
 
 
 # --------------------------------------------------------------------------- the gate, end to end
-def assert_gate_runs_on_a_folder(pipe, tmp_path, capsys) -> None:
+def assert_gate_runs_on_a_folder(pipe, tmp_path, capsys, family: str, prediction_type: str) -> None:
     """`unlearn-guard gate --model FOLDER` on a saved pipeline of any family: a verdict, its exit
-    code, finite numbers in gate.json and the HTML report."""
+    code, finite numbers in gate.json, the model's family and prediction type in both reports."""
     from unlearn_guard.gate.folders import save_image_folder
 
     from _gate_helpers import CHEAP, json_line, run_cli
@@ -285,14 +285,17 @@ def assert_gate_runs_on_a_folder(pipe, tmp_path, capsys) -> None:
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert report["checkpoints"][0]["probe"]["config"]["inversion"]["num_steps"] == 3
     assert all(image["nll"] > 0 for image in report["checkpoints"][0]["probe"]["erased"]["images"])
-    assert (tmp_path / "out" / "report.html").is_file()
+    assert report["model"]["model_family"] == family and report["model"]["prediction_type"] == prediction_type
+    assert report["model"]["kind"] == "folder"  # the fingerprint is still there
+    assert f"model_family {family}, prediction_type {prediction_type}" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_gate_end_to_end_on_a_v_prediction_folder(v_components, tmp_path, capsys):
     from diffusers import StableDiffusionPipeline
 
     assert_gate_runs_on_a_folder(StableDiffusionPipeline(**v_components, safety_checker=None, feature_extractor=None,
-                                                         requires_safety_checker=False), tmp_path, capsys)
+                                                         requires_safety_checker=False), tmp_path, capsys,
+                                 family="sd", prediction_type="v_prediction")
 
 
 # --------------------------------------------------------------------------- attacks and losses on v models

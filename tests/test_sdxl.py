@@ -215,7 +215,7 @@ def test_half_precision_keeps_the_vae_in_float32(xl_components):
 
 
 def test_gate_end_to_end_on_an_sdxl_folder(xl_components, tmp_path, capsys):
-    assert_gate_runs_on_a_folder(xl_pipe(xl_components), tmp_path, capsys)
+    assert_gate_runs_on_a_folder(xl_pipe(xl_components), tmp_path, capsys, family="sdxl", prediction_type="epsilon")
 
 
 def test_refusals_name_the_reason(xl_model, xl_components, tmp_path):

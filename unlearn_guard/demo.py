@@ -47,7 +47,7 @@ from .gate.finish import control_record
 from .gate.folders import save_image_folder
 from .losses import AnchorPathConfig
 from .probe import probe
-from .provenance import provenance
+from .provenance import model_provenance, provenance
 from .results import interval_record
 from .files import write_text_atomic
 from .trainers import ESDConfig, esd_lora_erase, save_esd_adapter
@@ -419,7 +419,7 @@ def run_demo(output_dir: str | Path = "unlearn_guard_outputs/demo", config: Demo
         "training_seconds": training.seconds,
         "probe_overhead_seconds": monitor.overhead_seconds,
         "total_seconds": time.perf_counter() - started,
-        "provenance": provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+        "provenance": provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model)),
     }
     _write_outputs(out, result, rows.rows, gate, target, config, stopped_at, echo)
     return result

@@ -48,7 +48,7 @@ from .probe_inputs import (
 )
 from .probe_measure import finish_probe, measure_memory, normal_set
 from .probe_seeds import consume_released_extra_draws, derive_seed, image_generators
-from .provenance import provenance
+from .provenance import model_provenance, provenance
 from .results import ImageProbe, ProbeResult, SetProbe
 from .stats.functional import psnr, seed_nll
 
@@ -349,7 +349,7 @@ def _probe_in_process(
         runner = with_compiled_unet(model) if config.compile_unet else model
         results = {label: known[label] if label in known else probe_image_set(runner, images_, config, label, schedule)
                    for label, images_ in sets.items()}
-    record = provenance(model.device, model.dtype, seed=config.seed, model_source=model.source, fused_ops=fused_ops,
+    record = provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model), fused_ops=fused_ops,
                         distributed=distributed_work.describe(None), loaded_weights=list(model.loaded_weights))
     return finish_probe(results["erased"], results.get("reference"), seed_shape_of(model, sets["erased"]), config,
                         external_normal, record, results.get("control"))
@@ -399,7 +399,7 @@ def _probe_sharded(group: "distributed_work.Session", model: Any, images: Any, p
             for unit in mine:
                 group.check()  # a rank that failed or died stops this one too
                 outputs.append(run_unit(runner, sets[unit.label], unit, schedule, config, batch_size, bar))
-        record = provenance(checked.device, checked.dtype, seed=config.seed, model_source=checked.source,
+        record = provenance(checked.device, checked.dtype, seed=config.seed, **model_provenance(checked),
                             fused_ops=fused_ops, loaded_weights=list(checked.loaded_weights)) if group.is_main else None
         return {"outputs": outputs, "seconds": time.perf_counter() - started, "provenance": record}
 

@@ -53,6 +53,12 @@ def device_description(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def model_provenance(model: Any) -> dict[str, Any]:
+    """Which model a result came from: its source, family ("sd" or "sdxl") and what its UNet predicts
+    (eps, v or x0), for `provenance(..., **model_provenance(model))`."""
+    return {"model_source": model.source, "model_family": model.family, "prediction_type": model.prediction_type}
+
+
 def provenance(device: torch.device, dtype: torch.dtype, **extra: Any) -> dict[str, Any]:
     """One dict for reports: versions, commit, device, dtype, python, time (UTC) and `extra`."""
     return {

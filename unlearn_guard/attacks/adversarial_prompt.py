@@ -51,7 +51,7 @@ from ..models.checks import check_finite_weights
 from ..models.module_state import preserve_module_state
 from ..probe_inputs import as_model
 from ..probe_seeds import derive_seed
-from ..provenance import provenance
+from ..provenance import model_provenance, provenance
 from ..sampling import sample_from_embeddings
 from ..validation import is_int
 from .adversarial_config import ADVERSARIAL_PRESETS, AdversarialPromptConfig
@@ -443,7 +443,7 @@ def adversarial_prompt_attack(
         pre_asr_by_setting=by_setting,
         asr=Rate.of(sum(a.broken for a in attacks), len(attacks), config.confidence),
         config=config, judge=judge_name(judge), unet_evaluations=counts, seconds=seconds,
-        provenance=provenance(model.device, model.dtype, seed=config.seed, model_source=model.source,
+        provenance=provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model),
                               base_model_source=None if base is None else base.source),
     )
 

@@ -44,7 +44,7 @@ from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.checks import check_finite_weights
 from ..models.module_state import preserve_module_state
-from ..provenance import provenance
+from ..provenance import model_provenance, provenance
 from .concept_config import ConceptInversionConfig
 from .concept_success import attack_success, prompt_success
 from .learned_embedding import EMBEDDING_FILE, METADATA_FILE, LearnedEmbedding, load_learned_embedding
@@ -166,7 +166,7 @@ def concept_inversion(
     return LearnedEmbedding(
         token=config.token, vector=learned, init_token=config.init_token, templates=config.templates, losses=losses,
         seconds=time.perf_counter() - started, config=config,
-        provenance={**provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+        provenance={**provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model)),
                     "training_images": [{"name": n, "sha256": h} for n, h in zip(training.names, training.sha256)],
                     "init_token_known": known},
     )

@@ -49,7 +49,7 @@ from ..schedule import DDIMSchedule, ddim_schedule
 from ..io import ImageSet, load_image_set
 from ..models.bundle import DiffusionModel
 from ..models.module_state import preserve_module_state
-from ..provenance import provenance
+from ..provenance import model_provenance, provenance
 from ..signal.memory_score import image_memory, memory_score
 from ..stats.functional import psnr, seed_nll
 from .results import ImageMemories, Memory, MemorySearchResult
@@ -466,7 +466,7 @@ def find_memories(
     seconds["total"] = time.perf_counter() - started
     return MemorySearchResult(
         images=results, probe=single, memory=best_score, search=search, seconds=seconds, notes=notes,
-        provenance={**provenance(model.device, model.dtype, seed=config.seed, model_source=model.source),
+        provenance={**provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model)),
                     "support": [] if support_set is None else
                     [{"name": n, "sha256": h} for n, h in zip(support_set.names, support_set.sha256)]},
         seeds=seeds if config.keep_seeds else None,

@@ -112,7 +112,8 @@ def build_report(config: GateConfig, fingerprint: dict[str, Any], concept: Image
         **verdict.to_dict(),
         "thresholds": config.thresholds.to_dict(config.attacks.attacks),
         "attacks": config.attacks.to_dict(),
-        "model": fingerprint,
+        # the fingerprint (what the cache keys hold), and what the probes found the model to be
+        "model": {**fingerprint, **{key: first[key] for key in ("model_family", "prediction_type") if key in first}},
         "inputs": {
             "concept_images": _image_records(concept, Path(config.concept_images)),
             "reference_images": _image_records(reference, Path(config.reference_images)),

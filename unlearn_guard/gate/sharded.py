@@ -47,7 +47,7 @@ from ..probe import (
     sets_from_units,
 )
 from ..schedule import ddim_schedule
-from ..provenance import provenance
+from ..provenance import model_provenance, provenance
 from .adversarial import adversarial_part, attack_slice, check_prompts_fit, load_adversarial_inputs, run_config
 from .cache import ResultCache
 from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
@@ -248,7 +248,7 @@ def _probe_units(units: list[ProbeUnit], config: GateConfig, local: dict[str, An
                 loaded, fused_ops = _load(checkpoint, config, local)
                 model = (unit.tag, loaded, ddim_schedule(loaded.scheduler_config, probe_config.inversion.num_steps))
                 records[unit.tag] = {**provenance(loaded.device, loaded.dtype, seed=probe_config.seed,
-                                                  model_source=loaded.source, fused_ops=fused_ops),
+                                                  **model_provenance(loaded), fused_ops=fused_ops),
                                      "seed_shape": seed_shape_of(loaded, local["sets"]["erased"])}
             _, loaded, schedule = model
             with torch.no_grad():

@@ -106,7 +106,7 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
         UtilityResult: per setting and item, the worst setting, `ratio`, `passed`, `reason`.
     """
     from ..probe import as_model
-    from ..provenance import provenance
+    from ..provenance import model_provenance, provenance
 
     if not isinstance(config, UtilityConfig):
         raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
@@ -117,5 +117,6 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
     checkpoint_model = as_model(checkpoint)
     checkpoint_scores = measure_utility(checkpoint_model, config, classifier=classifier, clip=clip)
     result = compare_utility(checkpoint_scores, base_scores, config)
-    result.provenance = provenance(checkpoint_model.device, checkpoint_model.dtype, seed=config.seed)
+    result.provenance = provenance(checkpoint_model.device, checkpoint_model.dtype, seed=config.seed,
+                                   **model_provenance(checkpoint_model))
     return result
