@@ -22,7 +22,6 @@ from typing import Iterator
 import torch
 
 from unlearn_guard import DiffusionModel, ProbeConfig, probe
-from unlearn_guard.config import RegularizationConfig
 from unlearn_guard.inversion import renoise
 from unlearn_guard.models.tiny import TinyModelSpec, build_tiny_components
 
