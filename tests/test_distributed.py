@@ -282,8 +282,10 @@ def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, t
 
 # --------------------------------------------------------------------------- adversarial prompts on 2 ranks
 ADVERSARIAL_SEEDS = [12, 3, 0]  # 3 prompts: rank 0 attacks the first, rank 1 the other two
-ADVERSARIAL_KNOBS = [*GATE_KNOBS, "--set", "inversion.num_steps=3", "--attacks", "memory,adversarial-prompt",
-                     "--judge", "shapes-world:circle", "--adv-set", "timesteps=50,150", "--adv-set", "num_steps=6"]
+ADVERSARIAL_KNOBS = [*GATE_KNOBS, "--set", "inversion.num_steps=3", "--attacks", "memory,adversarial-prompt,utility",
+                     "--judge", "shapes-world:circle", "--adv-set", "timesteps=50,150", "--adv-set", "num_steps=6",
+                     # 2 settings: one per rank
+                     "--utility-erased", "circle", "--utility-n", "2", "--utility-settings", "ddim:4:4,pndm:3:4"]
 
 
 @pytest.fixture(scope="module")
@@ -313,9 +315,14 @@ def without_timings(part: dict) -> dict:
             "prompts": rows}
 
 
-def test_adversarial_prompts_under_torchrun_equal_one_process(adversarial_world, tmp_path):
-    """Each rank attacks a contiguous slice of the prompts; rank 0 gathers them into the part a one-process
-    run writes, caches it (a one-process --resume takes it from there) and decides the same."""
+def without_utility_timings(part: dict) -> dict:
+    return {k: v for k, v in part.items() if k not in ("seconds", "provenance", "cache_key")}
+
+
+def test_adversarial_prompts_and_utility_under_torchrun_equal_one_process(adversarial_world, tmp_path):
+    """Each rank attacks a contiguous slice of the prompts and measures a share of the utility settings;
+    rank 0 gathers them into the parts a one-process run writes, caches them (a one-process --resume
+    takes them from there) and decides the same."""
     root, argv, code, one = adversarial_world
     two_argv = [a if a != str(root / "one") else str(tmp_path / "two") for a in argv]
     done = torchrun(["-m", "unlearn_guard.cli", *two_argv])
@@ -328,6 +335,11 @@ def test_adversarial_prompts_under_torchrun_equal_one_process(adversarial_world,
     rows = part_one["prompts"]
     assert rows[0]["attacked"] and any(row["attacked"] for row in rows[1:])  # both ranks ran gradient steps
     assert part_two["provenance"]["distributed"]["prompts_per_rank"] == [1, 2]
+    utility_one, utility_two = alone["utility"], shared["utility"]
+    assert without_utility_timings(utility_two) == without_utility_timings(utility_one)
+    assert [s["label"] for s in utility_two["settings"]] == ["ddim g4.0 4 steps", "pndm g3.0 4 steps"]
+    assert utility_two["provenance"]["distributed"]["settings_per_rank"] == [1, 1]
+    assert utility_two["provenance"]["model_source"] == utility_one["provenance"]["model_source"]
     assert two["provenance"]["distributed"] == {"world_size": 2, "backend": "gloo", "sharded": True}
     assert (shared["memory"], shared["d_n"], shared["reasons"], shared["verdict"]) == \
         (alone["memory"], alone["d_n"], alone["reasons"], alone["verdict"])
@@ -340,3 +352,4 @@ def test_adversarial_prompts_under_torchrun_equal_one_process(adversarial_world,
     resumed = json.loads((tmp_path / "two" / "gate.json").read_text())
     assert resumed["resumed_from_cache"] == 1 and without_timings(resumed["checkpoints"][0]["adversarial_prompt"]) == \
         without_timings(part_one)
+    assert without_utility_timings(resumed["checkpoints"][0]["utility"]) == without_utility_timings(utility_one)

@@ -241,7 +241,7 @@ def test_only_memory_and_adversarial_prompts_shard(world, tmp_path, monkeypatch)
                                attacks=AttackSettings(attacks=("memory", "concept-inversion", "adversarial-prompt"),
                                                       judge="shapes-world:circle", adversarial_prompts=root / "prompts.csv"))
     with pytest.raises(InputError, match=r"^--attacks memory,concept-inversion,adversarial-prompt: under torchrun/"
-                                         r"accelerate launch/srun the gate shards memory and adversarial-prompt only; "
+                                         r"accelerate launch/srun the gate shards memory, adversarial-prompt, utility only; "
                                          r"run concept-inversion in one process$"):
         runner.run_gate(config)
     config = runner.GateConfig(**{**config.__dict__, "attacks": config.attacks.replace(attacks=("adversarial-prompt",))})

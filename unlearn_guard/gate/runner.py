@@ -24,8 +24,9 @@ inputs), reused and resumed the same way. The model is loaded once per checkpoin
 something has to be computed; when memory and multi-memory both have to be computed, one search
 gives both (its first memory is the probe). The base model (--model without the checkpoint's
 weights), which makes the adversarial prompts' targets when no --adv-targets folder is given and
-whose utility the checkpoints' is measured against, is loaded once per run, when first needed. Under a process group the memory probe and
-the adversarial-prompt attack shard (`SHARDED_ATTACKS`); the others run in one process.
+whose utility the checkpoints' is measured against, is loaded once per run, when first needed.
+Under a process group the memory probe, the adversarial-prompt attack and the utility check shard
+(`SHARDED_ATTACKS`); the others run in one process.
 
 This module holds `run_gate` (the dispatcher) and the one-process gate; the names other modules
 import from here and that now live in the modules beside it stay importable from here.
@@ -101,7 +102,7 @@ __all__ = [  # run_gate and the one-process gate; the rest are re-exports from t
 
 
 # The attacks a process group shards (gate/sharded.py); the others run in one process.
-SHARDED_ATTACKS = ("memory", "adversarial-prompt")
+SHARDED_ATTACKS = ("memory", "adversarial-prompt", "utility")
 
 
 def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
@@ -122,7 +123,7 @@ def run_gate(config: GateConfig, echo: Callable[[str], None] = print,
     unsharded = [attack for attack in attacks if attack not in SHARDED_ATTACKS]
     if unsharded:
         raise InputError(f"--attacks {','.join(attacks)}: under torchrun/accelerate launch/srun the gate shards "
-                         f"{' and '.join(SHARDED_ATTACKS)} only; run {' and '.join(unsharded)} in one process")
+                         f"{', '.join(SHARDED_ATTACKS)} only; run {' and '.join(unsharded)} in one process")
     return run_gate_sharded(config, group, echo, notice)
 
 

@@ -16,9 +16,13 @@ any rank stops every rank within a bounded time:
      assembles the gathered slices into the part (gate/adversarial.py).
      Rank 0 caches each gathered result atomically at the start of the next gather: a rank that
      dies loses the work in flight at most.
-  3. Rank 0 decides, writes gate.json and report.html, and every rank returns the same report.
+  3. utility: each rank measures a contiguous share of the sampling settings, on the base model
+     once (unless --resume finds its scores) and then on each checkpoint in turn; rank 0 puts the
+     gathered rows together and compares them with the base's (gate/utility.py).
+  4. Rank 0 decides, writes gate.json and report.html, and every rank returns the same report.
 The numbers equal a one-process run's (each image is computed in the same batch; each prompt's
-attack draws from its own generator); only the timings and the "distributed" records differ.
+attack draws from its own generator; each setting's generations are the same batches); only the
+timings and the "distributed" records differ.
 """
 
 from __future__ import annotations
@@ -48,14 +52,16 @@ from ..probe import (
 )
 from ..schedule import ddim_schedule
 from ..provenance import model_provenance, provenance
+from ..utility import UtilityScores, load_clip, measure_settings
 from .adversarial import adversarial_part, attack_slice, check_prompts_fit, load_adversarial_inputs, run_config
 from .cache import ResultCache
-from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
+from .checkpoints import Checkpoint, Weights, model_fingerprint, weight_hashes
 from .finish import assemble_entry, checkpoint_entry, decided_record, finish_gate
 from .inputs import GateConfig, attack_failures, load_base_model, load_checkpoint_model, load_gate_inputs
 from .output import CACHE_DIR, check_output, check_output_writable
 from .plan import PartKeys, item_origin, origin_summary, part_plan
 from .render import checkpoint_line
+from .utility import BaseUtility
 
 # Gathered work rank 0 has not cached yet: (attack, checkpoint indices, every rank's output).
 Pending = list[tuple[str, list[int], list[Any]]]
@@ -127,23 +133,30 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
             return None
         local["fingerprint"] = model_fingerprint(inputs.source, config.model_config)
         check_output_writable(output, cache)
+        base_known = False
+        if "utility" in attacks:  # the base's scores, once per run; --resume may find them cached
+            local["base_utility"] = BaseUtility(config.attacks.utility, local["fingerprint"], cache, config.resume)
+            base_known = local["base_utility"].known() is not None
         keys = PartKeys.of_run(config, inputs, local["fingerprint"], adversarial=local["adversarial"])
         hashes = [weight_hashes(checkpoint.weights) for checkpoint in config.checkpoints]
         plans, local["entries"] = {}, {}
         for attack in attacks:
             plans[attack], local["entries"][attack] = part_plan(config, keys, cache, attack, hashes)
-        return {"plans": plans}
+        return {"plans": plans, "base_utility_known": base_known}
 
     try:
-        plans = group.gather(prepare, "the gate's checks")[0]["plans"]
+        prepared = group.gather(prepare, "the gate's checks")[0]
+        plans = prepared["plans"]
         pending: Pending = []
         local["probing"] = True
         if "memory" in plans:
             _probe_rounds(config, plans, local, group, cache, pending)
         if "adversarial-prompt" in plans:
             _attack_checkpoints(config, plans, local, group, cache, pending)
+        if "utility" in plans:
+            _check_utility(config, plans, prepared["base_utility_known"], local, group, cache, pending)
 
-        # 3. decide and report on rank 0; every rank returns the same report
+        # 4. decide and report on rank 0; every rank returns the same report
         def report() -> dict[str, Any] | None:
             if not main:
                 return None
@@ -222,6 +235,70 @@ def _attack_mine(checkpoint: Checkpoint, mine: range, config: GateConfig, local:
                             config.thumbnails, config.progress and group.is_main)
 
 
+def _check_utility(config: GateConfig, plans: dict[str, list[dict[str, Any]]], base_known: bool,
+                   local: dict[str, Any], group: distributed_work.Session, cache: ResultCache,
+                   pending: Pending) -> None:
+    """3. The utility check over every rank, each a contiguous share of the sampling settings: the
+    base model first (unless its scores are known), then each checkpoint to compute, which joins
+    `pending`; rank 0 keeps the base's scores and caches them."""
+    todo = [item["index"] for item in plans["utility"] if item["action"] == "compute"]
+    if not todo:
+        return
+    settings = len(config.attacks.utility.settings)
+
+    def share(checkpoint: Checkpoint | None) -> dict[str, Any]:
+        if group.is_main:
+            _cache_pending(pending, plans, config, cache, group, local)
+        return _measure_mine(checkpoint, group.shard([1] * settings), config, local)
+
+    if not base_known:
+        shares = group.gather(lambda: share(None), "utility of the base model")
+        if group.is_main:
+            local["base_utility"].remember(_scores_from(shares, config))
+    for number, index in enumerate(todo, 1):
+        checkpoint = config.checkpoints[index]
+        shares = group.gather(lambda checkpoint=checkpoint: share(checkpoint),
+                              f"utility, checkpoint {number} of {len(todo)} ({checkpoint.name})")
+        pending.append(("utility", [index], shares))
+
+
+def _measure_mine(checkpoint: Checkpoint | None, mine: range, config: GateConfig,
+                  local: dict[str, Any]) -> dict[str, Any]:
+    """This rank's settings measured on the checkpoint's model (None: the base model); nothing is
+    loaded for an empty share."""
+    if len(mine) == 0:
+        return {"rows": {}, "seconds": 0.0, "source": None, "provenance": None}
+    inputs, utility = local["inputs"], config.attacks.utility
+    started = time.perf_counter()
+    if checkpoint is None:
+        checkpoint = Checkpoint(name="the base model", weights=Weights())
+    model = load_checkpoint_model(inputs.source, checkpoint, local["device_name"], config.dtype, config.model_config)
+    if utility.prompts and local.get("clip") is None:
+        local["clip"] = load_clip(utility.clip_model)  # once per rank
+    with attack_failures(checkpoint, "the utility check of"):
+        rows = measure_settings(model, utility, mine, clip=local.get("clip"))
+    return {"rows": dict(zip(mine, rows)), "seconds": time.perf_counter() - started, "source": model.source,
+            "provenance": provenance(model.device, model.dtype, seed=utility.seed, **model_provenance(model))}
+
+
+def _scores_from(shares: list[dict[str, Any]], config: GateConfig) -> UtilityScores:
+    """Rank 0: one model's `UtilityScores` from every rank's share, in the config's setting order."""
+    utility = config.attacks.utility
+    rows = {index: row for share in shares for index, row in share["rows"].items()}
+    source = next(share["source"] for share in shares if share["source"] is not None)
+    return UtilityScores(utility.metric, utility.settings, [rows[i] for i in range(len(utility.settings))],
+                         utility.measured_with(), source, max(share["seconds"] for share in shares))
+
+
+def _utility_entry(shares: list[dict[str, Any]], config: GateConfig, group: distributed_work.Session,
+                   local: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0: one checkpoint's utility part from every rank's share of the settings."""
+    record = next(share["provenance"] for share in shares if share["provenance"] is not None)
+    record = {**record, "distributed": {**group.describe(), "settings_per_rank": [len(s["rows"]) for s in shares],
+                                        "seconds_per_rank": [s["seconds"] for s in shares]}}
+    return local["base_utility"].part_from(_scores_from(shares, config), record)
+
+
 def _load(checkpoint: Checkpoint, config: GateConfig, local: dict[str, Any]) -> Any:
     """The checkpoint's model on this rank's device, prepared for the probe; and its fused ops."""
     model = load_checkpoint_model(local["inputs"].source, checkpoint, local["device_name"], config.dtype,
@@ -268,6 +345,8 @@ def _cache_pending(pending: Pending, plans: dict[str, list[dict[str, Any]]], con
             checkpoint = config.checkpoints[index]
             if attack == "memory":
                 entry = _memory_entry(index, parts, plans[attack][index]["hashes"], config, group, local)
+            elif attack == "utility":
+                entry = _utility_entry(parts, config, group, local)
             else:
                 entry = _adversarial_entry(parts, config, group, local)
             try:

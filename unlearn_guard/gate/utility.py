@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import OutputError
-from ..utility import UtilityConfig, UtilityScores, load_clip, measure_utility, utility_check
+from ..utility import UtilityConfig, UtilityScores, compare_utility, load_clip, measure_utility, utility_check
 from .cache import ResultCache, cache_key
 
 
@@ -36,18 +36,35 @@ class BaseUtility:
 
     def scores(self, load_base: Callable[[], Any]) -> UtilityScores:
         """The base's scores: this run's, the cache's (--resume), or measured now on `load_base()`."""
-        if self._scores is None:
-            cached = self.cache.get(self.key) if self.resume else None
+        known = self.known()
+        return known if known is not None else self.remember(measure_utility(load_base(), self.config, clip=self.clip))
+
+    def known(self) -> UtilityScores | None:
+        """The base's scores from this run or, with --resume, from the cache; None: they must be measured."""
+        if self._scores is None and self.resume:
+            cached = self.cache.get(self.key)
             if cached is not None:
                 self._scores = UtilityScores.from_dict(cached)
-            else:
-                self._scores = measure_utility(load_base(), self.config, clip=self.clip)
-                try:
-                    self.cache.put(self.key, self._scores.to_dict())
-                except OutputError as error:
-                    raise OutputError(f"--output: {error} (the base model's utility scores)") from None
         return self._scores
+
+    def remember(self, scores: UtilityScores) -> UtilityScores:
+        """Keep the base's scores for this run and cache them (a sharded gate measures them on its ranks)."""
+        self._scores = scores
+        try:
+            self.cache.put(self.key, scores.to_dict())
+        except OutputError as error:
+            raise OutputError(f"--output: {error} (the base model's utility scores)") from None
+        return scores
 
     def part(self, model: Any, load_base: Callable[[], Any]) -> dict[str, Any]:
         """record["utility"] of the checkpoint `model`: its `UtilityResult` against the base."""
         return utility_check(model, self.scores(load_base), self.config, clip=self.clip).to_dict()
+
+    def part_from(self, checkpoint: UtilityScores, provenance: dict[str, Any]) -> dict[str, Any]:
+        """record["utility"] from a checkpoint's scores measured elsewhere (a sharded gate's ranks), as
+        `part` writes it; needs the base's scores (`known` or `remember` first)."""
+        if self._scores is None:
+            raise RuntimeError("the base model's utility scores are not known yet")
+        result = compare_utility(checkpoint, self._scores, self.config)
+        result.provenance = provenance
+        return result.to_dict()

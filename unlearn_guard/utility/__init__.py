@@ -10,7 +10,7 @@ generations; each against the base model, under every sampling setting, the wors
     print(result.summary_table())
 
 - config.py: `UtilityConfig` (items, n, seed, settings, min_ratio, clip_model).
-- measure.py: `measure_utility`, `compare_utility`, `utility_check`.
+- measure.py: `measure_utility` (`measure_settings`: some settings only), `compare_utility`, `utility_check`.
 - results.py: `ItemScore`, `UtilityScores`, `SettingUtility`, `UtilityResult`.
 - clip.py: `load_clip`, `clip_score_of` (torchmetrics); fid.py: optional `frechet_distance`.
 """
@@ -18,9 +18,9 @@ generations; each against the base model, under every sampling setting, the wors
 from .clip import clip_score_of, load_clip
 from .config import DEFAULT_CLIP_MODEL, DEFAULT_MIN_RATIO_CLIP, DEFAULT_MIN_RATIO_SHAPES, UtilityConfig
 from .fid import frechet_distance
-from .measure import compare_utility, generate_items, measure_utility, utility_check
+from .measure import compare_utility, generate_items, measure_settings, measure_utility, utility_check
 from .results import ItemScore, SettingUtility, UtilityResult, UtilityScores
 
 __all__ = ["DEFAULT_CLIP_MODEL", "DEFAULT_MIN_RATIO_CLIP", "DEFAULT_MIN_RATIO_SHAPES", "ItemScore", "SettingUtility",
            "UtilityConfig", "UtilityResult", "UtilityScores", "clip_score_of", "compare_utility", "frechet_distance",
-           "generate_items", "load_clip", "measure_utility", "utility_check"]
+           "generate_items", "load_clip", "measure_settings", "measure_utility", "utility_check"]

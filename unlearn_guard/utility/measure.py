@@ -13,7 +13,7 @@ is the utility figure; the worst setting decides.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -46,12 +46,25 @@ def measure_utility(model: Any, config: UtilityConfig, *, classifier: torch.nn.M
         clip: a loaded (model, processor) from `load_clip` (prompts; default `config.clip_model`).
     """
     from ..probe import as_model
+
+    _check_config(config)
+    started = time.perf_counter()
+    model = as_model(model)
+    rows = measure_settings(model, config, range(len(config.settings)), classifier=classifier, clip=clip)
+    return UtilityScores(config.metric, config.settings, rows, config.measured_with(), getattr(model, "source", ""),
+                         time.perf_counter() - started)
+
+
+def measure_settings(model: Any, config: UtilityConfig, indices: Sequence[int], *,
+                     classifier: torch.nn.Module | None = None,
+                     clip: tuple[Any, Any] | None = None) -> list[list[ItemScore]]:
+    """The rows of `measure_utility` for the settings `indices` of `config` only, in that order: each
+    setting's generations do not depend on the others', so ranks can share the settings out."""
+    from ..probe import as_model
     from ..stats.proportion import wilson_interval
     from ..world import concept_prompt, load_classifier
 
-    if not isinstance(config, UtilityConfig):
-        raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
-    started = time.perf_counter()
+    _check_config(config)
     model = as_model(model)
     if config.shapes:
         classifier = classifier if classifier is not None else load_classifier()
@@ -61,8 +74,8 @@ def measure_utility(model: Any, config: UtilityConfig, *, classifier: torch.nn.M
         clip = clip if clip is not None else load_clip(config.clip_model)
         prompts = list(config.prompts)
     scores = []
-    for setting in config.settings:
-        images = generate_items(model, prompts, config.n, config.seed, setting, config.batch_size)
+    for index in indices:
+        images = generate_items(model, prompts, config.n, config.seed, config.settings[index], config.batch_size)
         row = []
         for k, item in enumerate(config.items):
             block = images[k * config.n : (k + 1) * config.n]  # (n, 3, H, W)
@@ -73,8 +86,12 @@ def measure_utility(model: Any, config: UtilityConfig, *, classifier: torch.nn.M
             else:
                 row.append(ItemScore(item, clip_score_of(block.to(model.device), item, clip), config.n))
         scores.append(row)
-    return UtilityScores(config.metric, config.settings, scores, config.measured_with(), getattr(model, "source", ""),
-                         time.perf_counter() - started)
+    return scores
+
+
+def _check_config(config: Any) -> None:
+    if not isinstance(config, UtilityConfig):
+        raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
 
 
 def compare_utility(checkpoint: UtilityScores, base: UtilityScores, config: UtilityConfig) -> UtilityResult:
@@ -108,8 +125,7 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
     from ..probe import as_model
     from ..provenance import model_provenance, provenance
 
-    if not isinstance(config, UtilityConfig):
-        raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
+    _check_config(config)
     if config.prompts and clip is None:
         clip = load_clip(config.clip_model)  # once for both models
     base_scores = base if isinstance(base, UtilityScores) else measure_utility(base, config, classifier=classifier,
