@@ -14,6 +14,7 @@ Writes to --out (default: $OUT where set, else benchmarks/gpu_out):
   gpu.log          every step's output, also printed as it runs
   summary.md       one row per step: status, exit code, seconds, the command
   results.md       the blocks the benchmarks appended to benchmarks/RESULTS.md during this run
+  targets.md       the fast-path targets against what this run measured (_targets.py)
   environment.txt  nvidia-smi, the GPU torch sees, driver, CUDA, torch/triton/diffusers/... versions
 A checkout copied without .git (a lent machine) records UNLEARN_GUARD_COMMIT as its commit.
 """
@@ -32,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
+
+from _targets import targets_table
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
@@ -218,11 +221,12 @@ def run_steps(steps: list[tuple[Step, str | None]], budget: float, out: Path, py
     with open(results) as appended:
         appended.seek(results_size)
         (out / "results.md").write_text(appended.read())
+    (out / "targets.md").write_text(targets_table((out / "results.md").read_text()))
     lines = ["| step | status | exit | seconds | command |", "|---|---|---|---|---|"]
     lines += [f"| {o.step.name} | {o.status} | {'' if o.exit_code is None else o.exit_code} | {o.seconds:.1f} | "
               f"`python {shlex.join(o.step.argv)}` |" for o in outcomes]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines))
+    print("\n" + "\n".join(lines) + "\n\n" + (out / "targets.md").read_text(), end="")
     return outcomes
 
 

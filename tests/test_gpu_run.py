@@ -98,6 +98,7 @@ def test_the_runner_records_each_outcome_and_what_to_rerun(gpu_run, tmp_path):
     log = (tmp_path / "gpu.log").read_text()
     assert "hello from ok" in log and "about to fail" in log and "started" in log and "unexpected output" not in log
     assert (tmp_path / "results.md").read_text() == "### new block\n| a |\n"  # this run's rows only
+    assert (tmp_path / "targets.md").read_text().count("| not measured | - |") == 5  # no benchmark table here
     summary = (tmp_path / "summary.md").read_text().splitlines()
     assert len(summary) == 2 + len(steps) and summary[3].startswith("| bad | failed | 3 | ")
 
@@ -126,3 +127,58 @@ def test_a_copy_without_git_records_the_commit_it_is_told(monkeypatch):
     assert provenance.git_commit() is None
     monkeypatch.setenv("UNLEARN_GUARD_COMMIT", "0123abc")
     assert provenance.git_commit() == "0123abc"
+
+
+# --------------------------------------------------------------------------- the targets table
+def _block(title: str, header: list[str], rows: list[list[object]]) -> str:
+    from _results import markdown_table
+
+    return f"\n### {title}, 2026-12-07 09:00 UTC\ncommit abc; device cuda:H100\n\n{markdown_table(header, rows)}\n\nnote\n"
+
+
+KERNEL_HEADER = ["op", "batch", "variant", "ms", "ms/image", "speedup", "GB/s", "of copy BW", "max |diff| vs fp64"]
+THROUGHPUT_HEADER = ["preset", "variant", "images", "s/image", "images/s", "speedup", "UNet evals/image",
+                     "UNet TFLOP/s", "of matmul peak", "wall s", "vs torch batched"]
+PRESETS_HEADER = ["preset", "batch", "images", "s/image", "UNet evals/image", "ms/UNet eval", "PSNR mean"]
+
+
+def test_the_targets_are_read_off_the_runs_tables(gpu_run):
+    """Synthetic GPU-like blocks, written by the benchmarks' own table writer: each target met or
+    missed as its numbers say, the best fused row and chunk chosen, the largest batch for bandwidth."""
+    import _targets
+
+    results = (
+        _block("kernels: latent 4,64,64, bfloat16", KERNEL_HEADER, [
+            ["noise_regularization", 1, "autograd (released)", 30.0, 30.0, 1.0, 0.1, 0.0, "1e-6"],
+            ["noise_regularization", 1, "triton fused", 0.2, 0.2, 150.0, 20.0, 0.01, "1e-2"],
+            ["noise_regularization", 16, "autograd (released)", 40.0, 2.5, 1.0, 1.0, 0.0, "1e-6"],
+            ["noise_regularization", 16, "triton fused", 0.5, 0.03, 80.0, 90.0, 0.03, "1e-2"],
+            ["noise_regularization", 256, "triton fused", 5.0, 0.02, 1.0, 900.0, 0.3, "1e-2"],  # no autograd row
+            ["renoise_update", 1, "triton fused", 0.01, 0.01, 3.0, 200.0, 0.07, "1e-7"],
+            ["renoise_update", 256, "triton fused", 0.2, 0.001, 3.0, 2400.0, 0.8, "1e-7"],
+            ["sum_of_squares", 256, "triton fused", 0.1, 0.0004, 2.0, 1500.0, 0.5, "1e-5"]])
+        + _block("probe_throughput: sd14-shaped, presets mofc", THROUGHPUT_HEADER, [
+            ["mofc", "reference-style", 4, 20.0, 0.05, 1.0, 350, 10.0, 0.01, 80.0, ""],
+            ["mofc", "torch batched", 8, 6.0, 0.16, 3.3, 350, 40.0, 0.05, 48.0, ""],
+            ["mofc", "fused + bfloat16", 8, 1.2, 0.8, 16.7, 350, 200.0, 0.25, 9.6, ""],
+            ["mofc", "fused + bfloat16 + compile", 8, 0.9, 1.1, 22.2, 350, 260.0, 0.33, 7.2, ""]])
+        + _block("probe_presets: sd14-shaped, bfloat16, latent 4x64x64", PRESETS_HEADER, [
+            ["fast", 4, 16, 0.25, 40, 6.0, 20.0], ["fast", 16, 16, 0.14, 40, 3.5, 20.0]]))
+    rows = [line.split(" | ") for line in _targets.targets_table(results).splitlines()[2:]]
+    found = {row[0].lstrip("| "): (row[1], row[2].rstrip(" |")) for row in rows}
+    assert found == {
+        "mofc <= 1.0 s/image": ("0.900 s/image (fused + bfloat16 + compile)", "yes"),
+        "mofc >= 15x reference-style": ("22.2x (fused + bfloat16 + compile)", "yes"),
+        "in-training preset (fast) <= 0.15 s/image": ("0.140 s/image (chunk 16)", "yes"),
+        "regulariser >= 100x autograd": ("batch 1: 150x, batch 16: 80x", "no"),  # the worst batch decides
+        "renoise_update >= 70% of copy bandwidth": ("80.0% at batch 256", "yes"),
+        "sum_of_squares >= 70% of copy bandwidth": ("50.0% at batch 256", "no"),
+        "squared_error >= 70% of copy bandwidth": ("not measured", "-"),
+    }
+
+
+def test_a_run_without_the_tables_measures_nothing(gpu_run):
+    import _targets
+
+    table = _targets.targets_table("### sdxl only\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    assert table.count("| not measured | - |") == 5 and "yes" not in table and "| no |" not in table
