@@ -67,6 +67,9 @@ CASES = {
                              "--threads", "1"],
     # both families, regulariser on and off, fp32 chunk 1 / chunk 2 / bf16 against fp64: 3 steps, 2 + 2 images
     "precision_sensitivity.py": ["--images", "2", "--steps", "3", "--threads", "1"],
+    # both worlds fine-tuned for 2 steps on 256 images (cached in the test's folder), fast on 2 + 2 images
+    "v_prediction_world.py": ["--steps", "2", "--dataset-size", "256", "--batch", "8", "--images", "2", "--preset",
+                              "fast", "--accuracy-images", "2", "--cache", "cache", "--threads", "1"],
     "utility_check.py": ["--concepts", "circle", "--perturb", "0.3", "--esd-iterations", "1", "--generations", "1",
                          "--settings", "ddim:4:2,pndm:3:2", "--threads", "1"],
 }
@@ -91,7 +94,7 @@ CONTROLS = {
 # About 105 s of CPU each half (typical_set_recheck.py joined this file's half when calibrate_memory_signal.py's
 # smoke run took fast for its stars, noise and pool: benchmarks/RESULTS.md, "CI time").
 MORE = ("memory_aware_erasure.py", "memory_search.py", "memory_loss_ablation.py", "replay_paper_table.py",
-        "callback_overhead.py", "probe_throughput.py", "decision_interval.py")
+        "callback_overhead.py", "probe_throughput.py", "decision_interval.py", "v_prediction_world.py")
 HERE = tuple(sorted(set(CASES) - set(MORE)))
 
 

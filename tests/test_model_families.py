@@ -169,8 +169,8 @@ def test_probe_batch_equals_singles(v_model, regularization, scale):
     """Batched and one-image probes agree. With the noise regulariser on, float32 round-off grows
     more on this random v-model than on the eps model (tests/test_probe.py holds that one at scale
     10), hence the wider scale there: the converted eps has nearly flat patches, where PatchKL's
-    gradient (1 / variance) amplifies it. In float64 the two chunkings agree bit for bit
-    (benchmarks/precision_sensitivity.py; docs/models.md, "Precision")."""
+    gradient (1 / variance) amplifies it; a trained v model's does not (benchmarks/precision_sensitivity.py
+    --worlds). In float64 the two chunkings agree bit for bit (docs/models.md, "Precision")."""
     import dataclasses
 
     from unlearn_guard import probe

@@ -95,6 +95,34 @@ def test_exclude_names_a_known_shape():
         WorldTrainingConfig(exclude="star")
 
 
+def test_a_v_prediction_world_learns_the_schedulers_velocity(tmp_path, monkeypatch):
+    """`train-world --prediction-type v_prediction`: the UNet's regression target is the scheduler's
+    `get_velocity(z0, noise, t)` (diffusers' own), the saved scheduler says v, and the model loads as
+    a v model; an unknown prediction type is one line naming the field."""
+    import torch.nn.functional as F
+
+    from unlearn_guard.errors import InputError
+    from unlearn_guard.world import train as world_train
+
+    targets, velocities = [], []
+    real_mse = F.mse_loss
+    monkeypatch.setattr(world_train.F, "mse_loss", lambda out, target: targets.append(target) or real_mse(out, target))
+    from diffusers import DDIMScheduler
+
+    real_velocity = DDIMScheduler.get_velocity
+    monkeypatch.setattr(DDIMScheduler, "get_velocity",
+                        lambda self, *a: velocities.append(real_velocity(self, *a)) or velocities[-1])
+    config = world_train.WorldTrainingConfig(dataset_size=128, vae_steps=2, unet_steps=2, classifier_steps=2,
+                                             eval_images_per_concept=1, unet_batch=4, vae_batch=4,
+                                             prediction_type="v_prediction")
+    world_train.train_world(tmp_path, config, progress=False)
+    unet_targets = [t for t in targets if t.shape == (4, 4, 8, 8)]
+    assert len(unet_targets) == len(velocities) == 2 and all(t is v for t, v in zip(unet_targets, velocities))
+    assert load_world_model(tmp_path).prediction_type == "v_prediction"
+    with pytest.raises(InputError, match="^prediction_type: got 'v-pred'; expected one of "):
+        world_train.WorldTrainingConfig(prediction_type="v-pred")
+
+
 # ----------------------------------------------------------------------------- the shipped weights
 def test_shipped_weights_are_in_the_package():
     assert (WEIGHTS_DIR / "pipeline" / "model_index.json").is_file()  # never skip: they are committed

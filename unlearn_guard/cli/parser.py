@@ -318,6 +318,8 @@ def _add_train_world_command(commands: Any) -> None:
     world.add_argument("--exclude", choices=SHAPES_FOR_CLI, default=None, metavar="SHAPE",
                        help="exact unlearning: train without any image or caption of SHAPE (the ground truth "
                             "for erasure); the classifier is copied from the shipped world")
+    world.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+                       help="what the UNet learns to predict: eps (SD 1.x, the shipped worlds) or v (SD 2.x 768)")
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     world.set_defaults(handler=train_world_command)
 

@@ -23,7 +23,8 @@ def train_world_command(args: argparse.Namespace) -> int:
     """Run `train-world`: train the shapes world's model and classifier into --output."""
     from ..world.train import WorldTrainingConfig, train_world
 
-    config = WorldTrainingConfig(seed=args.seed, threads=args.threads, exclude=args.exclude)
+    config = WorldTrainingConfig(seed=args.seed, threads=args.threads, exclude=args.exclude,
+                                 prediction_type=args.prediction_type)
     print(f"training the shapes world into {args.output} with {config}")
     report = train_world(args.output, config, progress=not args.quiet)
     print(f"done in {report['timings']['total_s'] / 60:.1f} min; classifier held-out accuracy "

@@ -58,12 +58,17 @@ class WorldTrainingConfig:
     eval_images_per_concept: int = 16
     threads: int = 2
     exclude: str | None = None
+    # What the UNet learns to predict: "epsilon" (SD 1.x, the shipped worlds) or "v_prediction" (SD 2.x 768)
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
-        if self.exclude is not None and self.exclude not in SHAPES:
-            from ..errors import InputError
+        from ..errors import InputError
+        from ..schedule import PREDICTION_TYPES
 
+        if self.exclude is not None and self.exclude not in SHAPES:
             raise InputError(f"exclude: got {self.exclude!r}; expected one of {SHAPES}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise InputError(f"prediction_type: got {self.prediction_type!r}; expected one of {PREDICTION_TYPES}")
 
 
 def _cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
@@ -106,7 +111,9 @@ def encode_dataset(vae, pixels: torch.Tensor, batch: int = 512) -> tuple[torch.T
 
 
 def train_unet(unet, text_encoder, tokenizer, means, stds, scenes, scaling_factor, scheduler, config, progress):
-    """Denoising objective on scaling_factor * posterior samples; returns (EMA UNet, losses)."""
+    """Denoising objective on scaling_factor * posterior samples; returns (EMA UNet, losses). The
+    target is the noise, or for `config.prediction_type` "v_prediction" the scheduler's velocity
+    (`get_velocity`), for "sample" the clean latent. `unet` may be a trained one (fine-tuning)."""
     generator = torch.Generator().manual_seed(config.seed + 22)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr, weight_decay=1e-4)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -130,7 +137,10 @@ def train_unet(unet, text_encoder, tokenizer, means, stds, scenes, scaling_facto
         noise = torch.randn(z0.shape, generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=context).sample, noise)
+        target = {"epsilon": noise, "sample": z0}.get(config.prediction_type)
+        if target is None:
+            target = scheduler.get_velocity(z0, noise, t)
+        loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=context).sample, target)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -203,6 +213,7 @@ def train_world(
 
     unet = build_unet(config.seed + 3)
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
+    pipe.scheduler.register_to_config(prediction_type=config.prediction_type)
     t0 = time.perf_counter()
     ema_unet, unet_losses = train_unet(unet, text_encoder, tokenizer, means, stds, scenes, scaling_factor,
                                        pipe.scheduler, config, progress)
