@@ -105,6 +105,11 @@ def smallest_patch_variance(patch: int) -> Iterator[list[float]]:
         renoise.noise_regularization = original
 
 
+def _memory(result) -> str:
+    """The memory score M (what the gate and the monitor decide on), or "-" where undefined."""
+    return "-" if result.memory is None else f"{result.memory.value:.3f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,11 +155,12 @@ def main() -> None:
                 rows.append([subject.name, "on" if regularize else "off", name, f"{seed_error.max().item():.2e}",
                              f"{seed_error.mean().item():.2e}", f"{nll:.2e}", f"{psnr:.2e}",
                              f"{reference.d_n:.4f}", f"{abs(result.d_n - reference.d_n) / abs(reference.d_n):.2e}",
+                             _memory(reference), _memory(result),
                              f"{min(variances):.1e}" if variances else "-"])
                 print(rows[-1], flush=True)
 
     header = ["model", "regulariser", "variant", "max |seed - fp64|", "mean |seed - fp64|", "max NLL rel. error",
-              "max |PSNR - fp64| dB", "d_N (fp64)", "d_N rel. error", "smallest patch variance"]
+              "max |PSNR - fp64| dB", "d_N (fp64)", "d_N rel. error", "M (fp64)", "M (variant)", "smallest patch variance"]
     table = markdown_table(header, rows)
     note = (f"Tiny random-weight models (seed 0) on {args.images} smooth images (seed {args.seed}), a second set "
             f"(seed {args.seed + 1}) as R for d_N"
