@@ -120,7 +120,7 @@ def environment() -> str:
     """What the numbers were measured on: nvidia-smi, torch's view of the GPU, and package versions."""
     import torch
 
-    from unlearn_guard.provenance import git_commit, package_versions
+    from unlearn_guard.provenance import git_commit, package_version, package_versions
 
     lines = []
     try:
@@ -134,7 +134,7 @@ def environment() -> str:
         lines.append(f"cuda:{index}: {props.name}, {props.total_memory / 2**30:.1f} GiB, "
                      f"{props.multi_processor_count} SMs, capability {props.major}.{props.minor}")
     lines.append(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")
-    versions = package_versions()
+    versions = {**package_versions(), "triton": package_version("triton")}
     lines.append("packages: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())))
     lines.append(f"python {sys.version.split()[0]} at {sys.executable}")
     lines.append(f"commit {git_commit()}")

@@ -183,3 +183,12 @@ def test_a_run_without_the_tables_measures_nothing(gpu_run):
 
     table = _targets.targets_table("### sdxl only\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     assert table.count("| not measured | - |") == 5 and "yes" not in table and "| no |" not in table
+
+
+def test_the_environment_record_names_what_a_gpu_number_depends_on(gpu_run, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: said, not raised
+    lines = gpu_run.environment().splitlines()
+    assert lines[0].startswith("nvidia-smi: not run (")
+    packages = next(line for line in lines if line.startswith("packages: "))
+    assert all(f"{name} " in packages for name in ("torch", "triton", "diffusers", "transformers", "peft"))
+    assert lines[-1].startswith("commit ") and any(line.startswith("torch ") for line in lines)
