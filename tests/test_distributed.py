@@ -280,6 +280,56 @@ def test_a_rank_killed_mid_gate_exits_clearly_and_resume_completes(gate_world, t
     assert alone["resumed_from_cache"] == 3 and numbers(alone) == numbers(one)
 
 
+class _StoppedAtGather:
+    """A one-rank stand-in for a process group whose launcher sends SIGTERM as the gather numbered
+    `stop_at` begins, before its work runs (what torchrun does to a survivor under load)."""
+
+    is_main, rank, world_size = True, 0, 1
+
+    def __init__(self, stop_at: int) -> None:
+        self.stop_at, self.calls = stop_at, 0
+
+    def gather(self, produce, what):
+        from unlearn_guard.distributed import LauncherStopped
+
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise LauncherStopped(f"stopped by the launcher (SIGTERM) during {what}")
+        return [produce()]
+
+    def shard(self, weights):
+        return range(len(weights))
+
+    def check(self):
+        return None
+
+    def describe(self):
+        return {"world_size": 1, "backend": "fake", "sharded": True}
+
+
+def test_work_gathered_before_the_launcher_stops_a_rank_is_cached(gate_world, tmp_path, monkeypatch, capsys):
+    """The SIGTERM lands before the next gather would have cached the round already gathered: rank 0
+    caches it on the way out and says so, and --resume probes only what is left."""
+    import unlearn_guard.cli as cli
+    from unlearn_guard.gate import runner
+
+    root, code, one = gate_world
+    argv = gate_args(root, tmp_path / "out", "--checkpoints", str(root / "checkpoints"), *GATE_KNOBS)
+    group = _StoppedAtGather(stop_at=3)  # 1: the checks, 2: round 1 (checkpoint-2), 3: round 2
+    monkeypatch.setattr(runner.distributed_work, "resolve", lambda *a: group)
+    assert cli.main(argv) == 3
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert error == [f"error: probe failed: stopped by the launcher (SIGTERM) during checkpoint round 2 of 3 "
+                     f"(checkpoint-4); the 1 checkpoint result(s) finished in this run are cached in "
+                     f"{str(tmp_path / 'out' / 'cache')!r}: rerun with --resume"]
+    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 1
+    monkeypatch.setattr(runner.distributed_work, "resolve", lambda *a: None)  # resume in one process
+    assert cli.main([*argv, "--resume"]) == code
+    report = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert [c["from_cache"] for c in report["checkpoints"]] == [True, False, False]
+    assert numbers(report) == numbers(one)
+
+
 # --------------------------------------------------------------------------- adversarial prompts on 2 ranks
 ADVERSARIAL_SEEDS = [12, 3, 0]  # 3 prompts: rank 0 attacks the first, rank 1 the other two
 ADVERSARIAL_KNOBS = [*GATE_KNOBS, "--set", "inversion.num_steps=3", "--attacks", "memory,adversarial-prompt,utility",

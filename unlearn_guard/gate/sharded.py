@@ -14,8 +14,9 @@ any rank stops every rank within a bounded time:
   2. adversarial-prompt: one checkpoint at a time, each rank attacks a contiguous slice of the
      prompts (the base model makes its slice's targets when no folder gives them); rank 0
      assembles the gathered slices into the part (gate/adversarial.py).
-     Rank 0 caches each gathered result atomically at the start of the next gather: a rank that
-     dies loses the work in flight at most.
+     Rank 0 caches each gathered result atomically at the start of the next gather, and on the
+     way out when a rank fails or the launcher stops it: a rank that dies loses the work in flight
+     at most.
   3. utility: each rank measures a contiguous share of the sampling settings, on the base model
      once (unless --resume finds its scores) and then on each checkpoint in turn; rank 0 puts the
      gathered rows together and compares them with the base's (gate/utility.py).
@@ -144,10 +145,10 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
             plans[attack], local["entries"][attack] = part_plan(config, keys, cache, attack, hashes)
         return {"plans": plans, "base_utility_known": base_known}
 
+    pending: Pending = []
     try:
         prepared = group.gather(prepare, "the gate's checks")[0]
         plans = prepared["plans"]
-        pending: Pending = []
         local["probing"] = True
         if "memory" in plans:
             _probe_rounds(config, plans, local, group, cache, pending)
@@ -167,8 +168,14 @@ def run_gate_sharded(config: GateConfig, group: distributed_work.Session, echo: 
     except (distributed_work.RankFailure, distributed_work.LauncherStopped) as error:
         if not local["probing"]:
             raise
+        also = ""
+        if main and pending:  # work gathered before the failure, not cached yet (the launcher's SIGTERM can
+            try:              # come before the next gather would have cached it): keep it for --resume
+                _cache_pending(pending, plans, config, cache, group, local)
+            except Exception as failure:  # noqa: BLE001 - the rank failure stays the error; this is said beside it
+                also = f" (caching the work gathered before it failed too: {type(failure).__name__}: {failure})"
         where = _cached_line(cache, local["cached"]) if main else "rank 0 cached each finished checkpoint: rerun with --resume"
-        raise type(error)(f"{error}; {where}", error.exit_code, error.ranks) from error
+        raise type(error)(f"{error}; {where}{also}", error.exit_code, error.ranks) from error
 
 
 def _probe_rounds(config: GateConfig, plans: dict[str, list[dict[str, Any]]], local: dict[str, Any],
