@@ -17,7 +17,6 @@ tuned on the v models: every threshold comes from the eps worlds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 import warnings
 from pathlib import Path

@@ -238,11 +238,15 @@ def load_checkpoint_model(source: str, checkpoint: Checkpoint, device: str | Non
                       text_encoder_subfolder=weights.text_encoder_subfolder, config=model_config)
 
 
+# --model without any checkpoint's weights, as a checkpoint: what load_base_model loads and failures name
+BASE_MODEL = Checkpoint(name="base model", weights=Weights())
+
+
 def load_base_model(source: str, device: str | None = None, dtype: str | None = None,
                     model_config: Path | None = None):
     """The base model alone (--model without any checkpoint's weights): the original model that makes
     the adversarial-prompt attack's target images."""
-    return load_checkpoint_model(source, Checkpoint(name="base model", weights=Weights()), device, dtype, model_config)
+    return load_checkpoint_model(source, BASE_MODEL, device, dtype, model_config)
 
 
 class attack_failures:  # noqa: N801 - used as a context manager, reads as a phrase

@@ -53,12 +53,12 @@ from ..probe import (
 )
 from ..schedule import ddim_schedule
 from ..provenance import model_provenance, provenance
-from ..utility import UtilityScores, load_clip, measure_settings
+from ..utility import UtilityScores, load_clip, measure_settings, utility_provenance
 from .adversarial import adversarial_part, attack_slice, check_prompts_fit, load_adversarial_inputs, run_config
 from .cache import ResultCache
-from .checkpoints import Checkpoint, Weights, model_fingerprint, weight_hashes
+from .checkpoints import Checkpoint, model_fingerprint, weight_hashes
 from .finish import assemble_entry, checkpoint_entry, decided_record, finish_gate
-from .inputs import GateConfig, attack_failures, load_base_model, load_checkpoint_model, load_gate_inputs
+from .inputs import BASE_MODEL, GateConfig, attack_failures, load_base_model, load_checkpoint_model, load_gate_inputs
 from .output import CACHE_DIR, check_output, check_output_writable
 from .plan import PartKeys, item_origin, origin_summary, part_plan
 from .render import checkpoint_line
@@ -277,15 +277,14 @@ def _measure_mine(checkpoint: Checkpoint | None, mine: range, config: GateConfig
         return {"rows": {}, "seconds": 0.0, "source": None, "provenance": None}
     inputs, utility = local["inputs"], config.attacks.utility
     started = time.perf_counter()
-    if checkpoint is None:
-        checkpoint = Checkpoint(name="the base model", weights=Weights())
+    checkpoint = BASE_MODEL if checkpoint is None else checkpoint
     model = load_checkpoint_model(inputs.source, checkpoint, local["device_name"], config.dtype, config.model_config)
     if utility.prompts and local.get("clip") is None:
         local["clip"] = load_clip(utility.clip_model)  # once per rank
     with attack_failures(checkpoint, "the utility check of"):
         rows = measure_settings(model, utility, mine, clip=local.get("clip"))
     return {"rows": dict(zip(mine, rows)), "seconds": time.perf_counter() - started, "source": model.source,
-            "provenance": provenance(model.device, model.dtype, seed=utility.seed, **model_provenance(model))}
+            "provenance": utility_provenance(model, utility)}
 
 
 def _scores_from(shares: list[dict[str, Any]], config: GateConfig) -> UtilityScores:
@@ -293,8 +292,8 @@ def _scores_from(shares: list[dict[str, Any]], config: GateConfig) -> UtilitySco
     utility = config.attacks.utility
     rows = {index: row for share in shares for index, row in share["rows"].items()}
     source = next(share["source"] for share in shares if share["source"] is not None)
-    return UtilityScores(utility.metric, utility.settings, [rows[i] for i in range(len(utility.settings))],
-                         utility.measured_with(), source, max(share["seconds"] for share in shares))
+    return UtilityScores.measured(utility, [rows[i] for i in range(len(utility.settings))], source,
+                                  max(share["seconds"] for share in shares))
 
 
 def _utility_entry(shares: list[dict[str, Any]], config: GateConfig, group: distributed_work.Session,

@@ -18,9 +18,11 @@ generations; each against the base model, under every sampling setting, the wors
 from .clip import clip_score_of, load_clip
 from .config import DEFAULT_CLIP_MODEL, DEFAULT_MIN_RATIO_CLIP, DEFAULT_MIN_RATIO_SHAPES, UtilityConfig
 from .fid import frechet_distance
-from .measure import compare_utility, generate_items, measure_settings, measure_utility, utility_check
+from .measure import (compare_utility, generate_items, measure_settings, measure_utility, utility_check,
+                      utility_provenance)
 from .results import ItemScore, SettingUtility, UtilityResult, UtilityScores
 
 __all__ = ["DEFAULT_CLIP_MODEL", "DEFAULT_MIN_RATIO_CLIP", "DEFAULT_MIN_RATIO_SHAPES", "ItemScore", "SettingUtility",
            "UtilityConfig", "UtilityResult", "UtilityScores", "clip_score_of", "compare_utility", "frechet_distance",
-           "generate_items", "load_clip", "measure_settings", "measure_utility", "utility_check"]
+           "generate_items", "load_clip", "measure_settings", "measure_utility", "utility_check",
+           "utility_provenance"]

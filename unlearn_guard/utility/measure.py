@@ -51,8 +51,7 @@ def measure_utility(model: Any, config: UtilityConfig, *, classifier: torch.nn.M
     started = time.perf_counter()
     model = as_model(model)
     rows = measure_settings(model, config, range(len(config.settings)), classifier=classifier, clip=clip)
-    return UtilityScores(config.metric, config.settings, rows, config.measured_with(), getattr(model, "source", ""),
-                         time.perf_counter() - started)
+    return UtilityScores.measured(config, rows, getattr(model, "source", ""), time.perf_counter() - started)
 
 
 def measure_settings(model: Any, config: UtilityConfig, indices: Sequence[int], *,
@@ -89,6 +88,13 @@ def measure_settings(model: Any, config: UtilityConfig, indices: Sequence[int], 
     return scores
 
 
+def utility_provenance(model: Any, config: UtilityConfig) -> dict[str, Any]:
+    """The provenance of a utility result measured on `model` (the checkpoint's)."""
+    from ..provenance import model_provenance, provenance
+
+    return provenance(model.device, model.dtype, seed=config.seed, **model_provenance(model))
+
+
 def _check_config(config: Any) -> None:
     if not isinstance(config, UtilityConfig):
         raise InputError(f"config: got {type(config).__name__}; expected a UtilityConfig")
@@ -123,7 +129,6 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
         UtilityResult: per setting and item, the worst setting, `ratio`, `passed`, `reason`.
     """
     from ..probe import as_model
-    from ..provenance import model_provenance, provenance
 
     _check_config(config)
     if config.prompts and clip is None:
@@ -133,6 +138,5 @@ def utility_check(checkpoint: Any, base: Any, config: UtilityConfig, *, classifi
     checkpoint_model = as_model(checkpoint)
     checkpoint_scores = measure_utility(checkpoint_model, config, classifier=classifier, clip=clip)
     result = compare_utility(checkpoint_scores, base_scores, config)
-    result.provenance = provenance(checkpoint_model.device, checkpoint_model.dtype, seed=config.seed,
-                                   **model_provenance(checkpoint_model))
+    result.provenance = utility_provenance(checkpoint_model, config)
     return result

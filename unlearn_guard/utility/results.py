@@ -69,6 +69,12 @@ class UtilityScores:
     source: str = ""
     seconds: float = 0.0
 
+    @classmethod
+    def measured(cls, config: UtilityConfig, rows: list[list[ItemScore]], source: str,
+                 seconds: float) -> "UtilityScores":
+        """One model's scores from its rows under every setting of `config`, in the config's order."""
+        return cls(config.metric, config.settings, rows, config.measured_with(), source, seconds)
+
     def mean(self, index: int) -> ItemScore:
         return pooled(self.scores[index], float(self.measured_with["confidence"]))
 
